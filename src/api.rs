@@ -1,0 +1,4 @@
+//! The MultiArchImage API (under construction).
+pub fn crd_yaml() -> String {
+    String::new()
+}

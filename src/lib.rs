@@ -1,0 +1,8 @@
+//! multiarch-operator: builds multi-architecture container images natively,
+//! one Kubernetes Job per platform, then merges them into one image index.
+
+pub mod api;
+pub mod merge;
+pub mod platform;
+pub mod render;
+pub mod validate;

@@ -1,0 +1,64 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use multiarch_operator::{api, merge, render, validate};
+
+/// Builds multi-architecture container images natively on Kubernetes.
+#[derive(Parser, Debug)]
+#[command(name = "multiarch-operator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the MultiArchImage CustomResourceDefinition as YAML.
+    Crds,
+    /// Print the Jobs a MultiArchImage would create, as YAML (a dry run).
+    Render {
+        /// The MultiArchImage manifest (YAML); `-` reads standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        #[command(flatten)]
+        images: render::ImageArgs,
+    },
+    /// Assemble the per-platform images into one index and push it.
+    Merge(merge::MergeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds => {
+            print!("{}", api::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Render { file, images } => match render_file(&file, &images.into()) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Merge(args) => {
+            let runtime = tokio::runtime::Runtime::new().expect("start the async runtime");
+            let code = runtime.block_on(merge::run(args));
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+    }
+}
+
+fn render_file(file: &PathBuf, images: &render::BuilderImages) -> Result<String, String> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("reading standard input: {e}"))?
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?
+    };
+    let resource = validate::parse_manifest(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    render::render_yaml(&resource, images).map_err(|e| format!("{}: {e}", file.display()))
+}
