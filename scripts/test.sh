@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need (as root, from
+# Debian and PyPI), then runs formatting, lints and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests drive for real, and the command each provides.
+declare -A DEB_FOR_COMMAND=(
+  [docker-registry]=docker-registry
+  [buildah]=buildah
+  [skopeo]=skopeo
+  [bwrap]=bubblewrap
+  [git]=git
+  [htpasswd]=apache2-utils
+)
+missing=()
+for cmd in "${!DEB_FOR_COMMAND[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${DEB_FOR_COMMAND[$cmd]}")
+done
+# kubectl: any real one will do; Debian's kubernetes-client when none is present.
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "missing Debian packages: ${missing[*]}" >&2
+    echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+# kubernetes-validate (PyPI) checks the CRD and rendered Jobs against the
+# real Kubernetes schemas.
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] || [ -n "${VIRTUAL_ENV:-}" ]; then
+    python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
+  else
+    echo "missing kubernetes-validate; install it with: python3 -m pip install kubernetes-validate" >&2
+    exit 1
+  fi
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
