@@ -1,4 +1,346 @@
-//! The MultiArchImage API (under construction).
+//! The `MultiArchImage` resource (`multiarch.dev/v1alpha1`).
+//!
+//! Doc comments on fields become `kubectl explain` text. Schema patterns are
+//! the same constants `validate` uses, so admission and the operator agree.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use kube::CustomResourceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// `os/arch[/variant]`, lower case; aliases are normalised by the operator.
+pub const PLATFORM_PATTERN: &str = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9.]+)?$";
+/// A tag as the OCI distribution spec defines it.
+pub const TAG_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$";
+/// A repository: optional `host[:port]/`, then lower-case path components;
+/// no tag and no digest.
+pub const REPOSITORY_PATTERN: &str = r"^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*$";
+/// A Kubernetes object name (DNS-1123 subdomain).
+pub const OBJECT_NAME_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A build argument name, as a shell variable would be spelled.
+pub const BUILD_ARG_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
+/// A multi-stage target (a stage name).
+pub const TARGET_PATTERN: &str = r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$";
+
+pub const MAX_PLATFORMS: usize = 16;
+pub const MAX_TAGS: usize = 32;
+
+/// A request to build one image for several platforms natively and publish
+/// them under one multi-architecture image index.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "multiarch.dev",
+    version = "v1alpha1",
+    kind = "MultiArchImage",
+    plural = "multiarchimages",
+    shortname = "mai",
+    category = "all",
+    namespaced,
+    status = "MultiArchImageStatus",
+    derive = "PartialEq",
+    doc = "MultiArchImage builds an image natively on a node of each requested platform, then pushes one multi-architecture image index under the requested tags.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Platforms",
+        type_ = "string",
+        description = "platforms built / requested",
+        json_path = ".status.platformsReady"
+    ),
+    printcolumn(
+        name = "Digest",
+        type_ = "string",
+        description = "the image index digest, shortened",
+        json_path = ".status.shortDigest"
+    ),
+    printcolumn(
+        name = "Image",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.image"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MultiArchImageSpec {
+    /// Repository to publish to, without tag or digest, e.g.
+    /// `registry.example.com/tools/cowsay`.
+    #[schemars(pattern(REPOSITORY_PATTERN), length(min = 1, max = 255))]
+    pub image: String,
+
+    /// Tags the image index is pushed under.
+    #[serde(default = "default_tags")]
+    #[schemars(
+        length(min = 1, max = 32),
+        inner(pattern(TAG_PATTERN)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub tags: Vec<String>,
+
+    /// Platforms to build, `os/arch[/variant]`, each natively on a node of
+    /// that architecture.
+    #[serde(default = "default_platforms")]
+    #[schemars(
+        length(min = 1, max = 16),
+        inner(pattern(PLATFORM_PATTERN), length(max = 64)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub platforms: Vec<String>,
+
+    /// Where the build context comes from: exactly one of `git` or `configMap`.
+    pub source: Source,
+
+    /// Sub-folder of the source used as the build context.
+    #[serde(default = "default_context_dir")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub context_dir: String,
+
+    /// Path of the Dockerfile inside `contextDir`.
+    #[serde(default = "default_dockerfile")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub dockerfile: String,
+
+    /// Stage of a multi-stage Dockerfile to build; the last stage when empty.
+    #[serde(default)]
+    #[schemars(pattern(TARGET_PATTERN), length(max = 128))]
+    pub target: String,
+
+    /// Build arguments (`ARG` values), passed to the builder as arguments.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 64))]
+    pub build_args: BTreeMap<String, String>,
+
+    /// Which builder runs in the build Jobs.
+    #[serde(default)]
+    pub builder: Builder,
+
+    /// A `kubernetes.io/dockerconfigjson` Secret in the same namespace with
+    /// credentials to push to `image`; mounted into the build and merge Jobs.
+    /// The operator itself never reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_secret: Option<LocalObjectRef>,
+
+    /// Push over plain HTTP (for development registries only).
+    #[serde(default)]
+    pub insecure_registry: bool,
+
+    /// Extra node labels the build pods require, merged with the per-platform
+    /// `kubernetes.io/os` and `kubernetes.io/arch` pin.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations added to the automatic `kubernetes.io/arch` one.
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+
+    /// Compute resources of the build container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Service account of the build pods; the namespace's default when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(OBJECT_NAME_PATTERN), length(max = 253))]
+    pub service_account_name: Option<String>,
+
+    /// Time limit of each build Job, in seconds.
+    #[serde(default = "default_active_deadline_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub active_deadline_seconds: i64,
+
+    /// Retries of each build Job before its platform is marked failed.
+    #[serde(default = "default_backoff_limit")]
+    #[schemars(range(min = 0, max = 10))]
+    pub backoff_limit: i32,
+}
+
+/// The build context's origin.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.git) != has(self.configMap)",
+    "message": "exactly one of spec.source.git and spec.source.configMap must be set",
+}]))]
+pub struct Source {
+    /// A git repository, cloned at `revision`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
+    /// A ConfigMap in the same namespace whose keys become the context's files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<LocalObjectRef>,
+}
+
+/// A git repository holding the build context.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSource {
+    /// Clone URL (`https://`, `http://`, `ssh://` or `git@host:path`), without
+    /// credentials: put those in `secretRef`.
+    #[schemars(
+        pattern(r"^(https?://|ssh://|git@)[^\s]+$"),
+        length(min = 1, max = 2048)
+    )]
+    pub url: String,
+    /// Branch, tag or commit to build; the remote's default branch when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"), length(max = 255))]
+    pub revision: Option<String>,
+    /// A Secret in the same namespace with key `.git-credentials` (https) or
+    /// `ssh-privatekey` (and optionally `known_hosts`) for ssh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalObjectRef>,
+}
+
+/// A reference to an object in the resource's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct LocalObjectRef {
+    /// Name of the object.
+    #[schemars(pattern(OBJECT_NAME_PATTERN), length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// The builder used by the build Jobs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Builder {
+    /// `buildkit` (rootless BuildKit, the default) or `buildah`.
+    #[serde(default)]
+    pub strategy: BuilderStrategy,
+    /// Builder image overriding the operator's default for this strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+}
+
+/// Builder implementations.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BuilderStrategy {
+    /// Rootless BuildKit (`buildctl-daemonless.sh`), no privileged pod.
+    #[default]
+    Buildkit,
+    /// Buildah (`bud` then `push --digestfile`).
+    Buildah,
+}
+
+/// What the operator observed and did.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MultiArchImageStatus {
+    /// Pending, Building, Merging, Succeeded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Short hash of the spec that shapes the build; the same spec gives the
+    /// same id, and nothing is rebuilt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<String>,
+    /// Platforms built / platforms requested, e.g. `2/2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platforms_ready: Option<String>,
+    /// One entry per requested platform.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<PlatformStatus>,
+    /// Name of the merge Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_job: Option<String>,
+    /// Digest of the pushed image index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The index digest shortened for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_digest: Option<String>,
+    /// `image@digest`: pull this to get exactly what was built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// `Ready` (kstatus), `Reconciling` and `Stalled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Phases of the whole resource.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Building,
+    Merging,
+    Succeeded,
+    Failed,
+}
+
+/// Phases of one platform's build.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PlatformPhase {
+    Pending,
+    Building,
+    Succeeded,
+    Failed,
+}
+
+/// The build of one platform.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformStatus {
+    /// The platform, normalised (`linux/arm64`).
+    pub platform: String,
+    /// Pending, Building, Succeeded or Failed.
+    pub phase: PlatformPhase,
+    /// Name of the build Job.
+    pub job: String,
+    /// Node the build pod ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Digest of the single-platform image the builder pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// When the build pod started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the build finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Why the build waits or failed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+fn default_tags() -> Vec<String> {
+    vec!["latest".to_string()]
+}
+
+fn default_platforms() -> Vec<String> {
+    vec!["linux/amd64".to_string(), "linux/arm64".to_string()]
+}
+
+fn default_context_dir() -> String {
+    ".".to_string()
+}
+
+fn default_dockerfile() -> String {
+    "Dockerfile".to_string()
+}
+
+fn default_active_deadline_seconds() -> i64 {
+    3600
+}
+
+fn default_backoff_limit() -> i32 {
+    1
+}
+
+/// The CRD as YAML, exactly as committed in `crds/`.
 pub fn crd_yaml() -> String {
-    String::new()
+    let crd = MultiArchImage::crd();
+    let body = serde_yaml_ng::to_string(&crd).expect("the CRD serialises to YAML");
+    format!("# Generated by `multiarch-operator crds`; do not edit.\n---\n{body}")
 }

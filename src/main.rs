@@ -55,10 +55,20 @@ fn main() -> ExitCode {
 
 fn render_file(file: &PathBuf, images: &render::BuilderImages) -> Result<String, String> {
     let text = if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("reading standard input: {e}"))?
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| format!("reading standard input: {e}"))?
     } else {
         std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?
     };
-    let resource = validate::parse_manifest(&text).map_err(|e| format!("{}: {e}", file.display()))?;
-    render::render_yaml(&resource, images).map_err(|e| format!("{}: {e}", file.display()))
+    let resources =
+        validate::parse_manifests(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut out = String::new();
+    for resource in &resources {
+        let yaml = render::render_yaml(resource, images).map_err(|e| {
+            let name = resource.metadata.name.as_deref().unwrap_or("<unnamed>");
+            format!("{}: MultiArchImage {name} is invalid:\n{e}", file.display())
+        })?;
+        out.push_str(&yaml);
+    }
+    Ok(out)
 }

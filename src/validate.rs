@@ -1,4 +1,404 @@
-//! Validation (under construction).
-pub fn parse_manifest(_t: &str) -> Result<(), String> {
-    Ok(())
+//! Validation of a MultiArchImage beyond what the CRD schema can say, used by
+//! every subcommand and the controller. It reports every problem at once, each
+//! naming its field path.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::api::{self, MultiArchImage, MultiArchImageSpec};
+use crate::platform::Platform;
+
+/// One problem, at one field path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every problem found in one resource.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl ValidationErrors {
+    /// Whether any problem is reported at `field` or below it.
+    pub fn names(&self, field: &str) -> bool {
+        self.0.iter().any(|e| e.field.starts_with(field))
+    }
+}
+
+/// Parses the MultiArchImage documents of a YAML (or JSON) stream; other
+/// kinds in the stream (a ConfigMap beside it, say) are passed over.
+pub fn parse_manifests(text: &str) -> Result<Vec<MultiArchImage>, String> {
+    let mut found = Vec::new();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value = serde_json::Value::deserialize(document)
+            .map_err(|e| format!("document {}: not valid YAML: {e}", index + 1))?;
+        if value.is_null() {
+            continue;
+        }
+        let kind = value.get("kind").and_then(|v| v.as_str());
+        if kind != Some("MultiArchImage") {
+            continue;
+        }
+        let api_version = value.get("apiVersion").and_then(|v| v.as_str());
+        if api_version != Some("multiarch.dev/v1alpha1") {
+            return Err(format!(
+                "document {}: apiVersion: expected multiarch.dev/v1alpha1, found {}",
+                index + 1,
+                api_version.unwrap_or("<none>")
+            ));
+        }
+        let resource =
+            serde_json::from_value(value).map_err(|e| format!("document {}: {e}", index + 1))?;
+        found.push(resource);
+    }
+    if found.is_empty() {
+        return Err("no MultiArchImage (apiVersion multiarch.dev/v1alpha1) found".into());
+    }
+    Ok(found)
+}
+
+static REPOSITORY: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::REPOSITORY_PATTERN).unwrap());
+static TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::TAG_PATTERN).unwrap());
+static OBJECT_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(api::OBJECT_NAME_PATTERN).unwrap());
+static BUILD_ARG: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::BUILD_ARG_PATTERN).unwrap());
+static TARGET: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::TARGET_PATTERN).unwrap());
+static GIT_REVISION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$").unwrap());
+static LABEL_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$").unwrap());
+static IMAGE_REFERENCE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$").unwrap());
+
+/// The platforms of a valid resource, normalised and in the order given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validated {
+    pub platforms: Vec<Platform>,
+}
+
+/// Checks a resource; every problem is returned, each naming its field.
+pub fn validate(resource: &MultiArchImage) -> Result<Validated, ValidationErrors> {
+    let mut errors = Vec::new();
+    let mut report = |field: &str, message: String| {
+        errors.push(FieldError {
+            field: field.to_string(),
+            message,
+        })
+    };
+    match resource.metadata.name.as_deref() {
+        None | Some("") => report("metadata.name", "must be set".into()),
+        Some(name) if !OBJECT_NAME.is_match(name) || name.len() > 253 => report(
+            "metadata.name",
+            format!("{name:?} is not a valid object name"),
+        ),
+        Some(_) => {}
+    }
+    let spec = &resource.spec;
+    check_image(spec, &mut report);
+    check_tags(spec, &mut report);
+    let platforms = check_platforms(spec, &mut report);
+    check_source(spec, &mut report);
+    check_paths(spec, &mut report);
+    check_builder(spec, &mut report);
+    check_scheduling(spec, &mut report);
+    if errors.is_empty() {
+        Ok(Validated { platforms })
+    } else {
+        Err(ValidationErrors(errors))
+    }
+}
+
+type Report<'a> = dyn FnMut(&str, String) + 'a;
+
+fn check_image(spec: &MultiArchImageSpec, report: &mut Report) {
+    let image = &spec.image;
+    if image.is_empty() {
+        return report(
+            "spec.image",
+            "must be set, e.g. registry.example.com/team/app".into(),
+        );
+    }
+    if image.len() > 255 {
+        return report(
+            "spec.image",
+            format!("is {} characters long; at most 255", image.len()),
+        );
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') {
+        report(
+            "spec.image",
+            format!("{image:?} contains a digest; give the repository only"),
+        );
+    } else if last.contains(':') && image.contains('/')
+        || !image.contains('/') && image.contains(':')
+    {
+        report(
+            "spec.image",
+            format!("{image:?} contains a tag; give the repository only and put tags in spec.tags"),
+        );
+    } else if !REPOSITORY.is_match(image) {
+        report(
+            "spec.image",
+            format!("{image:?} is not a valid repository (lower-case path components, optional registry host[:port])"),
+        );
+    }
+}
+
+fn check_tags(spec: &MultiArchImageSpec, report: &mut Report) {
+    if spec.tags.is_empty() {
+        report("spec.tags", "must list at least one tag".into());
+    }
+    if spec.tags.len() > api::MAX_TAGS {
+        report(
+            "spec.tags",
+            format!("lists {} tags; at most {}", spec.tags.len(), api::MAX_TAGS),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, tag) in spec.tags.iter().enumerate() {
+        let field = format!("spec.tags[{i}]");
+        if !TAG.is_match(tag) {
+            report(
+                &field,
+                format!("{tag:?} is not a valid tag (letters, digits, '_', '.', '-'; at most 128; not starting with '.' or '-')"),
+            );
+        } else if !seen.insert(tag) {
+            report(&field, format!("{tag:?} is listed twice"));
+        }
+    }
+}
+
+fn check_platforms(spec: &MultiArchImageSpec, report: &mut Report) -> Vec<Platform> {
+    if spec.platforms.is_empty() {
+        report("spec.platforms", "must list at least one platform".into());
+    }
+    if spec.platforms.len() > api::MAX_PLATFORMS {
+        report(
+            "spec.platforms",
+            format!(
+                "lists {} platforms; at most {}",
+                spec.platforms.len(),
+                api::MAX_PLATFORMS
+            ),
+        );
+    }
+    let mut platforms: Vec<Platform> = Vec::new();
+    for (i, text) in spec.platforms.iter().enumerate() {
+        let field = format!("spec.platforms[{i}]");
+        match Platform::parse(text) {
+            Err(e) => report(&field, e.to_string()),
+            Ok(p) => {
+                if let Some(j) = platforms.iter().position(|q| q == &p) {
+                    report(
+                        &field,
+                        format!("{text:?} is the same platform as spec.platforms[{j}] ({p})"),
+                    );
+                }
+                platforms.push(p);
+            }
+        }
+    }
+    platforms
+}
+
+fn check_source(spec: &MultiArchImageSpec, report: &mut Report) {
+    match (&spec.source.git, &spec.source.config_map) {
+        (Some(_), Some(_)) | (None, None) => report(
+            "spec.source",
+            "exactly one of spec.source.git and spec.source.configMap must be set".into(),
+        ),
+        (Some(git), None) => {
+            let url = &git.url;
+            let known_scheme = ["https://", "http://", "ssh://", "git@"]
+                .iter()
+                .any(|s| url.starts_with(s));
+            if !known_scheme || url.chars().any(char::is_whitespace) {
+                report(
+                    "spec.source.git.url",
+                    format!("{url:?} is not an https://, http://, ssh:// or git@host:path URL"),
+                );
+            } else if embeds_credentials(url) {
+                // The URL would end up in the Job spec and in logs.
+                report(
+                    "spec.source.git.url",
+                    "embeds credentials; put them in a Secret named by spec.source.git.secretRef"
+                        .into(),
+                );
+            }
+            if let Some(rev) = &git.revision {
+                if !GIT_REVISION.is_match(rev) || rev.contains("..") || rev.len() > 255 {
+                    report(
+                        "spec.source.git.revision",
+                        format!("{rev:?} is not a valid branch, tag or commit name"),
+                    );
+                }
+            }
+            if let Some(secret) = &git.secret_ref {
+                check_object_name("spec.source.git.secretRef.name", &secret.name, report);
+            }
+        }
+        (None, Some(config_map)) => {
+            check_object_name("spec.source.configMap.name", &config_map.name, report)
+        }
+    }
+}
+
+fn embeds_credentials(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    // `ssh://git@host` names a user, not a secret; a password is a secret.
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) => userinfo.contains(':') || url.starts_with("http"),
+        None => false,
+    }
+}
+
+fn check_paths(spec: &MultiArchImageSpec, report: &mut Report) {
+    for (field, path) in [
+        ("spec.contextDir", &spec.context_dir),
+        ("spec.dockerfile", &spec.dockerfile),
+    ] {
+        if path.is_empty() {
+            report(field, "must not be empty".into());
+        } else if path.starts_with('/') {
+            report(field, format!("{path:?} must be relative to the source"));
+        } else if path.split('/').any(|segment| segment == "..") {
+            report(
+                field,
+                format!("{path:?} must stay inside the source (no '..')"),
+            );
+        } else if path.chars().any(|c| c.is_control()) || path.len() > 1024 {
+            report(field, format!("{path:?} is not a valid path"));
+        }
+    }
+    if !TARGET.is_match(&spec.target) || spec.target.len() > 128 {
+        report(
+            "spec.target",
+            format!("{:?} is not a valid stage name", spec.target),
+        );
+    }
+    if spec.build_args.len() > 64 {
+        report(
+            "spec.buildArgs",
+            format!("has {} entries; at most 64", spec.build_args.len()),
+        );
+    }
+    for (name, value) in &spec.build_args {
+        let field = format!("spec.buildArgs.{name}");
+        if !BUILD_ARG.is_match(name) {
+            report(
+                &field,
+                format!("{name:?} is not a valid build argument name"),
+            );
+        }
+        if value.len() > 4096 {
+            report(
+                &field,
+                format!("value is {} bytes long; at most 4096", value.len()),
+            );
+        }
+    }
+}
+
+fn check_builder(spec: &MultiArchImageSpec, report: &mut Report) {
+    if let Some(image) = &spec.builder.image {
+        if !IMAGE_REFERENCE.is_match(image) || image.len() > 512 {
+            report(
+                "spec.builder.image",
+                format!("{image:?} is not a valid image reference"),
+            );
+        }
+    }
+    if let Some(secret) = &spec.push_secret {
+        check_object_name("spec.pushSecret.name", &secret.name, report);
+    }
+    if let Some(account) = &spec.service_account_name {
+        check_object_name("spec.serviceAccountName", account, report);
+    }
+}
+
+fn check_scheduling(spec: &MultiArchImageSpec, report: &mut Report) {
+    for (key, value) in &spec.node_selector {
+        let field = format!("spec.nodeSelector[{key}]");
+        if matches!(key.as_str(), "kubernetes.io/os" | "kubernetes.io/arch") {
+            report(
+                &field,
+                "is set per platform by the operator; remove it".into(),
+            );
+        } else if !valid_label_key(key) {
+            report(&field, format!("{key:?} is not a valid label key"));
+        } else if value.len() > 63 || !LABEL_NAME.is_match(value) {
+            report(&field, format!("{value:?} is not a valid label value"));
+        }
+    }
+    for (i, toleration) in spec.tolerations.iter().enumerate() {
+        let field = format!("spec.tolerations[{i}]");
+        if let Some(op) = toleration.operator.as_deref() {
+            if op != "Equal" && op != "Exists" {
+                report(
+                    &format!("{field}.operator"),
+                    format!("{op:?} must be Equal or Exists"),
+                );
+            }
+        }
+        if let Some(effect) = toleration.effect.as_deref() {
+            if !["", "NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+                report(
+                    &format!("{field}.effect"),
+                    format!("{effect:?} must be NoSchedule, PreferNoSchedule or NoExecute"),
+                );
+            }
+        }
+    }
+    if !(1..=86400).contains(&spec.active_deadline_seconds) {
+        report(
+            "spec.activeDeadlineSeconds",
+            format!(
+                "{} must be between 1 and 86400",
+                spec.active_deadline_seconds
+            ),
+        );
+    }
+    if !(0..=10).contains(&spec.backoff_limit) {
+        report(
+            "spec.backoffLimit",
+            format!("{} must be between 0 and 10", spec.backoff_limit),
+        );
+    }
+}
+
+fn valid_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(|p| p.len() <= 253 && OBJECT_NAME.is_match(p));
+    prefix_ok && !name.is_empty() && name.len() <= 63 && LABEL_NAME.is_match(name)
+}
+
+fn check_object_name(field: &str, name: &str, report: &mut Report) {
+    if name.is_empty() || name.len() > 253 || !OBJECT_NAME.is_match(name) {
+        report(field, format!("{name:?} is not a valid object name"));
+    }
 }

@@ -1,0 +1,404 @@
+//! One build Job per platform, pinned to a native node of that platform.
+//!
+//! Every user-supplied value (build args, paths, URLs) reaches the tools as a
+//! separate argument: no shell ever interprets it.
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::ResourceExt;
+use serde_json::{json, Value};
+
+use super::{
+    labels, owner_reference, push_secret_volume, registry_host, staging_tag, BuilderImages,
+    DOCKER_CONFIG_DIR, PLATFORM_ANNOTATION, PLATFORM_LABEL, SOURCE_DIR,
+};
+use crate::api::{BuilderStrategy, MultiArchImage, MultiArchImageSpec};
+use crate::platform::Platform;
+
+const GIT_SECRET_DIR: &str = "/var/run/multiarch/git";
+/// BuildKit writes its result metadata here; the report step reads it.
+const BUILDKIT_METADATA: &str = "/workspace/buildkit-metadata.json";
+/// The image buildah builds locally before pushing it.
+const BUILDAH_LOCAL_IMAGE: &str = "localhost/multiarch-build:latest";
+
+/// The build Job of one platform.
+pub fn build_job(
+    resource: &MultiArchImage,
+    build_id: &str,
+    platform: &Platform,
+    images: &BuilderImages,
+) -> Job {
+    let spec = &resource.spec;
+    let name = super::build_job_name(&resource.name_any(), build_id, platform);
+    let mut labels = labels(resource, build_id, "build");
+    labels.insert(PLATFORM_LABEL.into(), platform.slug());
+
+    let mut volumes = vec![json!({"name": "workspace", "emptyDir": {}})];
+    let mut mounts = vec![json!({"name": "workspace", "mountPath": "/workspace"})];
+    if let Some((volume, mount)) = push_secret_volume(spec) {
+        volumes.push(volume);
+        mounts.push(mount);
+    }
+    let mut init_containers = source_containers(spec, images, &mut volumes);
+    let (pod_security, build, report) = match spec.builder.strategy {
+        BuilderStrategy::Buildkit => {
+            buildkit(spec, build_id, platform, images, &mut volumes, &mounts)
+        }
+        BuilderStrategy::Buildah => {
+            buildah(spec, build_id, platform, images, &mut volumes, &mounts)
+        }
+    };
+    init_containers.push(build);
+
+    let mut node_selector = spec.node_selector.clone();
+    node_selector.insert("kubernetes.io/os".into(), platform.node_os().into());
+    node_selector.insert("kubernetes.io/arch".into(), platform.node_arch().into());
+    // GKE and others taint Arm nodes `kubernetes.io/arch=arm64:NoSchedule`.
+    let mut tolerations = vec![json!({
+        "key": "kubernetes.io/arch", "operator": "Equal",
+        "value": platform.node_arch(), "effect": "NoSchedule",
+    })];
+    tolerations.extend(
+        spec.tolerations
+            .iter()
+            .map(|t| serde_json::to_value(t).expect("toleration")),
+    );
+
+    let mut pod_spec = json!({
+        "restartPolicy": "Never",
+        "nodeSelector": node_selector,
+        "tolerations": tolerations,
+        "securityContext": pod_security,
+        "initContainers": init_containers,
+        "containers": [report],
+        "volumes": volumes,
+        // The build never talks to the Kubernetes API.
+        "automountServiceAccountToken": false,
+    });
+    if let Some(account) = &spec.service_account_name {
+        pod_spec["serviceAccountName"] = json!(account);
+    }
+    super::into_job(json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": resource.namespace(),
+            "labels": labels,
+            "annotations": {PLATFORM_ANNOTATION: platform.to_string()},
+            "ownerReferences": [owner_reference(resource)],
+        },
+        "spec": {
+            "backoffLimit": spec.backoff_limit,
+            "activeDeadlineSeconds": spec.active_deadline_seconds,
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {PLATFORM_ANNOTATION: platform.to_string()},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }))
+}
+
+/// Init containers that put the build context at `SOURCE_DIR`.
+fn source_containers(
+    spec: &MultiArchImageSpec,
+    images: &BuilderImages,
+    volumes: &mut Vec<Value>,
+) -> Vec<Value> {
+    if let Some(config_map) = &spec.source.config_map {
+        volumes.push(json!({"name": "source", "configMap": {"name": config_map.name}}));
+        return Vec::new();
+    }
+    let Some(git) = &spec.source.git else {
+        return Vec::new();
+    };
+    let mut mounts = vec![json!({"name": "workspace", "mountPath": "/workspace"})];
+    let mut env = vec![json!({"name": "HOME", "value": "/workspace/home"})];
+    if let Some(secret) = &git.secret_ref {
+        volumes.push(json!({"name": "git-credentials", "secret": {
+            "secretName": secret.name, "defaultMode": 0o400, "optional": false,
+        }}));
+        mounts.push(
+            json!({"name": "git-credentials", "mountPath": GIT_SECRET_DIR, "readOnly": true}),
+        );
+        env.extend([
+            json!({"name": "GIT_CONFIG_COUNT", "value": "1"}),
+            json!({"name": "GIT_CONFIG_KEY_0", "value": "credential.helper"}),
+            json!({"name": "GIT_CONFIG_VALUE_0", "value": format!("store --file={GIT_SECRET_DIR}/.git-credentials")}),
+            json!({"name": "GIT_SSH_COMMAND", "value": format!(
+                "ssh -i {GIT_SECRET_DIR}/ssh-privatekey -o IdentitiesOnly=yes -o UserKnownHostsFile={GIT_SECRET_DIR}/known_hosts -o StrictHostKeyChecking=yes"
+            )}),
+        ]);
+    }
+    let git_container = |name: &str, args: Vec<String>| {
+        json!({
+            "name": name,
+            "image": images.git,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["git"],
+            "args": args,
+            "env": env,
+            "volumeMounts": mounts,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": restricted_container(),
+        })
+    };
+    match &git.revision {
+        None => vec![git_container(
+            "fetch-source",
+            vec![
+                "clone".into(),
+                "--".into(),
+                git.url.clone(),
+                SOURCE_DIR.into(),
+            ],
+        )],
+        Some(revision) => vec![
+            git_container(
+                "fetch-source",
+                vec![
+                    "clone".into(),
+                    "--no-checkout".into(),
+                    "--".into(),
+                    git.url.clone(),
+                    SOURCE_DIR.into(),
+                ],
+            ),
+            git_container(
+                "checkout-revision",
+                vec![
+                    "-C".into(),
+                    SOURCE_DIR.into(),
+                    "checkout".into(),
+                    "--detach".into(),
+                    revision.clone(),
+                ],
+            ),
+        ],
+    }
+}
+
+/// Mounts of the source for the build step: the ConfigMap, if that is the source.
+fn source_mounts(spec: &MultiArchImageSpec, mounts: &[Value]) -> Vec<Value> {
+    let mut mounts = mounts.to_vec();
+    if spec.source.config_map.is_some() {
+        mounts.push(json!({"name": "source", "mountPath": SOURCE_DIR, "readOnly": true}));
+    }
+    mounts
+}
+
+fn context_path(spec: &MultiArchImageSpec) -> String {
+    join_path(SOURCE_DIR, &spec.context_dir)
+}
+
+fn join_path(base: &str, relative: &str) -> String {
+    let relative = relative.trim_start_matches("./").trim_end_matches('/');
+    if relative.is_empty() || relative == "." {
+        base.to_string()
+    } else {
+        format!("{base}/{relative}")
+    }
+}
+
+/// Rootless BuildKit: no privileged pod, seccomp and AppArmor unconfined
+/// (it makes its own namespaces), state on an emptyDir; pushes by digest.
+fn buildkit(
+    spec: &MultiArchImageSpec,
+    _build_id: &str,
+    platform: &Platform,
+    images: &BuilderImages,
+    volumes: &mut Vec<Value>,
+    mounts: &[Value],
+) -> (Value, Value, Value) {
+    volumes.push(json!({"name": "buildkit-state", "emptyDir": {}}));
+    let mut build_mounts = source_mounts(spec, mounts);
+    build_mounts
+        .push(json!({"name": "buildkit-state", "mountPath": "/home/user/.local/share/buildkit"}));
+    let context = context_path(spec);
+    let dockerfile = join_path(&context, &spec.dockerfile);
+    let (dockerfile_dir, dockerfile_name) = dockerfile.rsplit_once('/').expect("an absolute path");
+    let mut output = format!(
+        "type=image,name={},push=true,push-by-digest=true,oci-mediatypes=true",
+        spec.image
+    );
+    if spec.insecure_registry {
+        output.push_str(",registry.insecure=true");
+    }
+    let mut args: Vec<String> = vec![
+        "build".into(),
+        "--frontend=dockerfile.v0".into(),
+        format!("--local=context={context}"),
+        format!("--local=dockerfile={dockerfile_dir}"),
+        "--opt".into(),
+        format!("filename={dockerfile_name}"),
+        "--opt".into(),
+        format!("platform={platform}"),
+    ];
+    if !spec.target.is_empty() {
+        args.extend(["--opt".into(), format!("target={}", spec.target)]);
+    }
+    for (name, value) in &spec.build_args {
+        args.extend(["--opt".into(), format!("build-arg:{name}={value}")]);
+    }
+    args.extend([
+        "--output".into(),
+        output,
+        "--metadata-file".into(),
+        BUILDKIT_METADATA.into(),
+    ]);
+    let mut build = json!({
+        "name": "build",
+        "image": spec.builder.image.clone().unwrap_or_else(|| images.buildkit.clone()),
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["buildctl-daemonless.sh"],
+        "args": args,
+        "env": [
+            // Without a privileged pod BuildKit cannot sandbox build steps in
+            // a PID namespace of their own; the pod is the sandbox.
+            {"name": "BUILDKITD_FLAGS", "value": "--oci-worker-no-process-sandbox"},
+            {"name": "DOCKER_CONFIG", "value": DOCKER_CONFIG_DIR},
+        ],
+        "volumeMounts": build_mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": true,
+            "seccompProfile": {"type": "Unconfined"},
+            "appArmorProfile": {"type": "Unconfined"},
+        },
+    });
+    if let Some(resources) = &spec.resources {
+        build["resources"] = serde_json::to_value(resources).expect("resources");
+    }
+    // A fixed script, never built from user input: it copies the pushed
+    // digest from BuildKit's metadata into the termination message.
+    let report = json!({
+        "name": "report-digest",
+        "image": spec.builder.image.clone().unwrap_or_else(|| images.buildkit.clone()),
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c",
+            "sed -n 's/.*\"containerimage.digest\": *\"\\(sha256:[0-9a-f]\\{64\\}\\)\".*/\\1/p' \"$0\" | head -n 1 > /dev/termination-log && test -s /dev/termination-log",
+            BUILDKIT_METADATA],
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": restricted_container(),
+    });
+    let pod_security = json!({
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "runAsNonRoot": true,
+    });
+    (pod_security, build, report)
+}
+
+/// Buildah: `bud` in an init container, then `push --digestfile` to the
+/// staging tag. Root inside the container (no user namespace is assumed) but
+/// not privileged: chroot isolation, vfs storage on an emptyDir.
+fn buildah(
+    spec: &MultiArchImageSpec,
+    build_id: &str,
+    platform: &Platform,
+    images: &BuilderImages,
+    volumes: &mut Vec<Value>,
+    mounts: &[Value],
+) -> (Value, Value, Value) {
+    volumes.push(json!({"name": "containers-storage", "emptyDir": {}}));
+    let mut storage_mounts = mounts.to_vec();
+    storage_mounts.push(json!({"name": "containers-storage", "mountPath": "/var/lib/containers"}));
+    let image = spec
+        .builder
+        .image
+        .clone()
+        .unwrap_or_else(|| images.buildah.clone());
+    let env = {
+        let mut env = vec![
+            json!({"name": "STORAGE_DRIVER", "value": "vfs"}),
+            json!({"name": "BUILDAH_ISOLATION", "value": "chroot"}),
+        ];
+        if spec.push_secret.is_some() {
+            env.push(json!({"name": "REGISTRY_AUTH_FILE", "value": format!("{DOCKER_CONFIG_DIR}/config.json")}));
+        }
+        env
+    };
+    let security = json!({
+        "privileged": false,
+        "runAsUser": 0,
+        // Unpacking base layers that carry file capabilities needs SETFCAP.
+        "capabilities": {"add": ["SETFCAP"]},
+        "seccompProfile": {"type": "Unconfined"},
+        "appArmorProfile": {"type": "Unconfined"},
+    });
+    let context = context_path(spec);
+    let mut args: Vec<String> = vec![
+        "bud".into(),
+        "--platform".into(),
+        platform.to_string(),
+        "--format".into(),
+        "oci".into(),
+        "--file".into(),
+        join_path(&context, &spec.dockerfile),
+        "--tag".into(),
+        BUILDAH_LOCAL_IMAGE.into(),
+    ];
+    if !spec.target.is_empty() {
+        args.extend(["--target".into(), spec.target.clone()]);
+    }
+    for (name, value) in &spec.build_args {
+        args.extend(["--build-arg".into(), format!("{name}={value}")]);
+    }
+    args.push(context);
+    let mut build = json!({
+        "name": "build",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["buildah"],
+        "args": args,
+        "env": env,
+        "volumeMounts": source_mounts(spec, &storage_mounts),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": security,
+    });
+    if let Some(resources) = &spec.resources {
+        build["resources"] = serde_json::to_value(resources).expect("resources");
+    }
+    let mut push_args: Vec<String> = vec![
+        "push".into(),
+        "--digestfile".into(),
+        "/dev/termination-log".into(),
+    ];
+    if spec.insecure_registry {
+        push_args.push("--tls-verify=false".into());
+    }
+    push_args.extend([
+        BUILDAH_LOCAL_IMAGE.into(),
+        format!(
+            "docker://{}:{}",
+            spec.image,
+            staging_tag(build_id, platform)
+        ),
+    ]);
+    debug_assert!(!registry_host(&spec.image).is_empty());
+    let push = json!({
+        "name": "push",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["buildah"],
+        "args": push_args,
+        "env": env,
+        "volumeMounts": storage_mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": security,
+    });
+    (json!({}), build, push)
+}
+
+/// For steps that need nothing: no escalation, no capabilities.
+pub(super) fn restricted_container() -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    })
+}

@@ -1,0 +1,113 @@
+//! The merge Job: `multiarch-operator merge` pushes the image index.
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::ResourceExt;
+use serde_json::json;
+
+use super::{
+    build::restricted_container, labels, owner_reference, push_secret_volume, registry_host,
+    BuilderImages, DOCKER_CONFIG_DIR,
+};
+use crate::api::MultiArchImage;
+use crate::platform::Platform;
+
+/// Architectures the operator image (which runs the merge) is published for.
+pub const MERGE_IMAGE_ARCHITECTURES: &[&str] = &["amd64", "arm64"];
+
+/// The merge Job, given each platform's pushed digest in spec order.
+pub fn merge_job(
+    resource: &MultiArchImage,
+    build_id: &str,
+    digests: &[(Platform, String)],
+    images: &BuilderImages,
+) -> Job {
+    let spec = &resource.spec;
+    let mut args: Vec<String> = vec!["merge".into()];
+    for (platform, digest) in digests {
+        args.extend([
+            "--platform-image".into(),
+            format!("{platform}={}@{digest}", spec.image),
+        ]);
+    }
+    for tag in &spec.tags {
+        args.extend(["--target".into(), format!("{}:{tag}", spec.image)]);
+    }
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    if let Some((volume, mount)) = push_secret_volume(spec) {
+        volumes.push(volume);
+        mounts.push(mount);
+        args.extend([
+            "--registry-config".into(),
+            format!("{DOCKER_CONFIG_DIR}/config.json"),
+        ]);
+    }
+    if spec.insecure_registry {
+        args.extend([
+            "--insecure-registry".into(),
+            registry_host(&spec.image).to_string(),
+        ]);
+    }
+    args.extend(["--digest-file".into(), "/dev/termination-log".into()]);
+
+    // The merge only talks to the registry: any Linux node of an
+    // architecture the operator image has will do.
+    let mut tolerations: Vec<serde_json::Value> = MERGE_IMAGE_ARCHITECTURES
+        .iter()
+        .map(|arch| json!({"key": "kubernetes.io/arch", "operator": "Equal", "value": arch, "effect": "NoSchedule"}))
+        .collect();
+    tolerations.extend(
+        spec.tolerations
+            .iter()
+            .map(|t| serde_json::to_value(t).expect("toleration")),
+    );
+    let mut container_security = restricted_container();
+    container_security["readOnlyRootFilesystem"] = json!(true);
+    let labels = labels(resource, build_id, "merge");
+    super::into_job(json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": super::merge_job_name(&resource.name_any(), build_id),
+            "namespace": resource.namespace(),
+            "labels": labels,
+            "ownerReferences": [owner_reference(resource)],
+        },
+        "spec": {
+            // A registry hiccup gets retried; the push is idempotent.
+            "backoffLimit": 3,
+            "activeDeadlineSeconds": 600,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": false,
+                    "nodeSelector": {"kubernetes.io/os": "linux"},
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [{
+                            "key": "kubernetes.io/arch", "operator": "In",
+                            "values": MERGE_IMAGE_ARCHITECTURES,
+                        }]}],
+                    }}},
+                    "tolerations": tolerations,
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532},
+                    "containers": [{
+                        "name": "merge",
+                        "image": images.merge,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["multiarch-operator"],
+                        "args": args,
+                        "volumeMounts": mounts,
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
+                        "securityContext": container_security,
+                        "resources": {
+                            "requests": {"cpu": "50m", "memory": "32Mi"},
+                            "limits": {"memory": "128Mi"},
+                        },
+                    }],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }))
+}

@@ -1,0 +1,241 @@
+//! Rendering: the Jobs a MultiArchImage asks for, as a pure function of the
+//! resource and the operator's configuration (no client). `render` prints
+//! them and the controller applies the very same objects.
+
+mod build;
+mod merge;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::ResourceExt;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::api::{MultiArchImage, MultiArchImageSpec};
+use crate::platform::Platform;
+use crate::validate::{self, ValidationErrors};
+
+pub use build::build_job;
+pub use merge::merge_job;
+
+/// Label every object of the operator carries.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "multiarch-operator";
+/// The MultiArchImage a Job belongs to.
+pub const NAME_LABEL: &str = "multiarch.dev/name";
+pub const BUILD_ID_LABEL: &str = "multiarch.dev/build-id";
+pub const PLATFORM_LABEL: &str = "multiarch.dev/platform";
+/// `build` or `merge`.
+pub const COMPONENT_LABEL: &str = "multiarch.dev/component";
+/// The exact platform (`linux/arm/v7`), which a label value cannot spell.
+pub const PLATFORM_ANNOTATION: &str = "multiarch.dev/platform";
+
+/// Where Jobs mount the push secret's `config.json`.
+pub const DOCKER_CONFIG_DIR: &str = "/var/run/multiarch/docker";
+/// The build context inside build pods.
+pub const SOURCE_DIR: &str = "/workspace/source";
+
+/// Images the rendered Jobs run; the controller's flags set them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuilderImages {
+    pub buildkit: String,
+    pub buildah: String,
+    pub git: String,
+    pub merge: String,
+}
+
+pub const DEFAULT_BUILDKIT_IMAGE: &str = "docker.io/moby/buildkit:v0.18.2-rootless";
+pub const DEFAULT_BUILDAH_IMAGE: &str = "quay.io/buildah/stable:v1.38.1";
+pub const DEFAULT_GIT_IMAGE: &str = "docker.io/alpine/git:v2.47.2";
+pub const DEFAULT_MERGE_IMAGE: &str = concat!(
+    "ghcr.io/multiarch-operator/multiarch-operator:v",
+    env!("CARGO_PKG_VERSION")
+);
+
+impl Default for BuilderImages {
+    fn default() -> Self {
+        BuilderImages {
+            buildkit: DEFAULT_BUILDKIT_IMAGE.into(),
+            buildah: DEFAULT_BUILDAH_IMAGE.into(),
+            git: DEFAULT_GIT_IMAGE.into(),
+            merge: DEFAULT_MERGE_IMAGE.into(),
+        }
+    }
+}
+
+/// Command-line flags choosing the images (shared by `render` and `controller`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImageArgs {
+    /// Default BuildKit (rootless) image for `strategy: buildkit`.
+    #[arg(long, env = "MULTIARCH_BUILDKIT_IMAGE", default_value = DEFAULT_BUILDKIT_IMAGE)]
+    pub buildkit_image: String,
+    /// Default buildah image for `strategy: buildah`.
+    #[arg(long, env = "MULTIARCH_BUILDAH_IMAGE", default_value = DEFAULT_BUILDAH_IMAGE)]
+    pub buildah_image: String,
+    /// Image with `git`, used to fetch git sources.
+    #[arg(long, env = "MULTIARCH_GIT_IMAGE", default_value = DEFAULT_GIT_IMAGE)]
+    pub git_image: String,
+    /// Image running `multiarch-operator merge` (this operator's own image).
+    #[arg(long, env = "MULTIARCH_MERGE_IMAGE", default_value = DEFAULT_MERGE_IMAGE)]
+    pub merge_image: String,
+}
+
+impl From<ImageArgs> for BuilderImages {
+    fn from(args: ImageArgs) -> Self {
+        BuilderImages {
+            buildkit: args.buildkit_image,
+            buildah: args.buildah_image,
+            git: args.git_image,
+            merge: args.merge_image,
+        }
+    }
+}
+
+/// The short hash of everything in the spec that shapes the build Jobs and
+/// their output: the same spec gives the same id, so nothing is rebuilt.
+pub fn build_id(spec: &MultiArchImageSpec) -> String {
+    let canonical = serde_json::to_vec(spec).expect("the spec serialises");
+    hex::encode(&Sha256::digest(&canonical)[..4])
+}
+
+/// A Kubernetes name of at most 63 characters: `<name>-<suffix>`, the name
+/// shortened (and made unique by a hash of it) when needed.
+pub fn object_name(resource_name: &str, suffix: &str) -> String {
+    let budget = 63usize.saturating_sub(suffix.len() + 1);
+    if resource_name.len() <= budget {
+        return format!("{resource_name}-{suffix}");
+    }
+    let hash = hex::encode(&Sha256::digest(resource_name.as_bytes())[..3]);
+    let keep = budget.saturating_sub(hash.len() + 1);
+    let prefix = resource_name[..keep].trim_end_matches(['-', '.']);
+    format!("{prefix}-{hash}-{suffix}")
+}
+
+/// A label value (at most 63 characters) naming the resource.
+pub fn name_label_value(resource_name: &str) -> String {
+    if resource_name.len() <= 63 {
+        return resource_name.to_string();
+    }
+    let hash = hex::encode(&Sha256::digest(resource_name.as_bytes())[..3]);
+    let prefix = resource_name[..56].trim_end_matches(['-', '.']);
+    format!("{prefix}-{hash}")
+}
+
+pub fn build_job_name(resource_name: &str, build_id: &str, platform: &Platform) -> String {
+    object_name(resource_name, &format!("{build_id}-{}", platform.slug()))
+}
+
+pub fn merge_job_name(resource_name: &str, build_id: &str) -> String {
+    object_name(resource_name, &format!("{build_id}-merge"))
+}
+
+/// The staging tag a platform's image is pushed under before the merge, for
+/// builders that cannot push by digest alone.
+pub fn staging_tag(build_id: &str, platform: &Platform) -> String {
+    format!("mai-{build_id}-{}", platform.slug())
+}
+
+/// The registry host of a repository, as docker resolves it.
+pub fn registry_host(repository: &str) -> &str {
+    match repository.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
+    }
+}
+
+/// Labels selecting every Job of one resource.
+pub fn resource_selector(resource_name: &str) -> String {
+    format!(
+        "{MANAGED_BY_LABEL}={MANAGED_BY},{NAME_LABEL}={}",
+        name_label_value(resource_name)
+    )
+}
+
+fn labels(resource: &MultiArchImage, build_id: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+        (
+            NAME_LABEL.to_string(),
+            name_label_value(&resource.name_any()),
+        ),
+        (BUILD_ID_LABEL.to_string(), build_id.to_string()),
+        (COMPONENT_LABEL.to_string(), component.to_string()),
+    ])
+}
+
+/// The controller ownerReference, so deleting the resource deletes its Jobs.
+fn owner_reference(resource: &MultiArchImage) -> Value {
+    json!({
+        "apiVersion": "multiarch.dev/v1alpha1",
+        "kind": "MultiArchImage",
+        "name": resource.name_any(),
+        // `render` runs without a cluster: the uid is only known there.
+        "uid": resource.metadata.uid.clone().unwrap_or_else(|| "<uid of the MultiArchImage>".into()),
+        "controller": true,
+        "blockOwnerDeletion": true,
+    })
+}
+
+/// The push secret volume: `.dockerconfigjson` as `config.json`.
+fn push_secret_volume(spec: &MultiArchImageSpec) -> Option<(Value, Value)> {
+    let secret = spec.push_secret.as_ref()?;
+    Some((
+        json!({"name": "push-secret", "secret": {
+            "secretName": secret.name,
+            "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
+        }}),
+        json!({"name": "push-secret", "mountPath": DOCKER_CONFIG_DIR, "readOnly": true}),
+    ))
+}
+
+fn into_job(value: Value) -> Job {
+    serde_json::from_value(value).expect("rendered Jobs match the Job schema")
+}
+
+/// Every Job of one build: one per platform, and the merge Job with
+/// placeholders where the per-platform digests will go.
+pub struct Plan {
+    pub build_id: String,
+    pub platforms: Vec<Platform>,
+    pub build_jobs: Vec<Job>,
+}
+
+/// Validates the resource and renders its build Jobs.
+pub fn plan(resource: &MultiArchImage, images: &BuilderImages) -> Result<Plan, ValidationErrors> {
+    let valid = validate::validate(resource)?;
+    let build_id = build_id(&resource.spec);
+    let build_jobs = valid
+        .platforms
+        .iter()
+        .map(|p| build_job(resource, &build_id, p, images))
+        .collect();
+    Ok(Plan {
+        build_id,
+        platforms: valid.platforms,
+        build_jobs,
+    })
+}
+
+/// The YAML `render` prints: every build Job, then the merge Job template.
+pub fn render_yaml(
+    resource: &MultiArchImage,
+    images: &BuilderImages,
+) -> Result<String, ValidationErrors> {
+    let plan = plan(resource, images)?;
+    let placeholders: Vec<(Platform, String)> = plan
+        .platforms
+        .iter()
+        .map(|p| (p.clone(), format!("sha256:<digest of {p}>")))
+        .collect();
+    let merge = merge_job(resource, &plan.build_id, &placeholders, images);
+    let mut out = String::new();
+    for job in plan.build_jobs.iter().chain(std::iter::once(&merge)) {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml_ng::to_string(job).expect("a Job serialises to YAML"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
