@@ -1,1 +1,340 @@
+//! Rendering from YAML fixtures: each spec field lands where it should.
 
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+use super::*;
+use crate::validate::parse_manifests;
+
+const FULL: &str = r#"
+apiVersion: multiarch.dev/v1alpha1
+kind: MultiArchImage
+metadata: {name: cowsay, namespace: ci, uid: 0b7c5c3e-1111-2222-3333-444455556666}
+spec:
+  image: registry.example.com:5000/tools/cowsay
+  tags: [latest, v2.0.4]
+  platforms: [linux/amd64, linux/aarch64, linux/arm/v7]
+  source:
+    git: {url: "https://example.com/cowsay.git", revision: v2.0.4, secretRef: {name: git-cred}}
+  contextDir: ./app
+  dockerfile: build/Dockerfile
+  target: release
+  buildArgs: {VERSION: "v2.0.4", EVIL: "$(rm -rf /); `id`"}
+  builder: {strategy: buildah}
+  pushSecret: {name: regcred}
+  insecureRegistry: true
+  nodeSelector: {pool: builders}
+  tolerations: [{key: dedicated, operator: Equal, value: builds, effect: NoSchedule}]
+  resources: {requests: {cpu: "2", memory: 4Gi}}
+  serviceAccountName: builder
+  activeDeadlineSeconds: 900
+  backoffLimit: 2
+"#;
+
+fn resource(yaml: &str) -> MultiArchImage {
+    parse_manifests(yaml).expect("fixture parses").remove(0)
+}
+
+fn pod(job: &Job) -> &PodSpec {
+    job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+}
+
+fn init(job: &Job, name: &str) -> Container {
+    pod(job)
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("init container {name}"))
+        .clone()
+}
+
+fn args(c: &Container) -> Vec<String> {
+    c.args.clone().unwrap_or_default()
+}
+
+fn has_pair(args: &[String], flag: &str, value: &str) -> bool {
+    args.windows(2).any(|w| w[0] == flag && w[1] == value)
+}
+
+#[test]
+fn one_job_per_platform_pinned_and_tolerated() {
+    let r = resource(FULL);
+    let plan = plan(&r, &BuilderImages::default()).unwrap();
+    assert_eq!(plan.build_jobs.len(), 3);
+    let arches: Vec<_> = plan
+        .build_jobs
+        .iter()
+        .map(|j| pod(j).node_selector.clone().unwrap())
+        .collect();
+    for (selector, arch) in arches.iter().zip(["amd64", "arm64", "arm"]) {
+        assert_eq!(selector["kubernetes.io/arch"], arch);
+        assert_eq!(selector["kubernetes.io/os"], "linux");
+        assert_eq!(selector["pool"], "builders", "spec.nodeSelector merged");
+    }
+    let tolerations = pod(&plan.build_jobs[1]).tolerations.clone().unwrap();
+    assert_eq!(tolerations[0].key.as_deref(), Some("kubernetes.io/arch"));
+    assert_eq!(tolerations[0].value.as_deref(), Some("arm64"));
+    assert_eq!(tolerations[0].effect.as_deref(), Some("NoSchedule"));
+    assert_eq!(tolerations[1].key.as_deref(), Some("dedicated"));
+}
+
+#[test]
+fn job_metadata_names_labels_and_owner() {
+    let r = resource(FULL);
+    let plan = plan(&r, &BuilderImages::default()).unwrap();
+    let job = &plan.build_jobs[2];
+    let meta = &job.metadata;
+    let name = meta.name.clone().unwrap();
+    assert_eq!(name, format!("cowsay-{}-linux-arm-v7", plan.build_id));
+    assert_eq!(meta.namespace.as_deref(), Some("ci"));
+    let labels = meta.labels.clone().unwrap();
+    assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY);
+    assert_eq!(labels[NAME_LABEL], "cowsay");
+    assert_eq!(labels[BUILD_ID_LABEL], plan.build_id);
+    assert_eq!(labels[PLATFORM_LABEL], "linux-arm-v7");
+    assert_eq!(
+        meta.annotations.clone().unwrap()[PLATFORM_ANNOTATION],
+        "linux/arm/v7"
+    );
+    let owner = &meta.owner_references.clone().unwrap()[0];
+    assert_eq!(owner.kind, "MultiArchImage");
+    assert_eq!(owner.uid, "0b7c5c3e-1111-2222-3333-444455556666");
+    assert_eq!(owner.controller, Some(true));
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(spec.backoff_limit, Some(2));
+    assert_eq!(spec.active_deadline_seconds, Some(900));
+    assert_eq!(pod(job).restart_policy.as_deref(), Some("Never"));
+    assert_eq!(pod(job).service_account_name.as_deref(), Some("builder"));
+}
+
+#[test]
+fn buildah_gets_every_field_as_an_argument() {
+    let r = resource(FULL);
+    let plan = plan(&r, &BuilderImages::default()).unwrap();
+    let job = &plan.build_jobs[1];
+    let build = init(job, "build");
+    let a = args(&build);
+    assert_eq!(build.command.clone().unwrap(), ["buildah"]);
+    assert_eq!(a[0], "bud");
+    assert!(has_pair(&a, "--platform", "linux/arm64"));
+    assert!(has_pair(
+        &a,
+        "--file",
+        "/workspace/source/app/build/Dockerfile"
+    ));
+    assert!(has_pair(&a, "--target", "release"));
+    assert!(has_pair(&a, "--build-arg", "VERSION=v2.0.4"));
+    // Shell metacharacters travel verbatim as one argument.
+    assert!(has_pair(&a, "--build-arg", "EVIL=$(rm -rf /); `id`"));
+    assert_eq!(a.last().unwrap(), "/workspace/source/app");
+    let resources = build.resources.clone().unwrap();
+    assert_eq!(resources.requests.unwrap()["memory"].0, "4Gi");
+
+    let push = &pod(job).containers[0];
+    let p = args(push);
+    assert!(has_pair(&p, "--digestfile", "/dev/termination-log"));
+    assert!(p.contains(&"--tls-verify=false".to_string()));
+    assert_eq!(
+        p.last().unwrap(),
+        &format!(
+            "docker://registry.example.com:5000/tools/cowsay:mai-{}-linux-arm64",
+            plan.build_id
+        )
+    );
+    let env = push.env.clone().unwrap();
+    assert!(env.iter().any(|e| e.name == "REGISTRY_AUTH_FILE"
+        && e.value.as_deref() == Some("/var/run/multiarch/docker/config.json")));
+    let security = build.security_context.clone().unwrap();
+    assert_eq!(security.privileged, Some(false));
+}
+
+#[test]
+fn git_source_is_cloned_then_checked_out_with_credentials() {
+    let r = resource(FULL);
+    let plan = plan(&r, &BuilderImages::default()).unwrap();
+    let job = &plan.build_jobs[0];
+    let clone = init(job, "fetch-source");
+    assert_eq!(
+        args(&clone),
+        [
+            "clone",
+            "--no-checkout",
+            "--",
+            "https://example.com/cowsay.git",
+            "/workspace/source"
+        ]
+    );
+    let checkout = init(job, "checkout-revision");
+    assert_eq!(args(&checkout).last().unwrap(), "v2.0.4");
+    let names: Vec<_> = pod(job)
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(
+        names,
+        ["fetch-source", "checkout-revision", "build"],
+        "source before build"
+    );
+    let volumes = pod(job).volumes.clone().unwrap();
+    let git = volumes
+        .iter()
+        .find(|v| v.name == "git-credentials")
+        .unwrap();
+    assert_eq!(
+        git.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("git-cred")
+    );
+    let push = volumes.iter().find(|v| v.name == "push-secret").unwrap();
+    let items = push.secret.as_ref().unwrap().items.clone().unwrap();
+    assert_eq!(
+        (items[0].key.as_str(), items[0].path.as_str()),
+        (".dockerconfigjson", "config.json")
+    );
+}
+
+const BUILDKIT: &str = r#"
+apiVersion: multiarch.dev/v1alpha1
+kind: MultiArchImage
+metadata: {name: hello, namespace: default}
+spec:
+  image: localhost:5000/hello
+  source: {configMap: {name: hello-context}}
+  buildArgs: {A: "x,y=z"}
+"#;
+
+#[test]
+fn defaults_apply_and_buildkit_is_rootless() {
+    let r = resource(BUILDKIT);
+    assert_eq!(r.spec.tags, ["latest"]);
+    assert_eq!(r.spec.platforms, ["linux/amd64", "linux/arm64"]);
+    assert_eq!(r.spec.backoff_limit, 1);
+    assert_eq!(r.spec.active_deadline_seconds, 3600);
+    let plan = plan(&r, &BuilderImages::default()).unwrap();
+    let job = &plan.build_jobs[0];
+    let build = init(job, "build");
+    assert_eq!(build.image.as_deref(), Some(DEFAULT_BUILDKIT_IMAGE));
+    assert_eq!(build.command.clone().unwrap(), ["buildctl-daemonless.sh"]);
+    let a = args(&build);
+    assert!(has_pair(&a, "--opt", "platform=linux/amd64"));
+    assert!(has_pair(&a, "--opt", "build-arg:A=x,y=z"));
+    assert!(a.iter().any(|x| x.contains("push-by-digest=true")));
+    let security = build.security_context.clone().unwrap();
+    assert_eq!(security.privileged, None, "never privileged");
+    assert_eq!(security.seccomp_profile.unwrap().type_, "Unconfined");
+    assert_eq!(security.app_armor_profile.unwrap().type_, "Unconfined");
+    let pod_security = pod(job).security_context.clone().unwrap();
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert_eq!(pod_security.run_as_user, Some(1000));
+    let mounts = build.volume_mounts.clone().unwrap();
+    assert!(mounts
+        .iter()
+        .any(|m| m.mount_path == "/home/user/.local/share/buildkit"));
+    assert!(mounts
+        .iter()
+        .any(|m| m.mount_path == SOURCE_DIR && m.name == "source"));
+    assert!(
+        pod(job)
+            .init_containers
+            .iter()
+            .flatten()
+            .all(|c| c.name == "build"),
+        "no git step"
+    );
+    assert!(pod(job)
+        .volumes
+        .iter()
+        .flatten()
+        .all(|v| v.name != "push-secret"));
+}
+
+#[test]
+fn merge_job_lists_platforms_in_order_and_every_tag() {
+    let r = resource(FULL);
+    let plan = plan(&r, &BuilderImages::default()).unwrap();
+    let digests: Vec<_> = plan
+        .platforms
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.clone(), format!("sha256:{}", i.to_string().repeat(64))))
+        .collect();
+    let job = merge_job(&r, &plan.build_id, &digests, &BuilderImages::default());
+    assert_eq!(
+        job.metadata.name.clone().unwrap(),
+        format!("cowsay-{}-merge", plan.build_id)
+    );
+    let c = &pod(&job).containers[0];
+    assert_eq!(c.image.as_deref(), Some(DEFAULT_MERGE_IMAGE));
+    let a = args(c);
+    assert_eq!(a[0], "merge");
+    let platforms: Vec<_> = a
+        .windows(2)
+        .filter(|w| w[0] == "--platform-image")
+        .map(|w| w[1].clone())
+        .collect();
+    assert_eq!(platforms.len(), 3);
+    assert!(
+        platforms[2].starts_with("linux/arm/v7=registry.example.com:5000/tools/cowsay@sha256:2222")
+    );
+    assert!(has_pair(
+        &a,
+        "--target",
+        "registry.example.com:5000/tools/cowsay:v2.0.4"
+    ));
+    assert!(has_pair(
+        &a,
+        "--insecure-registry",
+        "registry.example.com:5000"
+    ));
+    assert!(has_pair(
+        &a,
+        "--registry-config",
+        "/var/run/multiarch/docker/config.json"
+    ));
+    assert!(has_pair(&a, "--digest-file", "/dev/termination-log"));
+    let security = c.security_context.clone().unwrap();
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+}
+
+#[test]
+fn names_stay_within_63_characters_and_unique() {
+    let long = "a".repeat(250);
+    let other = format!("{}b", "a".repeat(249));
+    let p = Platform::parse("linux/arm/v7").unwrap();
+    let n1 = build_job_name(&long, "0123abcd", &p);
+    let n2 = build_job_name(&other, "0123abcd", &p);
+    assert!(n1.len() <= 63 && n2.len() <= 63, "{n1} {n2}");
+    assert_ne!(n1, n2);
+    assert!(n1.ends_with("-0123abcd-linux-arm-v7"));
+    assert!(name_label_value(&long).len() <= 63);
+    assert_eq!(
+        build_job_name("short", "0123abcd", &p),
+        "short-0123abcd-linux-arm-v7"
+    );
+}
+
+#[test]
+fn build_id_follows_the_spec_only() {
+    let a = resource(BUILDKIT);
+    let mut b = a.clone();
+    b.metadata.uid = Some("another".into());
+    b.metadata.generation = Some(7);
+    assert_eq!(
+        build_id(&a.spec),
+        build_id(&b.spec),
+        "metadata does not count"
+    );
+    b.spec.build_args.insert("NEW".into(), "1".into());
+    assert_ne!(build_id(&a.spec), build_id(&b.spec));
+    assert_eq!(build_id(&a.spec).len(), 8);
+}
+
+#[test]
+fn registry_hosts_resolve_like_docker() {
+    assert_eq!(registry_host("localhost:5000/a"), "localhost:5000");
+    assert_eq!(registry_host("ghcr.io/a/b"), "ghcr.io");
+    assert_eq!(registry_host("library/alpine"), "docker.io");
+    assert_eq!(registry_host("alpine"), "docker.io");
+}

@@ -1,0 +1,132 @@
+//! The `crds` and `render` subcommands, run as a user runs them, with the
+//! output checked by a real Kubernetes schema validator.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Kubernetes version the manifests are validated against.
+const KUBERNETES_VERSION: &str = "1.34.0";
+
+fn operator(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_multiarch-operator"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run multiarch-operator")
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Runs `kubernetes-validate --strict` on a file; panics naming the package
+/// when the tool is missing.
+fn strict_validate(file: &Path) -> String {
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "-k", KUBERNETES_VERSION])
+        .arg(file)
+        .output()
+        .expect("kubernetes-validate is missing: install it with `python3 -m pip install kubernetes-validate` (scripts/test.sh does)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "kubernetes-validate failed on {}:\n{text}",
+        file.display()
+    );
+    text
+}
+
+#[test]
+fn committed_crd_is_the_generated_one() {
+    let out = operator(&["crds"]);
+    assert!(out.status.success());
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let committed =
+        std::fs::read_to_string(repo("crds/multiarchimages.multiarch.dev.yaml")).unwrap();
+    assert!(
+        generated == committed,
+        "crds/multiarchimages.multiarch.dev.yaml is stale: run `cargo run -- crds > crds/multiarchimages.multiarch.dev.yaml`"
+    );
+}
+
+#[test]
+fn crd_is_strictly_valid() {
+    let text = strict_validate(&repo("crds/multiarchimages.multiarch.dev.yaml"));
+    assert!(
+        text.contains("passed for resource customresourcedefinition/multiarchimages.multiarch.dev"),
+        "{text}"
+    );
+}
+
+#[test]
+fn render_prints_strictly_valid_jobs_for_every_example() {
+    let dir = tempfile::tempdir().unwrap();
+    for example in [
+        "deploy/examples/cowsay-buildkit.yaml",
+        "deploy/examples/configmap-buildah.yaml",
+    ] {
+        let out = operator(&["render", "-f", example]);
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let yaml = String::from_utf8(out.stdout).unwrap();
+        let rendered = dir.path().join("jobs.yaml");
+        std::fs::write(&rendered, &yaml).unwrap();
+        let report = strict_validate(&rendered);
+        let jobs = report.matches("passed for resource job/").count();
+        let platforms = if example.contains("cowsay") { 2 } else { 3 };
+        assert_eq!(
+            jobs,
+            platforms + 1,
+            "{example}: one Job per platform and a merge Job:\n{report}"
+        );
+    }
+}
+
+#[test]
+fn render_pins_the_two_platforms_of_the_cowsay_example() {
+    let out = operator(&["render", "-f", "deploy/examples/cowsay-buildkit.yaml"]);
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    for arch in ["amd64", "arm64"] {
+        assert!(
+            yaml.contains(&format!("kubernetes.io/arch: {arch}")),
+            "{arch} pinned"
+        );
+        assert!(
+            yaml.contains(&format!("name: cowsay-")),
+            "named after the resource"
+        );
+    }
+    assert!(yaml.contains("-merge\n"), "a merge Job");
+    assert!(
+        yaml.contains("sha256:<digest of linux/arm64>"),
+        "digest placeholders"
+    );
+}
+
+#[test]
+fn render_refuses_a_bad_platform_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    let text = std::fs::read_to_string(repo("deploy/examples/cowsay-buildkit.yaml"))
+        .unwrap()
+        .replace("linux/arm64]", "linux/amd65]");
+    std::fs::write(&bad, text).unwrap();
+    let out = operator(&["render", "-f", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("spec.platforms[1]: \"linux/amd65\" is not a known architecture"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing rendered for an invalid resource"
+    );
+}
