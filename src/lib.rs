@@ -4,5 +4,6 @@
 pub mod api;
 pub mod merge;
 pub mod platform;
+pub mod registry_auth;
 pub mod render;
 pub mod validate;
