@@ -2,8 +2,11 @@
 //! one Kubernetes Job per platform, then merges them into one image index.
 
 pub mod api;
+pub mod controller;
+pub mod error;
 pub mod merge;
 pub mod platform;
 pub mod registry_auth;
 pub mod render;
+pub mod telemetry;
 pub mod validate;

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use multiarch_operator::{api, merge, render, validate};
+use multiarch_operator::{api, controller, merge, render, telemetry, validate};
 
 /// Builds multi-architecture container images natively on Kubernetes.
 #[derive(Parser, Debug)]
@@ -24,6 +24,8 @@ enum Command {
         #[command(flatten)]
         images: render::ImageArgs,
     },
+    /// Run the operator.
+    Controller(controller::ControllerArgs),
     /// Assemble the per-platform images into one index and push it.
     Merge(merge::MergeArgs),
 }
@@ -45,6 +47,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Controller(args) => {
+            telemetry::init_logging(args.log_json);
+            let runtime = tokio::runtime::Runtime::new().expect("start the async runtime");
+            match runtime.block_on(controller::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "the operator stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Merge(args) => {
             let runtime = tokio::runtime::Runtime::new().expect("start the async runtime");
             let code = runtime.block_on(merge::run(args));

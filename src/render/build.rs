@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::{
     labels, owner_reference, push_secret_volume, registry_host, staging_tag, BuilderImages,
-    DOCKER_CONFIG_DIR, PLATFORM_ANNOTATION, PLATFORM_LABEL, SOURCE_DIR,
+    DOCKER_CONFIG_DIR, PLATFORM_ANNOTATION, PLATFORM_LABEL, RESOURCE_ANNOTATION, SOURCE_DIR,
 };
 use crate::api::{BuilderStrategy, MultiArchImage, MultiArchImageSpec};
 use crate::platform::Platform;
@@ -93,7 +93,10 @@ pub fn build_job(
             "template": {
                 "metadata": {
                     "labels": labels,
-                    "annotations": {PLATFORM_ANNOTATION: platform.to_string()},
+                    "annotations": {
+                        PLATFORM_ANNOTATION: platform.to_string(),
+                        RESOURCE_ANNOTATION: resource.name_any(),
+                    },
                 },
                 "spec": pod_spec,
             },

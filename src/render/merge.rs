@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::{
     build::restricted_container, labels, owner_reference, push_secret_volume, registry_host,
-    BuilderImages, DOCKER_CONFIG_DIR,
+    BuilderImages, DOCKER_CONFIG_DIR, RESOURCE_ANNOTATION,
 };
 use crate::api::MultiArchImage;
 use crate::platform::Platform;
@@ -78,7 +78,10 @@ pub fn merge_job(
             "backoffLimit": 3,
             "activeDeadlineSeconds": 600,
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {RESOURCE_ANNOTATION: resource.name_any()},
+                },
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": false,

@@ -31,6 +31,10 @@ pub const COMPONENT_LABEL: &str = "multiarch.dev/component";
 /// The exact platform (`linux/arm/v7`), which a label value cannot spell.
 pub const PLATFORM_ANNOTATION: &str = "multiarch.dev/platform";
 
+/// On pod templates: the MultiArchImage a pod works for (label values cannot
+/// hold every name), so pod events reach the right resource.
+pub const RESOURCE_ANNOTATION: &str = "multiarch.dev/resource";
+
 /// Where Jobs mount the push secret's `config.json`.
 pub const DOCKER_CONFIG_DIR: &str = "/var/run/multiarch/docker";
 /// The build context inside build pods.

@@ -1,0 +1,198 @@
+//! `multiarch-operator controller`: watches MultiArchImages, their Jobs and
+//! their Pods, and drives each build to a pushed image index.
+
+mod leader;
+mod reconcile;
+pub mod state;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
+
+pub use leader::LeaderConfig;
+pub use reconcile::{error_policy, reconcile, FIELD_MANAGER};
+
+use crate::api::MultiArchImage;
+use crate::error::{Error, Result};
+use crate::render::{BuilderImages, ImageArgs, MANAGED_BY, MANAGED_BY_LABEL, RESOURCE_ANNOTATION};
+use crate::telemetry::{self, Health, Metrics};
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub images: BuilderImages,
+}
+
+/// Flags of `multiarch-operator controller`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControllerArgs {
+    /// Watch only this namespace; all namespaces when unset.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub images: ImageArgs,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: String,
+    /// Elect a leader on a Lease, so several replicas can run.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_election_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "multiarch-operator")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease; the pod name in a cluster.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// How long a leader's Lease lasts without renewal, in seconds.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// Reconciles running at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: u16,
+    /// Log one JSON object a line.
+    #[arg(long, env = "LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// Runs the operator until SIGTERM or SIGINT.
+pub async fn run(args: ControllerArgs) -> Result<()> {
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let server = tokio::spawn(telemetry::serve(
+        args.metrics_addr.clone(),
+        metrics.clone(),
+        health.clone(),
+        stopped(stop_rx.clone()),
+    ));
+
+    let resources: Api<MultiArchImage> = scoped(&client, args.namespace.as_deref());
+    resources
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(Error::CrdMissing)?;
+    health.ready.store(true, Ordering::Relaxed);
+
+    let leader = args.leader_elect.then(|| LeaderConfig {
+        namespace: args.leader_election_namespace.clone(),
+        lease_name: args.lease_name.clone(),
+        identity: args.identity.clone().unwrap_or_else(default_identity),
+        lease_duration: Duration::from_secs(args.lease_duration_seconds.max(2)),
+        renew_every: Duration::from_secs((args.lease_duration_seconds / 3).max(1)),
+    });
+    if let Some(leader) = &leader {
+        tokio::select! {
+            acquired = leader::acquire(client.clone(), leader) => acquired?,
+            () = stopped(stop_rx.clone()) => return Ok(()),
+        }
+    }
+    let context = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "multiarch-operator".into(),
+                instance: leader.as_ref().map(|l| l.identity.clone()),
+            },
+        ),
+        metrics,
+        images: args.images.clone().into(),
+    });
+    let controller = controller(&client, args.namespace.as_deref(), args.concurrency)
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(reconcile, error_policy, context)
+        .for_each(|_| async {});
+    let outcome = match &leader {
+        Some(config) => tokio::select! {
+            () = controller => Ok(()),
+            lost = leader::hold(client.clone(), config) => Err(lost),
+        },
+        None => {
+            controller.await;
+            Ok(())
+        }
+    };
+    if let Some(config) = &leader {
+        leader::release(client, config).await;
+    }
+    server.abort();
+    outcome
+}
+
+/// The Controller: MultiArchImages, the Jobs they own, and the Jobs' Pods
+/// (whose scheduling and termination messages drive the status).
+fn controller(
+    client: &Client,
+    namespace: Option<&str>,
+    concurrency: u16,
+) -> Controller<MultiArchImage> {
+    let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    Controller::new(
+        scoped::<MultiArchImage>(client, namespace),
+        watcher::Config::default(),
+    )
+    .with_config(
+        ControllerConfig::default()
+            .concurrency(concurrency)
+            .debounce(Duration::from_millis(200)),
+    )
+    .owns(scoped::<Job>(client, namespace), ours.clone())
+    .watches(scoped::<Pod>(client, namespace), ours, |pod| {
+        let name = pod.annotations().get(RESOURCE_ANNOTATION).cloned();
+        let namespace = pod.namespace();
+        name.zip(namespace)
+            .map(|(name, ns)| ObjectRef::<MultiArchImage>::new(&name).within(&ns))
+    })
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn default_identity() -> String {
+    let host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "operator".into());
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
