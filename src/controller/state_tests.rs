@@ -1,1 +1,430 @@
+//! The status transitions as a table of observed Jobs and Pods.
 
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::render::plan;
+use crate::validate::parse_manifests;
+
+const RESOURCE: &str = r#"
+apiVersion: multiarch.dev/v1alpha1
+kind: MultiArchImage
+metadata: {name: app, namespace: ci, uid: u-1, generation: 3}
+spec:
+  image: localhost:5000/team/app
+  tags: [latest, v1]
+  source: {configMap: {name: ctx}}
+  builder: {strategy: buildah}
+"#;
+
+fn digest(n: u8) -> String {
+    format!("sha256:{}", format!("{n:x}").repeat(64))
+}
+
+fn resource() -> MultiArchImage {
+    parse_manifests(RESOURCE).unwrap().remove(0)
+}
+
+fn now() -> Time {
+    Time(Timestamp::from_second(1_800_000_000).unwrap())
+}
+
+/// A Job of the current build, with the given status conditions.
+fn job(name: &str, build_id: &str, conditions: Value) -> Job {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "ci",
+            "labels": {"multiarch.dev/build-id": build_id}},
+        "spec": {"template": {}, "backoffLimit": 1, "activeDeadlineSeconds": 3600},
+        "status": {"conditions": conditions, "failed": 2,
+            "startTime": "2027-01-15T08:00:00Z", "completionTime": "2027-01-15T08:01:00Z"},
+    }))
+    .unwrap()
+}
+
+fn complete() -> Value {
+    json!([{"type": "Complete", "status": "True"}])
+}
+
+fn failed(reason: &str) -> Value {
+    json!([{"type": "Failed", "status": "True", "reason": reason}])
+}
+
+fn pod(job: &str, node: Option<&str>, status: Value) -> Pod {
+    let mut spec = json!({"containers": []});
+    if let Some(node) = node {
+        spec["nodeName"] = json!(node);
+    }
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{job}-abcde"), "namespace": "ci",
+            "labels": {"batch.kubernetes.io/job-name": job},
+            "creationTimestamp": "2027-01-15T08:00:00Z"},
+        "spec": spec,
+        "status": status,
+    }))
+    .unwrap()
+}
+
+fn terminated(container: &str, code: i32, reason: &str, message: &str) -> Value {
+    json!({"name": container, "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": code, "reason": reason, "message": message}}})
+}
+
+fn succeeded_pod(job: &str, node: &str, message: &str) -> Pod {
+    pod(
+        job,
+        Some(node),
+        json!({"phase": "Succeeded", "startTime": "2027-01-15T08:00:05Z",
+        "containerStatuses": [terminated("push", 0, "Completed", message)]}),
+    )
+}
+
+struct World {
+    resource: MultiArchImage,
+    plan: Plan,
+    jobs: Vec<Job>,
+    pods: Vec<Pod>,
+}
+
+impl World {
+    fn new() -> Self {
+        let resource = resource();
+        let plan = plan(&resource, &BuilderImages::default()).unwrap();
+        World {
+            resource,
+            plan,
+            jobs: Vec::new(),
+            pods: Vec::new(),
+        }
+    }
+    fn name(&self, i: usize) -> String {
+        self.plan.build_jobs[i].name_any()
+    }
+    fn with_jobs(mut self, conditions: [Value; 2]) -> Self {
+        for (i, c) in conditions.into_iter().enumerate() {
+            self.jobs
+                .push(job(&self.name(i), &self.plan.build_id.clone(), c));
+        }
+        self
+    }
+    fn decide(&self) -> Decision {
+        let observed = Observed {
+            jobs: &self.jobs,
+            pods: &self.pods,
+            now: now(),
+        };
+        decide(
+            &self.resource,
+            &self.plan,
+            &observed,
+            &BuilderImages::default(),
+        )
+    }
+    fn condition(d: &Decision, type_: &str) -> Option<Condition> {
+        d.status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .cloned()
+    }
+}
+
+#[test]
+fn nothing_yet_creates_one_job_per_platform() {
+    let w = World::new();
+    let d = w.decide();
+    assert_eq!(d.status.phase, Some(Phase::Pending));
+    assert_eq!(d.create.len(), 2);
+    assert_eq!(d.status.platforms_ready.as_deref(), Some("0/2"));
+    assert_eq!(d.status.observed_generation, Some(3));
+    assert_eq!(d.notices[0].reason, "BuildStarted");
+    let ready = World::condition(&d, "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.observed_generation),
+        ("False", Some(3))
+    );
+    assert_eq!(World::condition(&d, "Reconciling").unwrap().status, "True");
+}
+
+#[test]
+fn unschedulable_platform_is_reported_not_failed() {
+    let mut w = World::new().with_jobs([json!([]), json!([])]);
+    w.pods
+        .push(pod(&w.name(0), Some("amd-1"), json!({"phase": "Running"})));
+    w.pods.push(pod(&w.name(1), None, json!({"phase": "Pending", "conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."}]})));
+    let d = w.decide();
+    assert!(d.create.is_empty());
+    assert_eq!(d.status.phase, Some(Phase::Building));
+    let arm = &d.status.platforms[1];
+    assert_eq!(arm.phase, PlatformPhase::Pending);
+    assert!(
+        arm.message.starts_with("cannot be scheduled: 0/1 nodes"),
+        "{}",
+        arm.message
+    );
+    assert_eq!(d.status.platforms[0].phase, PlatformPhase::Building);
+    assert_eq!(d.status.platforms[0].node.as_deref(), Some("amd-1"));
+    let unschedulable = d
+        .notices
+        .iter()
+        .find(|n| n.reason == "Unschedulable")
+        .unwrap();
+    assert!(unschedulable.warning && unschedulable.note.contains("linux/arm64"));
+    let ready = World::condition(&d, "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "Waiting")
+    );
+}
+
+#[test]
+fn all_platforms_built_starts_the_merge_with_their_digests() {
+    let mut w = World::new().with_jobs([complete(), complete()]);
+    w.pods.push(succeeded_pod(&w.name(0), "amd-1", &digest(1)));
+    w.pods.push(succeeded_pod(
+        &w.name(1),
+        "arm-1",
+        &format!("{}\n", digest(2)),
+    ));
+    let d = w.decide();
+    assert_eq!(d.status.phase, Some(Phase::Merging));
+    assert_eq!(d.status.platforms_ready.as_deref(), Some("2/2"));
+    assert_eq!(d.create.len(), 1);
+    let merge = &d.create[0];
+    assert_eq!(merge.name_any(), format!("app-{}-merge", w.plan.build_id));
+    let args = merge
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(args.contains(&format!(
+        "linux/amd64=localhost:5000/team/app@{}",
+        digest(1)
+    )));
+    assert!(args.contains(&format!(
+        "linux/arm64=localhost:5000/team/app@{}",
+        digest(2)
+    )));
+    assert_eq!(d.status.platforms[1].node.as_deref(), Some("arm-1"));
+    assert!(d.notices.iter().any(|n| n.reason == "Merging"));
+    assert_eq!(
+        d.notices
+            .iter()
+            .filter(|n| n.reason == "PlatformBuilt")
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn merge_done_is_success_with_the_index_digest() {
+    let mut w = World::new().with_jobs([complete(), complete()]);
+    w.pods.push(succeeded_pod(&w.name(0), "amd-1", &digest(1)));
+    w.pods.push(succeeded_pod(&w.name(1), "arm-1", &digest(2)));
+    let merge_name = format!("app-{}-merge", w.plan.build_id);
+    w.jobs
+        .push(job(&merge_name, &w.plan.build_id.clone(), complete()));
+    w.pods.push(pod(
+        &merge_name,
+        Some("amd-1"),
+        json!({"phase": "Succeeded",
+        "containerStatuses": [terminated("merge", 0, "Completed", &digest(9))]}),
+    ));
+    let d = w.decide();
+    assert_eq!(d.status.phase, Some(Phase::Succeeded));
+    assert_eq!(d.status.digest, Some(digest(9)));
+    assert_eq!(
+        d.status.image,
+        Some(format!("localhost:5000/team/app@{}", digest(9)))
+    );
+    assert_eq!(
+        d.status.short_digest.as_deref(),
+        Some("sha256:999999999999")
+    );
+    assert!(d.create.is_empty());
+    let ready = World::condition(&d, "Ready").unwrap();
+    assert_eq!(ready.status, "True");
+    assert!(ready.message.contains("localhost:5000/team/app:v1"));
+    assert!(World::condition(&d, "Reconciling").is_none());
+    assert!(World::condition(&d, "Stalled").is_none());
+}
+
+#[test]
+fn a_failed_platform_fails_the_resource_saying_which_and_why() {
+    let mut w = World::new().with_jobs([json!([]), failed("BackoffLimitExceeded")]);
+    w.pods
+        .push(pod(&w.name(0), Some("amd-1"), json!({"phase": "Running"})));
+    w.pods.push(pod(&w.name(1), Some("arm-1"), json!({"phase": "Failed",
+        "initContainerStatuses": [terminated("build", 2, "Error", "step 1\nstep 2\nerror: COPY failed: no such file")]})));
+    let d = w.decide();
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    let arm = &d.status.platforms[1];
+    assert_eq!(arm.phase, PlatformPhase::Failed);
+    assert!(
+        arm.message.contains("more than spec.backoffLimit (1)"),
+        "{}",
+        arm.message
+    );
+    assert!(
+        arm.message.contains("container build exited with code 2"),
+        "{}",
+        arm.message
+    );
+    assert!(arm.message.contains("COPY failed"), "{}", arm.message);
+    let ready = World::condition(&d, "Ready").unwrap();
+    assert_eq!(ready.reason, "BuildFailed");
+    assert!(ready.message.contains("linux/arm64"), "{}", ready.message);
+    assert_eq!(World::condition(&d, "Stalled").unwrap().status, "True");
+    assert!(d
+        .notices
+        .iter()
+        .any(|n| n.reason == "PlatformFailed" && n.warning));
+}
+
+#[test]
+fn failure_reasons_are_explained() {
+    let cases: Vec<(Value, Value, &str)> = vec![
+        (
+            failed("BackoffLimitExceeded"),
+            json!({"phase": "Failed", "initContainerStatuses": [terminated("build", 137, "OOMKilled", "")]}),
+            "ran out of memory (OOMKilled); raise spec.resources.limits.memory",
+        ),
+        (
+            failed("DeadlineExceeded"),
+            json!({"phase": "Failed"}),
+            "exceeded spec.activeDeadlineSeconds (3600s)",
+        ),
+        (
+            json!([]),
+            json!({"phase": "Pending", "containerStatuses": [{"name": "push", "image": "x", "imageID": "",
+                "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff",
+                "message": "Back-off pulling image \"quay.io/buildah/stable:v0\""}}}]}),
+            "container push cannot start: ImagePullBackOff: Back-off pulling image",
+        ),
+        (
+            json!([]),
+            json!({"phase": "Pending", "initContainerStatuses": [{"name": "build", "image": "x", "imageID": "",
+                "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "CreateContainerConfigError",
+                "message": "secret \"regcred\" not found"}}}]}),
+            "secret \"regcred\" not found",
+        ),
+        (
+            complete(),
+            json!({"phase": "Succeeded", "containerStatuses": [terminated("push", 0, "Completed", "not a digest")]}),
+            "reported no image digest",
+        ),
+    ];
+    for (conditions, pod_status, needle) in cases {
+        let mut w = World::new().with_jobs([conditions, json!([])]);
+        w.pods.push(pod(&w.name(0), Some("amd-1"), pod_status));
+        let d = w.decide();
+        let amd = &d.status.platforms[0];
+        assert_eq!(amd.phase, PlatformPhase::Failed, "{needle}: {amd:?}");
+        assert!(amd.message.contains(needle), "{needle}: {}", amd.message);
+        assert_eq!(d.status.phase, Some(Phase::Failed));
+    }
+}
+
+#[test]
+fn a_transient_pull_error_is_only_reported() {
+    let mut w = World::new().with_jobs([json!([]), json!([])]);
+    w.pods.push(pod(
+        &w.name(0),
+        Some("amd-1"),
+        json!({"phase": "Pending", "containerStatuses": [{
+        "name": "push", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"waiting": {"reason": "ErrImagePull", "message": "timeout"}}}]}),
+    ));
+    let d = w.decide();
+    assert_eq!(d.status.platforms[0].phase, PlatformPhase::Pending);
+    assert_eq!(d.status.phase, Some(Phase::Building));
+}
+
+#[test]
+fn jobs_of_a_superseded_build_are_deleted() {
+    let mut w = World::new();
+    w.jobs
+        .push(job("app-0ld1d000-linux-amd64", "0ld1d000", json!([])));
+    let d = w.decide();
+    assert_eq!(d.delete, ["app-0ld1d000-linux-amd64"]);
+    assert!(d.notices.iter().any(|n| n.reason == "Superseded"));
+    assert_eq!(d.create.len(), 2, "the new build starts at once");
+}
+
+#[test]
+fn the_same_observation_twice_changes_nothing() {
+    let mut w = World::new().with_jobs([json!([]), json!([])]);
+    w.pods.push(pod(
+        &w.name(0),
+        Some("amd-1"),
+        json!({"phase": "Running", "startTime": "2027-01-15T08:00:05Z"}),
+    ));
+    let first = w.decide();
+    w.resource.status = Some(first.status.clone());
+    let mut later = w.decide();
+    later
+        .status
+        .conditions
+        .iter_mut()
+        .for_each(|c| c.last_transition_time = now());
+    assert_eq!(first.status, later.status);
+    assert!(later.notices.is_empty(), "{:?}", later.notices);
+    assert!(later.create.is_empty() && later.delete.is_empty());
+}
+
+#[test]
+fn an_invalid_spec_fails_naming_the_field() {
+    let mut r = resource();
+    r.spec.platforms = vec!["linux/amd65".into()];
+    let errors = crate::validate::validate(&r).unwrap_err().to_string();
+    let d = invalid(
+        &r,
+        "abcd1234",
+        &errors,
+        &[job("app-0ld1d000-linux-amd64", "0ld1d000", json!([]))],
+        &now(),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    let ready = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason, "InvalidSpec");
+    assert!(
+        ready.message.contains("spec.platforms[0]"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(d.delete.len(), 1, "the old build stops");
+    assert!(d.notices[0].warning);
+}
+
+#[test]
+fn termination_messages_are_checked_before_use() {
+    assert_eq!(parse_digest(&digest(1)), Some(digest(1)));
+    assert_eq!(
+        parse_digest(&format!("pushing\n{}\n", digest(1))),
+        Some(digest(1))
+    );
+    for bad in [
+        "",
+        "sha256:",
+        "sha256:XYZ",
+        "sha512:abc",
+        &format!("{}0", digest(1)),
+        "sha256:../../etc",
+    ] {
+        assert_eq!(parse_digest(bad), None, "{bad}");
+    }
+}
