@@ -371,19 +371,18 @@ async fn check_everything(
 
     let source_checks = sources.into_iter().map(|spec| async move {
         let result = source::check(registries, spec.clone()).await;
-        match &result {
-            Ok(checked) => eprintln!(
-                "merge: {} ({}): {} {}{}",
+        if let Ok(checked) = &result {
+            let attestations = match checked.entry.attestations.len() {
+                0 => String::new(),
+                n => format!(" + {n} attestation manifest(s)"),
+            };
+            eprintln!(
+                "merge: {} ({}): {} {}{attestations}",
                 spec.platform,
                 spec.written,
                 checked.entry.image.media_type,
                 checked.entry.image.digest,
-                match checked.entry.attestations.len() {
-                    0 => String::new(),
-                    n => format!(" + {n} attestation manifest(s)"),
-                }
-            ),
-            Err(_) => {}
+            );
         }
         result.map_err(|problem| source_error(&spec, problem))
     });
