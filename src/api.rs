@@ -44,30 +44,11 @@ pub const MAX_TAGS: usize = 32;
     status = "MultiArchImageStatus",
     derive = "PartialEq",
     doc = "MultiArchImage builds an image natively on a node of each requested platform, then pushes one multi-architecture image index under the requested tags.",
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(
-        name = "Platforms",
-        type_ = "string",
-        description = "platforms built / requested",
-        json_path = ".status.platformsReady"
-    ),
-    printcolumn(
-        name = "Digest",
-        type_ = "string",
-        description = "the image index digest, shortened",
-        json_path = ".status.shortDigest"
-    ),
-    printcolumn(
-        name = "Image",
-        type_ = "string",
-        priority = 1,
-        json_path = ".status.image"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
+    printcolumn = r#"{"name": "Platforms", "type": "string", "description": "platforms built / requested", "jsonPath": ".status.platformsReady"}"#,
+    printcolumn = r#"{"name": "Digest", "type": "string", "description": "the image index digest, shortened", "jsonPath": ".status.shortDigest"}"#,
+    printcolumn = r#"{"name": "Image", "type": "string", "priority": 1, "jsonPath": ".status.image"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MultiArchImageSpec {

@@ -99,7 +99,7 @@ fn render_pins_the_two_platforms_of_the_cowsay_example() {
             "{arch} pinned"
         );
         assert!(
-            yaml.contains(&format!("name: cowsay-")),
+            yaml.contains("name: cowsay-"),
             "named after the resource"
         );
     }

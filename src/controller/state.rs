@@ -257,7 +257,7 @@ fn pods_of<'a>(pods: &'a [Pod], job_name: &str) -> Vec<&'a Pod> {
         .iter()
         .filter(|p| p.labels().get(JOB_NAME_LABEL).map(String::as_str) == Some(job_name))
         .collect();
-    mine.sort_by(|a, b| b.creation_timestamp().cmp(&a.creation_timestamp()));
+    mine.sort_by_key(|p| std::cmp::Reverse(p.creation_timestamp()));
     mine
 }
 
