@@ -98,10 +98,7 @@ fn render_pins_the_two_platforms_of_the_cowsay_example() {
             yaml.contains(&format!("kubernetes.io/arch: {arch}")),
             "{arch} pinned"
         );
-        assert!(
-            yaml.contains("name: cowsay-"),
-            "named after the resource"
-        );
+        assert!(yaml.contains("name: cowsay-"), "named after the resource");
     }
     assert!(yaml.contains("-merge\n"), "a merge Job");
     assert!(
