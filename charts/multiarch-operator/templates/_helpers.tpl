@@ -1,0 +1,99 @@
+{{/* Chart name, at most 63 characters (a label value). */}}
+{{- define "multiarch-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects: the release name alone when it
+already contains the chart name, so the default install is simply
+`multiarch-operator`. */}}
+{{- define "multiarch-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "multiarch-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Stable labels: the Deployment's selector, never changed on upgrade. */}}
+{{- define "multiarch-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "multiarch-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "multiarch-operator.labels" -}}
+helm.sh/chart: {{ include "multiarch-operator.chart" . }}
+{{ include "multiarch-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "multiarch-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "multiarch-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The operator image; also the default merge image. */}}
+{{- define "multiarch-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default (printf "v%s" .Chart.AppVersion) .Values.image.tag) }}
+{{- end }}
+
+{{- define "multiarch-operator.mergeImage" -}}
+{{- default (include "multiarch-operator.image" .) .Values.mergeImage }}
+{{- end }}
+
+{{/* The Lease the replicas compete for (--lease-name). */}}
+{{- define "multiarch-operator.leaseName" -}}
+{{- include "multiarch-operator.fullname" . }}
+{{- end }}
+
+{{/* What the operator does in the namespaces it watches; the same rules
+make the ClusterRole (all namespaces) or the Role (watchNamespace). Each rule
+says why it is needed; nothing grants Secrets or ConfigMaps: build pods mount
+them, the operator never reads them. */}}
+{{- define "multiarch-operator.rules" -}}
+# MultiArchImages are the operator's input: it lists and watches them (its
+# cache), and gets one to reconcile it.
+- apiGroups: [multiarch.dev]
+  resources: [multiarchimages]
+  verbs: [get, list, watch]
+# It reports progress in the status subresource, by server-side apply.
+- apiGroups: [multiarch.dev]
+  resources: [multiarchimages/status]
+  verbs: [patch]
+{{- if .Values.rbac.ownerReferencesPermissionEnforcement }}
+# The Jobs' owner reference sets blockOwnerDeletion, which the
+# OwnerReferencesPermissionEnforcement admission plugin allows only to who
+# may update the owner's finalizers (rbac.ownerReferencesPermissionEnforcement).
+- apiGroups: [multiarch.dev]
+  resources: [multiarchimages/finalizers]
+  verbs: [update]
+{{- end }}
+# The build and merge Jobs: applied server-side (create, patch), watched to
+# follow them, and deleted when a new generation supersedes their build.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create, patch, delete]
+# The Jobs' Pods, read only: their scheduling state (an unschedulable
+# platform) and termination message (the pushed digest). No logs, no exec.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+# Events on MultiArchImages, so `kubectl describe` tells the story; patch
+# counts a repeated Event instead of creating a new one.
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}
