@@ -42,6 +42,17 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
   fi
 fi
 
+# helm-python-sdk (PyPI) bundles Helm's Go library: tests/chart.rs renders
+# the chart with it (no helm binary needed).
+if ! python3 -c "import helm_python" >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] || [ -n "${VIRTUAL_ENV:-}" ]; then
+    python3 -m pip install --quiet --disable-pip-version-check helm-python-sdk
+  else
+    echo "missing helm-python-sdk; install it with: python3 -m pip install helm-python-sdk" >&2
+    exit 1
+  fi
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
