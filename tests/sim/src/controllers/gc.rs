@@ -1,0 +1,105 @@
+//! Garbage collection: ownerReference cascades (Background, Foreground,
+//! Orphan) and PodGC for pods bound to nodes that no longer exist.
+
+use crate::api::{DeleteOpts, WriteOpts};
+use crate::util::{name_of, ns_of, uid_of};
+use crate::Shared;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+struct Owner {
+    terminating: bool,
+    foreground: bool,
+    orphan: bool,
+}
+
+fn has_finalizer(o: &Value, f: &str) -> bool {
+    o["metadata"]["finalizers"].as_array().is_some_and(|fs| fs.iter().any(|x| x == f))
+}
+
+pub fn reconcile(shared: &Arc<Shared>) {
+    let c = &shared.cluster;
+    let all: Vec<(String, Arc<Value>)> = {
+        let s = c.lock();
+        s.objects.iter().flat_map(|(gr, m)| m.values().map(move |o| (gr.clone(), o.clone()))).collect()
+    };
+    let owners: HashMap<String, Owner> = all
+        .iter()
+        .map(|(_, o)| {
+            (uid_of(o).to_string(), Owner {
+                terminating: !o["metadata"]["deletionTimestamp"].is_null(),
+                foreground: has_finalizer(o, "foregroundDeletion"),
+                orphan: has_finalizer(o, "orphan"),
+            })
+        })
+        .collect();
+    let mut dependents: HashMap<String, usize> = HashMap::new();
+    let nodes: Vec<String> = all.iter().filter(|(gr, _)| gr == "/nodes").map(|(_, n)| name_of(n).to_string()).collect();
+    for (gr, o) in &all {
+        let Some(def) = c.registry().by_gr(gr) else { continue };
+        let refs = o["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
+        if !refs.is_empty() {
+            for r in &refs {
+                *dependents.entry(r["uid"].as_str().unwrap_or("").to_string()).or_default() += 1;
+            }
+            let live: Vec<&Owner> = refs.iter().filter_map(|r| owners.get(r["uid"].as_str().unwrap_or(""))).collect();
+            let terminating = !o["metadata"]["deletionTimestamp"].is_null();
+            if live.is_empty() {
+                if !terminating {
+                    let _ = c.delete(&def, ns_of(o), name_of(o), &DeleteOpts { propagation: Some("Background".into()), ..Default::default() });
+                }
+            } else if live.iter().any(|w| w.terminating && w.foreground) {
+                if !terminating {
+                    let _ = c.delete(&def, ns_of(o), name_of(o), &DeleteOpts { propagation: Some("Foreground".into()), ..Default::default() });
+                }
+            } else if live.iter().any(|w| w.terminating && w.orphan) {
+                let orphaning: Vec<String> = refs.iter().filter(|r| owners.get(r["uid"].as_str().unwrap_or("")).is_some_and(|w| w.orphan && w.terminating))
+                    .map(|r| r["uid"].as_str().unwrap_or("").to_string()).collect();
+                let _ = c.mutate(&def, ns_of(o), name_of(o), "", "garbage-collector", |d| {
+                    if let Some(rs) = d["metadata"]["ownerReferences"].as_array_mut() {
+                        rs.retain(|r| !orphaning.iter().any(|u| r["uid"] == u.as_str()));
+                    }
+                    if d["metadata"]["ownerReferences"].as_array().is_some_and(|a| a.is_empty()) {
+                        d["metadata"].as_object_mut().unwrap().remove("ownerReferences");
+                    }
+                });
+            }
+        }
+        // PodGC: pods bound to a vanished node fail and are removed.
+        if gr == "/pods" {
+            let node = o["spec"]["nodeName"].as_str().unwrap_or("");
+            if !node.is_empty() && !nodes.iter().any(|n| n == node) {
+                let phase = o["status"]["phase"].as_str().unwrap_or("");
+                if phase != "Succeeded" && phase != "Failed" {
+                    let _ = c.mutate(&def, ns_of(o), name_of(o), "status", "pod-garbage-collector", |p| {
+                        p["status"]["phase"] = json!("Failed");
+                        let mut conds = p["status"]["conditions"].as_array().cloned().unwrap_or_default();
+                        crate::util::set_condition(&mut conds, json!({"type": "DisruptionTarget", "status": "True",
+                            "reason": "DeletionByPodGC", "message": "PodGC: node no longer exists"}));
+                        p["status"]["conditions"] = json!(conds);
+                    });
+                }
+                let _ = c.delete(&def, ns_of(o), name_of(o), &DeleteOpts { grace_seconds: Some(0), ..Default::default() });
+            }
+        }
+    }
+    // Owners waiting on their dependents.
+    for (gr, o) in &all {
+        if o["metadata"]["deletionTimestamp"].is_null() {
+            continue;
+        }
+        let Some(def) = c.registry().by_gr(gr) else { continue };
+        let waiting = dependents.get(uid_of(o)).copied().unwrap_or(0);
+        for f in ["foregroundDeletion", "orphan"] {
+            if has_finalizer(o, f) && waiting == 0 {
+                let _ = c.mutate(&def, ns_of(o), name_of(o), "", "garbage-collector", |x| {
+                    if let Some(fs) = x["metadata"]["finalizers"].as_array_mut() {
+                        fs.retain(|y| y != f);
+                    }
+                });
+            }
+        }
+    }
+    let _ = WriteOpts::default();
+}

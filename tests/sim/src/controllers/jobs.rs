@@ -1,0 +1,228 @@
+//! The Job controller (batch/v1, NonIndexed): creates pods from the
+//! template, counts successes and failures (a pod deleted before finishing
+//! counts as failed, as with the real controller's tracking finalizers),
+//! retries within backoffLimit with exponential delay, enforces
+//! activeDeadlineSeconds, and sets the 1.31+ conditions
+//! (SuccessCriteriaMet/FailureTarget, then Complete/Failed).
+
+use crate::api::{DeleteOpts, WriteOpts};
+use crate::util::{name_of, ns_of, now_rfc3339, parse_time, set_condition, uid_of};
+use crate::Shared;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[derive(Default)]
+struct Tracking {
+    /// Pods seen alive, by uid.
+    seen: HashSet<String>,
+    /// Pods already counted (succeeded or failed), by uid.
+    counted: HashSet<String>,
+    succeeded: i64,
+    failed: i64,
+    last_failure: Option<Instant>,
+}
+
+#[derive(Default)]
+pub struct JobController {
+    jobs: Mutex<HashMap<String, Tracking>>,
+}
+
+fn cond_status(j: &Value, ty: &str) -> bool {
+    j["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == ty && c["status"] == "True")
+}
+
+fn pod_ready(p: &Value) -> bool {
+    p["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+impl JobController {
+    pub fn reconcile(&self, shared: &Arc<Shared>) {
+        let c = &shared.cluster;
+        let (jobs, pods) = {
+            let s = c.lock();
+            (s.list("batch/jobs", ""), s.list("/pods", ""))
+        };
+        let mut by_owner: HashMap<&str, Vec<&Arc<Value>>> = HashMap::new();
+        for p in &pods {
+            for r in p["metadata"]["ownerReferences"].as_array().into_iter().flatten() {
+                if r["controller"] == true && r["kind"] == "Job" {
+                    by_owner.entry(r["uid"].as_str().unwrap_or("")).or_default().push(p);
+                }
+            }
+        }
+        let mut track = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let live: HashSet<&str> = jobs.iter().map(|j| uid_of(j)).collect();
+        track.retain(|uid, _| live.contains(uid.as_str()));
+        for j in &jobs {
+            let owned = by_owner.get(uid_of(j)).cloned().unwrap_or_default();
+            let t = track.entry(uid_of(j).to_string()).or_default();
+            self.sync_job(shared, j, &owned, t);
+        }
+    }
+
+    fn sync_job(&self, shared: &Arc<Shared>, j: &Value, pods: &[&Arc<Value>], t: &mut Tracking) {
+        let c = &shared.cluster;
+        let (ns, name) = (ns_of(j).to_string(), name_of(j).to_string());
+        let jdef = c.def("batch", "jobs");
+        let pdef = c.def("", "pods");
+        if cond_status(j, "Complete") || cond_status(j, "Failed") || !j["metadata"]["deletionTimestamp"].is_null() {
+            return;
+        }
+        // Resume counts after a restart of this controller from the status.
+        if t.seen.is_empty() && t.counted.is_empty() {
+            t.succeeded = j["status"]["succeeded"].as_i64().unwrap_or(0);
+            t.failed = j["status"]["failed"].as_i64().unwrap_or(0);
+        }
+        let present: HashSet<&str> = pods.iter().map(|p| uid_of(p)).collect();
+        for p in pods {
+            let uid = uid_of(p).to_string();
+            if t.counted.contains(&uid) {
+                continue;
+            }
+            match p["status"]["phase"].as_str() {
+                Some("Succeeded") => {
+                    t.succeeded += 1;
+                    t.counted.insert(uid);
+                }
+                Some("Failed") => {
+                    t.failed += 1;
+                    t.last_failure = Some(Instant::now());
+                    t.counted.insert(uid);
+                }
+                _ => {
+                    t.seen.insert(uid);
+                }
+            }
+        }
+        // Vanished before finishing: counted as failed.
+        let vanished: Vec<String> = t.seen.iter().filter(|u| !present.contains(u.as_str()) && !t.counted.contains(*u)).cloned().collect();
+        for u in vanished {
+            t.failed += 1;
+            t.last_failure = Some(Instant::now());
+            t.counted.insert(u.clone());
+            t.seen.remove(&u);
+        }
+        let alive: Vec<&&Arc<Value>> = pods.iter().filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded") | Some("Failed"))).collect();
+        let active: Vec<&&Arc<Value>> = alive.iter().copied().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect();
+        let terminating = alive.len() - active.len();
+        let ready = active.iter().filter(|p| pod_ready(p)).count();
+        let spec = &j["spec"];
+        let suspended = spec["suspend"] == true;
+        let completions = spec["completions"].as_i64().unwrap_or(1);
+        let parallelism = spec["parallelism"].as_i64().unwrap_or(1);
+        let backoff_limit = spec["backoffLimit"].as_i64().unwrap_or(6);
+        let start = j["status"]["startTime"].as_str().and_then(parse_time);
+        let now = chrono::Utc::now();
+        let deadline_hit = match (spec["activeDeadlineSeconds"].as_i64(), start) {
+            (Some(ads), Some(st)) if !suspended => (now - st).num_seconds() >= ads,
+            _ => false,
+        };
+        let mut failure: Option<(&str, &str)> = None;
+        if t.failed > backoff_limit {
+            failure = Some(("BackoffLimitExceeded", "Job has reached the specified backoff limit"));
+        } else if deadline_hit {
+            failure = Some(("DeadlineExceeded", "Job was active longer than specified deadline"));
+        }
+        let success = failure.is_none() && t.succeeded >= completions;
+        let mut events: Vec<(&str, String, String)> = vec![];
+        if failure.is_some() || success || suspended {
+            for p in &active {
+                let _ = c.delete(&pdef, &ns, name_of(p), &DeleteOpts::default());
+                if suspended {
+                    events.push(("Normal", "SuccessfulDelete".into(), format!("Deleted pod: {}", name_of(p))));
+                }
+            }
+        } else {
+            let backoff_ok = match (t.failed, t.last_failure) {
+                (0, _) | (_, None) => true,
+                (n, Some(at)) => {
+                    let base = shared.config.job_backoff;
+                    let d = base * 2u32.saturating_pow((n - 1).clamp(0, 10) as u32);
+                    at.elapsed() >= d.min(base * 10)
+                }
+            };
+            let want = parallelism.min(completions - t.succeeded) - active.len() as i64 - terminating as i64;
+            if want > 0 && backoff_ok {
+                for _ in 0..want {
+                    match c.create(&pdef, &ns, pod_from_template(j), &WriteOpts::internal("job-controller")) {
+                        Ok(p) => {
+                            t.seen.insert(uid_of(&p).to_string());
+                            events.push(("Normal", "SuccessfulCreate".into(), format!("Created pod: {}", name_of(&p))));
+                        }
+                        Err(e) => events.push(("Warning", "FailedCreate".into(), format!("Error creating: {}", e.message))),
+                    }
+                }
+            }
+        }
+        let active_n = if failure.is_some() || success { 0 } else { active.len() };
+        let (succeeded, failed) = (t.succeeded, t.failed);
+        let finished_pods = alive.is_empty() || (active.is_empty() && terminating == 0);
+        let mut finished_event: Option<(&str, &str, &str)> = None;
+        let _ = c.mutate(&jdef, &ns, &name, "status", "job-controller", |o| {
+            let st = crate::util::ensure_obj(o, &["status"]);
+            if !suspended && st.get("startTime").is_none() {
+                st.insert("startTime".into(), json!(now_rfc3339()));
+            }
+            st.insert("active".into(), json!(active_n));
+            st.insert("ready".into(), json!(ready));
+            st.insert("terminating".into(), json!(terminating));
+            st.insert("uncountedTerminatedPods".into(), json!({}));
+            if succeeded > 0 {
+                st.insert("succeeded".into(), json!(succeeded));
+            }
+            if failed > 0 {
+                st.insert("failed".into(), json!(failed));
+            }
+            let mut conds: Vec<Value> = st.get("conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+            let cond = |ty: &str, reason: &str, msg: &str| json!({"type": ty, "status": "True", "reason": reason, "message": msg, "lastProbeTime": now_rfc3339()});
+            if let Some((reason, msg)) = failure {
+                set_condition(&mut conds, cond("FailureTarget", reason, msg));
+                if finished_pods {
+                    set_condition(&mut conds, cond("Failed", reason, msg));
+                    finished_event = Some(("Warning", reason, msg));
+                }
+            } else if success {
+                set_condition(&mut conds, cond("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"));
+                if finished_pods {
+                    set_condition(&mut conds, cond("Complete", "CompletionsReached", "Reached expected number of succeeded pods"));
+                    st.insert("completionTime".into(), json!(now_rfc3339()));
+                    finished_event = Some(("Normal", "Completed", "Job completed"));
+                }
+            }
+            if suspended {
+                set_condition(&mut conds, cond("Suspended", "JobSuspended", "Job suspended"));
+            } else if conds.iter().any(|c| c["type"] == "Suspended" && c["status"] == "True") {
+                set_condition(&mut conds, json!({"type": "Suspended", "status": "False", "reason": "JobResumed", "message": "Job resumed", "lastProbeTime": now_rfc3339()}));
+            }
+            if !conds.is_empty() {
+                st.insert("conditions".into(), json!(conds));
+            }
+        });
+        for (ty, reason, msg) in events {
+            c.record_event(j, ty, &reason, &msg, "job-controller");
+        }
+        if let Some((ty, reason, msg)) = finished_event {
+            c.record_event(j, ty, reason, msg, "job-controller");
+        }
+    }
+}
+
+fn pod_from_template(j: &Value) -> Value {
+    let tpl = &j["spec"]["template"];
+    let mut md = json!({
+        "generateName": format!("{}-", name_of(j)),
+        "namespace": ns_of(j),
+        "labels": tpl["metadata"]["labels"],
+        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name_of(j), "uid": uid_of(j),
+            "controller": true, "blockOwnerDeletion": true}],
+    });
+    if let Some(a) = tpl["metadata"].get("annotations") {
+        md["annotations"] = a.clone();
+    }
+    if md["labels"].is_null() {
+        md.as_object_mut().unwrap().remove("labels");
+    }
+    json!({"metadata": md, "spec": tpl["spec"]})
+}

@@ -1,0 +1,399 @@
+//! kube-sim: a simulated Kubernetes cluster for tests. It serves the real
+//! Kubernetes API over HTTP on loopback (so the real `kubectl` and kube-rs
+//! clients work unchanged), and runs a scheduler, a Job controller, garbage
+//! collection and a local kubelet that executes pod containers as host
+//! processes inside bubblewrap sandboxes. See README.md for what it
+//! simplifies.
+
+pub mod api;
+pub mod apply;
+pub mod builtin;
+pub mod cel;
+pub mod controllers;
+pub mod discovery;
+pub mod error;
+pub mod faults;
+pub mod http;
+pub mod patch;
+pub mod resources;
+pub mod sandbox;
+pub mod schema;
+pub mod selectors;
+pub mod store;
+pub mod table;
+pub mod util;
+pub mod watch;
+
+pub use faults::{Faults, RequestRecord};
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A node taint, as in `node.spec.taints`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taint {
+    pub key: String,
+    pub value: String,
+    /// NoSchedule, PreferNoSchedule or NoExecute.
+    pub effect: String,
+}
+
+impl Taint {
+    pub fn new(key: &str, value: &str, effect: &str) -> Self {
+        Taint { key: key.into(), value: value.into(), effect: effect.into() }
+    }
+    /// Parse `key=value:Effect` (or `key:Effect`).
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        let (kv, effect) = s.rsplit_once(':').context("taint must be key=value:Effect")?;
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        Ok(Taint::new(k, v, effect))
+    }
+    fn to_json(&self) -> Value {
+        let mut t = json!({"key": self.key, "effect": self.effect});
+        if !self.value.is_empty() {
+            t["value"] = json!(self.value);
+        }
+        t
+    }
+}
+
+/// A simulated node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSpec {
+    pub name: String,
+    pub os: String,
+    pub arch: String,
+    pub variant: Option<String>,
+    pub taints: Vec<Taint>,
+    /// Extra labels besides the standard kubernetes.io ones.
+    pub labels: Vec<(String, String)>,
+}
+
+impl NodeSpec {
+    /// A Ready node labelled like a real one for `os/arch[/variant]`.
+    pub fn new(name: &str, platform: &str) -> Self {
+        let mut p = platform.split('/');
+        NodeSpec {
+            name: name.into(),
+            os: p.next().unwrap_or("linux").into(),
+            arch: p.next().unwrap_or("amd64").into(),
+            variant: p.next().map(String::from),
+            taints: vec![],
+            labels: vec![],
+        }
+    }
+    pub fn with_taint(mut self, t: Taint) -> Self {
+        self.taints.push(t);
+        self
+    }
+    /// Parse `NAME=os/arch[/variant]`.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        let (n, p) = s.split_once('=').context("node must be NAME=os/arch[/variant]")?;
+        Ok(NodeSpec::new(n, p))
+    }
+}
+
+/// Configuration of a simulated cluster.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Nodes; empty means the default `sim-amd64` (linux/amd64) and `sim-arm64` (linux/arm64).
+    pub nodes: Vec<NodeSpec>,
+    /// Extra taints added to nodes by name: (node, taint).
+    pub taints: Vec<(String, Taint)>,
+    /// Image repository (tag/digest ignored) → host directory searched first
+    /// for the container's `command[0]` (None: PATH only). Unmapped images
+    /// fail to pull.
+    pub images: Vec<(String, Option<PathBuf>)>,
+    pub faults: Faults,
+    /// Watch events retained; a watch from an older resourceVersion gets 410 Gone.
+    pub history_window: usize,
+    /// Interval between BOOKMARK events on watches that allow them.
+    pub bookmark_interval: Duration,
+    /// First retry delay of a failed Job pod (the real controller uses 10s,
+    /// doubling up to 6 minutes); doubles per failure, capped at 10x.
+    pub job_backoff: Duration,
+    /// Where to write the kubeconfig; None: inside the work directory.
+    pub kubeconfig_path: Option<PathBuf>,
+    /// Work directory for pod files and logs; None: a fresh temp dir removed on drop.
+    pub workdir: Option<PathBuf>,
+    /// Seed for names, uids and fault injection.
+    pub seed: u64,
+    /// Extra host directories each container gets a private, empty copy of
+    /// (only when they exist on the host), e.g. container storage.
+    pub private_dirs: Vec<PathBuf>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            nodes: vec![],
+            taints: vec![],
+            images: vec![],
+            faults: Faults::default(),
+            history_window: 10_000,
+            bookmark_interval: Duration::from_secs(5),
+            job_backoff: Duration::from_secs(1),
+            kubeconfig_path: None,
+            workdir: None,
+            seed: 42,
+            private_dirs: vec![PathBuf::from("/var/lib/containers")],
+        }
+    }
+}
+
+/// State shared by the HTTP server, the controllers and the `Sim` handle.
+pub struct Shared {
+    pub cluster: Arc<api::Cluster>,
+    pub faults: Mutex<Faults>,
+    pub fault_rng: util::Rng,
+    pub requests: Mutex<Vec<RequestRecord>>,
+    pub config: SimConfig,
+    pub workdir: PathBuf,
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+    pub bookmark_interval: Duration,
+    pub port: std::sync::atomic::AtomicU16,
+    pub kubelet: controllers::kubelet::KubeletState,
+}
+
+impl Shared {
+    pub fn port(&self) -> u16 {
+        self.port.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A running simulated cluster; stops (and kills its pods' processes) on drop.
+pub struct Sim {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    kubeconfig: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+fn node_object(n: &NodeSpec, index: usize) -> Value {
+    let mut labels = json!({
+        "kubernetes.io/os": n.os, "kubernetes.io/arch": n.arch, "kubernetes.io/hostname": n.name,
+        "beta.kubernetes.io/os": n.os, "beta.kubernetes.io/arch": n.arch,
+        "node.kubernetes.io/instance-type": "kube-sim",
+    });
+    for (k, v) in &n.labels {
+        labels[k] = json!(v);
+    }
+    let mut annotations = json!({"node.alpha.kubernetes.io/ttl": "0"});
+    if let Some(v) = &n.variant {
+        annotations["kube-sim/arch-variant"] = json!(v);
+    }
+    let res = json!({"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "100Gi"});
+    let now = util::now_rfc3339();
+    let cond = |t: &str, s: &str, r: &str, m: &str| json!({"type": t, "status": s, "reason": r, "message": m,
+        "lastHeartbeatTime": now, "lastTransitionTime": now});
+    json!({
+        "metadata": {"name": n.name, "labels": labels, "annotations": annotations},
+        "spec": {"taints": n.taints.iter().map(Taint::to_json).collect::<Vec<_>>(), "podCIDR": format!("10.244.{index}.0/24")},
+        "status": {
+            "capacity": res, "allocatable": res,
+            "conditions": [
+                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+            ],
+            "addresses": [{"type": "InternalIP", "address": format!("10.0.0.{}", 10 + index)}, {"type": "Hostname", "address": n.name}],
+            "nodeInfo": {"architecture": n.arch, "operatingSystem": n.os, "kubeletVersion": "v1.34.0-sim",
+                "kubeProxyVersion": "", "containerRuntimeVersion": "kube-sim://local-processes", "osImage": "kube-sim host processes",
+                "kernelVersion": "sim", "machineID": format!("{index:032}"), "systemUUID": format!("sim-{index}"), "bootID": format!("boot-{index}")},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        }
+    })
+}
+
+impl Sim {
+    /// Start a cluster on its own thread and runtime (so a test's runtime
+    /// cannot starve it); returns once the API answers and the kubeconfig is written.
+    pub fn start(config: SimConfig) -> anyhow::Result<Sim> {
+        let (tmp, workdir) = match &config.workdir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                (None, d.clone())
+            }
+            None => {
+                let t = tempfile::Builder::new().prefix("kube-sim-").tempdir()?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let kubeconfig = config.kubeconfig_path.clone().unwrap_or_else(|| workdir.join("kubeconfig"));
+        let cluster = api::Cluster::new(config.history_window, config.seed);
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let shared = Arc::new(Shared {
+            cluster,
+            faults: Mutex::new(config.faults.clone()),
+            fault_rng: util::Rng::new(config.faults.seed ^ config.seed),
+            requests: Mutex::new(vec![]),
+            workdir: workdir.clone(),
+            shutdown,
+            bookmark_interval: config.bookmark_interval,
+            port: Default::default(),
+            kubelet: Default::default(),
+            config,
+        });
+        let mut nodes = shared.config.nodes.clone();
+        if nodes.is_empty() {
+            nodes = vec![NodeSpec::new("sim-amd64", "linux/amd64"), NodeSpec::new("sim-arm64", "linux/arm64")];
+        }
+        for (node, t) in &shared.config.taints {
+            if let Some(n) = nodes.iter_mut().find(|n| &n.name == node) {
+                n.taints.push(t.clone());
+            }
+        }
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<u16>>();
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new().name("kube-sim".into()).spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("kube-sim-rt").build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.into()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+                sh.port.store(port, std::sync::atomic::Ordering::Relaxed);
+                let mut stop = sh.shutdown.subscribe();
+                tokio::spawn(http::serve(listener, sh.clone()));
+                controllers::spawn_all(sh.clone());
+                let _ = ready_tx.send(Ok(port));
+                let _ = stop.changed().await;
+                controllers::kubelet::shutdown(&sh).await;
+            });
+            rt.shutdown_timeout(Duration::from_secs(2));
+        })?;
+        let port = ready_rx.recv().context("kube-sim thread died")??;
+        let sim = Sim { shared, thread: Some(thread), kubeconfig, _tmp: tmp };
+        for (i, n) in nodes.iter().enumerate() {
+            sim.create_node(n, i);
+        }
+        write_kubeconfig(&sim.kubeconfig, port)?;
+        Ok(sim)
+    }
+
+    fn create_node(&self, n: &NodeSpec, index: usize) {
+        let c = &self.shared.cluster;
+        let def = c.def("", "nodes");
+        let _ = c.create(&def, "", node_object(n, index), &api::WriteOpts::internal("kubelet"));
+    }
+
+    /// Base URL of the API server, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.shared.port())
+    }
+
+    /// A fresh kube-rs client for this cluster (call from within any tokio runtime).
+    pub fn client(&self) -> kube::Client {
+        let mut cfg = kube::Config::new(self.url().parse().expect("url"));
+        cfg.default_namespace = "default".into();
+        kube::Client::try_from(cfg).expect("kube client")
+    }
+
+    /// The kubeconfig for `kubectl --kubeconfig` or a child process (KUBECONFIG).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The work directory (pod volumes, logs).
+    pub fn workdir(&self) -> &Path {
+        &self.shared.workdir
+    }
+
+    /// Add (or replace) a node; pending pods are reconsidered.
+    pub fn add_node(&self, node: NodeSpec) {
+        let c = &self.shared.cluster;
+        let def = c.def("", "nodes");
+        let index = c.lock().list("/nodes", "").len() + 10;
+        if c.get(&def, "", &node.name).is_ok() {
+            let _ = c.delete(&def, "", &node.name, &Default::default());
+        }
+        self.create_node(&node, index);
+    }
+
+    /// Remove a node; its running pods fail (PodGC) and Jobs retry elsewhere.
+    pub fn remove_node(&self, name: &str) {
+        let c = &self.shared.cluster;
+        let _ = c.delete(&c.def("", "nodes"), "", name, &Default::default());
+    }
+
+    /// Replace a node's taints.
+    pub fn set_taints(&self, node: &str, taints: Vec<Taint>) -> anyhow::Result<()> {
+        let c = &self.shared.cluster;
+        c.mutate(&c.def("", "nodes"), "", node, "", "kube-sim", |n| {
+            n["spec"]["taints"] = json!(taints.iter().map(Taint::to_json).collect::<Vec<_>>());
+        })
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+        Ok(())
+    }
+
+    /// Switch fault injection at runtime (reseeds the RNG with `faults.seed`).
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.fault_rng.reseed(faults.seed);
+        *self.shared.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
+    }
+
+    /// Every API request served so far, in order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.requests.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Forget the request log.
+    pub fn clear_requests(&self) {
+        self.shared.requests.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Every stored version of an object (including its deletion), oldest first.
+    /// `api_version` like `batch/v1`; `namespace` empty for cluster-scoped kinds.
+    pub fn history(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Vec<Value> {
+        let c = &self.shared.cluster;
+        let Some(def) = c.registry().by_kind(api_version, kind) else { return vec![] };
+        c.history(&def.gr(), namespace, name).iter().map(|o| api::present(&def, o)).collect()
+    }
+
+    /// The in-process API (for direct, HTTP-free inspection).
+    pub fn cluster(&self) -> &Arc<api::Cluster> {
+        &self.shared.cluster
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.shared.shutdown.send_replace(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn write_kubeconfig(path: &Path, port: u16) -> anyhow::Result<()> {
+    let kc = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: kube-sim\n  context:\n    cluster: kube-sim\n    user: kube-sim\n    namespace: default\ncurrent-context: kube-sim\nusers:\n- name: kube-sim\n  user: {{}}\n"
+    );
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    // Write then rename so a watcher never reads a half-written file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, kc)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Log locations the kubelet registers for `pods/log`.
+pub type LogIndex = Mutex<HashMap<String, PathBuf>>;
