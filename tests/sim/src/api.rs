@@ -799,7 +799,9 @@ impl Cluster {
             });
             return;
         }
-        let name = format!("{}.{:x}", name_of(involved), self.rng.next_u64() & 0xffff_ffff_ffff);
+        // client-go names events <object>.<unix nanos in hex>, so names sort by time.
+        let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        let name = format!("{}.{:x}", name_of(involved), nanos);
         let ev = json!({
             "metadata": {"name": name, "namespace": ns},
             "involvedObject": {

@@ -1,7 +1,7 @@
 //! Garbage collection: ownerReference cascades (Background, Foreground,
 //! Orphan) and PodGC for pods bound to nodes that no longer exist.
 
-use crate::api::{DeleteOpts, WriteOpts};
+use crate::api::DeleteOpts;
 use crate::util::{name_of, ns_of, uid_of};
 use crate::Shared;
 use serde_json::{json, Value};
@@ -101,5 +101,4 @@ pub fn reconcile(shared: &Arc<Shared>) {
             }
         }
     }
-    let _ = WriteOpts::default();
 }
