@@ -120,7 +120,16 @@ impl JobController {
             _ => false,
         };
         let mut failure: Option<(&str, &str)> = None;
-        if t.failed > backoff_limit {
+        // Once a failure is targeted its reason sticks while pods terminate.
+        let targeted = j["status"]["conditions"].as_array().into_iter().flatten()
+            .find(|c| c["type"] == "FailureTarget" && c["status"] == "True")
+            .and_then(|c| c["reason"].as_str());
+        if let Some(r) = targeted {
+            failure = Some(match r {
+                "DeadlineExceeded" => ("DeadlineExceeded", "Job was active longer than specified deadline"),
+                _ => ("BackoffLimitExceeded", "Job has reached the specified backoff limit"),
+            });
+        } else if t.failed > backoff_limit {
             failure = Some(("BackoffLimitExceeded", "Job has reached the specified backoff limit"));
         } else if deadline_hit {
             failure = Some(("DeadlineExceeded", "Job was active longer than specified deadline"));
