@@ -7,6 +7,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the MultiArchImage CRD is not installed: apply crds/multiarchimages.multiarch.dev.yaml ({0})")]
     CrdMissing(kube::Error),
+    #[error("Kubernetes client configuration: {0}")]
+    Config(String),
     #[error("{0} has no namespace")]
     MissingNamespace(String),
     #[error("lost the leader lease {0}")]
@@ -28,6 +30,7 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "api",
             Error::Kube(_) => "transport",
             Error::CrdMissing(_) => "crd_missing",
+            Error::Config(_) => "config",
             Error::MissingNamespace(_) => "invalid_object",
             Error::LeaseLost(_) => "lease_lost",
             Error::Serve { .. } => "serve",

@@ -72,7 +72,7 @@ pub struct ControllerArgs {
 
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(args: ControllerArgs) -> Result<()> {
-    let client = Client::try_default().await?;
+    let client = client().await?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -139,6 +139,19 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
     }
     server.abort();
     outcome
+}
+
+/// A client from the in-cluster config or KUBECONFIG, naming itself in the
+/// User-Agent so API server audit logs say who acted.
+async fn client() -> Result<Client> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(|e| Error::Config(e.to_string()))?;
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("multiarch-operator/", env!("CARGO_PKG_VERSION"))),
+    ));
+    Ok(Client::try_from(config)?)
 }
 
 /// The Controller: MultiArchImages, the Jobs they own, and the Jobs' Pods

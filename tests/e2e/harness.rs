@@ -1,0 +1,379 @@
+//! End-to-end harness: the simulated cluster (tests/sim), a real registry,
+//! the real operator binary as a child process, real buildah builds and the
+//! real merge, all on loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use kube_sim::{NodeSpec, Sim, SimConfig};
+use multiarch_operator::api::{MultiArchImage, Phase};
+use multiarch_operator::render;
+use serde_json::json;
+
+use crate::common::{require_tool, Registry};
+
+pub const NAMESPACE: &str = "default";
+/// Generous: the machine may be busy with other tests.
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The operator binary under test.
+pub fn operator_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_multiarch-operator"))
+}
+
+fn repository(image: &str) -> String {
+    image
+        .rsplit_once(':')
+        .map(|(repo, _)| repo.to_string())
+        .unwrap_or_default()
+}
+
+/// A simulated cluster whose kubelet runs buildah and the merge binary.
+pub fn start_sim(nodes: &[(&str, &str)]) -> Sim {
+    require_tool("bwrap", "bubblewrap");
+    require_tool("buildah", "buildah");
+    let bin_dir = operator_binary().parent().unwrap().to_path_buf();
+    let config = SimConfig {
+        nodes: nodes
+            .iter()
+            .map(|(name, platform)| NodeSpec::new(name, platform))
+            .collect(),
+        images: vec![
+            (repository(render::DEFAULT_BUILDAH_IMAGE), None),
+            (repository(render::DEFAULT_GIT_IMAGE), None),
+            (repository(render::DEFAULT_MERGE_IMAGE), Some(bin_dir)),
+        ],
+        ..SimConfig::default()
+    };
+    Sim::start(config).expect("start the simulated cluster")
+}
+
+/// Installs the committed CRD and waits until it is served.
+pub async fn install_crd(client: &Client) {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/multiarchimages.multiarch.dev.yaml"),
+    )
+    .unwrap();
+    let document = text.split("\n---\n").nth(1).expect("the CRD document");
+    let crd: CustomResourceDefinition = serde_yaml_ng::from_str(document).unwrap();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.create(&PostParams::default(), &crd)
+        .await
+        .expect("create the CRD");
+    let mais: Api<MultiArchImage> = Api::namespaced(client.clone(), NAMESPACE);
+    eventually("the CRD to be served", Duration::from_secs(20), || async {
+        mais.list(&ListParams::default())
+            .await
+            .is_ok()
+            .then_some(())
+    })
+    .await;
+}
+
+/// The operator, running as its own process against the simulated cluster.
+pub struct Operator {
+    child: Option<Child>,
+    kubeconfig: PathBuf,
+    log: PathBuf,
+    pub metrics_port: u16,
+    starts: u32,
+}
+
+impl Operator {
+    pub fn start(sim: &Sim, log_dir: &Path) -> Operator {
+        let mut operator = Operator {
+            child: None,
+            kubeconfig: sim.kubeconfig_path().to_path_buf(),
+            log: log_dir.join("operator.log"),
+            metrics_port: free_port(),
+            starts: 0,
+        };
+        operator.spawn();
+        operator
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(operator_binary())
+            .args([
+                "controller",
+                "--metrics-addr",
+                &format!("127.0.0.1:{}", self.metrics_port),
+            ])
+            .args([
+                "--leader-election-namespace",
+                NAMESPACE,
+                "--lease-duration-seconds",
+                "4",
+            ])
+            .args(["--identity", &format!("e2e-{}", self.starts)])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the operator");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, as a crash or an evicted pod would end it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop_gracefully(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        unsafe_sigterm(child.id());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics").unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP GET on loopback; the body when the status is 200.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// Everything one end-to-end test needs.
+pub struct World {
+    pub sim: Sim,
+    pub registry: Registry,
+    pub client: Client,
+    pub operator: Operator,
+    pub dir: tempfile::TempDir,
+}
+
+impl World {
+    pub async fn start(nodes: &[(&str, &str)]) -> World {
+        let registry = Registry::start_plain();
+        let sim = start_sim(nodes);
+        let client = sim.client();
+        install_crd(&client).await;
+        let dir = tempfile::tempdir().unwrap();
+        let operator = Operator::start(&sim, dir.path());
+        World {
+            sim,
+            registry,
+            client,
+            operator,
+            dir,
+        }
+    }
+
+    pub fn mais(&self) -> Api<MultiArchImage> {
+        Api::namespaced(self.client.clone(), NAMESPACE)
+    }
+
+    pub fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), NAMESPACE)
+    }
+
+    /// Applies a ConfigMap build context and a buildah MultiArchImage.
+    pub async fn apply(
+        &self,
+        name: &str,
+        platforms: &[&str],
+        context: &[(&str, &str)],
+        extra_spec: serde_json::Value,
+    ) {
+        let data: serde_json::Map<String, serde_json::Value> = context
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        let config_map: ConfigMap = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("{name}-context"), "namespace": NAMESPACE},
+            "data": data,
+        }))
+        .unwrap();
+        let params = PatchParams::apply("e2e").force();
+        Api::<ConfigMap>::namespaced(self.client.clone(), NAMESPACE)
+            .patch(
+                &format!("{name}-context"),
+                &params,
+                &Patch::Apply(&config_map),
+            )
+            .await
+            .expect("apply the context ConfigMap");
+        let mut spec = json!({
+            "image": self.registry.repo(&format!("e2e/{name}")),
+            "tags": ["latest", "v1"],
+            "platforms": platforms,
+            "source": {"configMap": {"name": format!("{name}-context")}},
+            "builder": {"strategy": "buildah"},
+            "insecureRegistry": true,
+        });
+        for (k, v) in extra_spec.as_object().into_iter().flatten() {
+            spec[k] = v.clone();
+        }
+        let resource = json!({
+            "apiVersion": "multiarch.dev/v1alpha1", "kind": "MultiArchImage",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": spec,
+        });
+        self.mais()
+            .patch(name, &params, &Patch::Apply(&resource))
+            .await
+            .expect("apply the MultiArchImage");
+    }
+
+    pub async fn get(&self, name: &str) -> MultiArchImage {
+        self.mais().get(name).await.expect("get the MultiArchImage")
+    }
+
+    /// Waits until the resource reaches `phase` (failing fast, with the
+    /// operator's log, if it reaches another terminal phase).
+    pub async fn wait_phase(&self, name: &str, phase: Phase) -> MultiArchImage {
+        let deadline = Instant::now() + BUILD_TIMEOUT;
+        loop {
+            let resource = self.get(name).await;
+            let status = resource.status.clone().unwrap_or_default();
+            let current = status.phase;
+            let generation_seen = status.observed_generation == resource.metadata.generation;
+            if current == Some(phase) && generation_seen {
+                return resource;
+            }
+            let terminal = matches!(current, Some(Phase::Succeeded | Phase::Failed));
+            if (terminal && generation_seen && current != Some(phase)) || Instant::now() > deadline
+            {
+                panic!(
+                    "{name}: wanted {phase:?}, status is {}\noperator log tail:\n{}",
+                    serde_json::to_string_pretty(&status).unwrap(),
+                    tail(&self.operator.log(), 40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn events(&self, name: &str) -> Vec<Event> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let selector = format!("involvedObject.name={name},involvedObject.kind=MultiArchImage");
+        events
+            .list(&ListParams::default().fields(&selector))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+    }
+
+    pub async fn job_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .jobs()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|j| j.metadata.deletion_timestamp.is_none())
+            .filter_map(|j| j.metadata.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub async fn delete(&self, name: &str) {
+        self.mais()
+            .delete(name, &DeleteParams::background())
+            .await
+            .expect("delete");
+    }
+}
+
+/// Polls `check` until it yields a value, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A Dockerfile that copies one file, and that file.
+pub fn hello_context(text: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("Dockerfile", "FROM scratch\nCOPY hello.txt /hello.txt\n"),
+        ("hello.txt", text),
+    ]
+}

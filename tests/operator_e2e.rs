@@ -1,0 +1,259 @@
+//! End to end: `MultiArchImage` in, a pushed multi-arch index out, through
+//! the real operator, the simulated cluster, real buildah and the real merge.
+
+mod common;
+#[path = "e2e/harness.rs"]
+mod harness;
+
+use std::time::Duration;
+
+use harness::{eventually, hello_context, World};
+use multiarch_operator::api::{Phase, PlatformPhase};
+use serde_json::json;
+
+use crate::common::inspect_for_platform;
+
+const TWO_NODES: &[(&str, &str)] = &[("sim-amd64", "linux/amd64"), ("sim-arm64", "linux/arm64")];
+
+/// Every build Job and the merge Job of the current build exist exactly once.
+async fn assert_one_job_per_platform(world: &World, name: &str, platforms: usize) {
+    let resource = world.get(name).await;
+    let build_id = resource.status.unwrap().build_id.unwrap();
+    let ours: Vec<String> = world
+        .job_names()
+        .await
+        .into_iter()
+        .filter(|j| j.starts_with(&format!("{name}-")))
+        .collect();
+    let current: Vec<&String> = ours.iter().filter(|j| j.contains(&build_id)).collect();
+    assert_eq!(
+        current.len(),
+        platforms + 1,
+        "one Job per platform and one merge Job: {ours:?}"
+    );
+    assert_eq!(
+        ours.len(),
+        current.len(),
+        "no Job of another build is left: {ours:?}"
+    );
+    for job in &current {
+        let creations = world
+            .sim
+            .history("batch/v1", "Job", harness::NAMESPACE, job)
+            .iter()
+            .filter(|version| version["metadata"]["generation"] == json!(1))
+            .filter_map(|version| version["metadata"]["uid"].as_str().map(String::from))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        assert_eq!(creations, 1, "{job} was created once");
+    }
+}
+
+/// The index lists each platform's pushed image, and a client of each
+/// platform resolves the tag to an image of its own platform.
+fn assert_clients_get_their_platform(
+    name: &str,
+    resource: &multiarch_operator::api::MultiArchImage,
+) {
+    let status = resource.status.clone().unwrap();
+    for tag in &resource.spec.tags {
+        let reference = format!("{}:{tag}", resource.spec.image);
+        let raw = common::inspect_raw(&reference, None).unwrap();
+        let index: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        let manifests = index["manifests"].as_array().unwrap();
+        assert_eq!(manifests.len(), status.platforms.len(), "{name}: {index}");
+        for (entry, platform) in manifests.iter().zip(&status.platforms) {
+            let p = &entry["platform"];
+            let mut spelled = format!(
+                "{}/{}",
+                p["os"].as_str().unwrap(),
+                p["architecture"].as_str().unwrap()
+            );
+            if let Some(v) = p["variant"].as_str() {
+                spelled = format!("{spelled}/{v}");
+            }
+            assert_eq!(
+                spelled, platform.platform,
+                "{name}: index order follows spec.platforms"
+            );
+            assert_eq!(
+                entry["digest"].as_str(),
+                platform.digest.as_deref(),
+                "{name}: {spelled}"
+            );
+            let resolved = inspect_for_platform(&reference, &platform.platform, None);
+            let mut got = format!("{}/{}", resolved.os, resolved.architecture);
+            if !resolved.variant.is_empty() {
+                got = format!("{got}/{}", resolved.variant);
+            }
+            assert_eq!(
+                got, platform.platform,
+                "{name}: a {} client of {reference}",
+                platform.platform
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_platforms_end_in_a_pushed_index() {
+    let world = World::start(TWO_NODES).await;
+    world
+        .apply(
+            "hello",
+            &["linux/amd64", "linux/arm64"],
+            &hello_context("hello\n"),
+            json!({}),
+        )
+        .await;
+    let done = world.wait_phase("hello", Phase::Succeeded).await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.platforms_ready.as_deref(), Some("2/2"));
+    let digest = status.digest.clone().unwrap();
+    assert_eq!(
+        status.image.as_deref(),
+        Some(format!("{}@{digest}", done.spec.image).as_str())
+    );
+    let nodes: Vec<_> = status
+        .platforms
+        .iter()
+        .map(|p| p.node.clone().unwrap())
+        .collect();
+    assert_eq!(
+        nodes,
+        ["sim-amd64", "sim-arm64"],
+        "each platform built on its own architecture"
+    );
+    assert!(status
+        .platforms
+        .iter()
+        .all(|p| p.phase == PlatformPhase::Succeeded && p.start_time.is_some()));
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.observed_generation),
+        ("True", done.metadata.generation)
+    );
+
+    let raw = common::inspect_raw(&format!("{}:latest", done.spec.image), None).unwrap();
+    assert_eq!(
+        common::sha256_digest(&raw),
+        digest,
+        "the tag holds the index in status"
+    );
+    assert_clients_get_their_platform("hello", &done);
+    assert_one_job_per_platform(&world, "hello", 2).await;
+
+    let reasons: Vec<String> = world
+        .events("hello")
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in ["BuildStarted", "PlatformBuilt", "Merging", "Succeeded"] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "event {reason} in {reasons:?}"
+        );
+    }
+    let metrics = world.operator.metrics();
+    assert!(metrics.contains("multiarch_reconciles_total"), "{metrics}");
+    assert!(
+        metrics.contains("multiarch_builds_total{phase=\"Succeeded\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_reapply_does_nothing() {
+    let world = World::start(TWO_NODES).await;
+    let context = hello_context("same\n");
+    world
+        .apply("same", &["linux/amd64"], &context, json!({}))
+        .await;
+    let first = world.wait_phase("same", Phase::Succeeded).await;
+    // Let the operator settle, then count what it writes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    world.sim.clear_requests();
+    world
+        .apply("same", &["linux/amd64"], &context, json!({}))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = world.get("same").await;
+    assert_eq!(again.metadata.generation, first.metadata.generation);
+    assert_eq!(again.status, first.status, "status untouched");
+    let operator_writes: Vec<_> = world
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.user_agent.starts_with("multiarch-operator/"))
+        .filter(|r| !matches!(r.verb.as_str(), "get" | "list" | "watch"))
+        .filter(|r| r.resource != "leases")
+        .collect();
+    assert!(
+        operator_writes.is_empty(),
+        "no writes for an unchanged spec: {operator_writes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_architecture_is_reported_within_seconds() {
+    let world = World::start(&[("sim-amd64", "linux/amd64")]).await;
+    world
+        .apply(
+            "lonely",
+            &["linux/amd64", "linux/arm64"],
+            &hello_context("x\n"),
+            json!({}),
+        )
+        .await;
+    let waiting = eventually(
+        "the arm64 platform to say why it waits",
+        Duration::from_secs(30),
+        || async {
+            let resource = world.get("lonely").await;
+            let status = resource.status?;
+            let arm = status
+                .platforms
+                .iter()
+                .find(|p| p.platform == "linux/arm64")?;
+            arm.message
+                .contains("cannot be scheduled")
+                .then_some(status)
+        },
+    )
+    .await;
+    assert_ne!(waiting.phase, Some(Phase::Succeeded));
+    let ready = waiting
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("linux/arm64"), "{}", ready.message);
+    let events = world.events("lonely").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Unschedulable")
+                && e.type_.as_deref() == Some("Warning")),
+        "an Unschedulable warning event"
+    );
+    // A node of the missing architecture joins: the build completes.
+    world
+        .sim
+        .add_node(kube_sim::NodeSpec::new("late-arm64", "linux/arm64"));
+    let done = world.wait_phase("lonely", Phase::Succeeded).await;
+    let arm = done
+        .status
+        .unwrap()
+        .platforms
+        .into_iter()
+        .find(|p| p.platform == "linux/arm64")
+        .unwrap();
+    assert_eq!(arm.node.as_deref(), Some("late-arm64"));
+    assert!(arm.message.is_empty());
+}
