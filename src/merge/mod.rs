@@ -17,6 +17,7 @@
 //!    stderr.
 
 pub mod index;
+pub mod reference;
 pub mod registry;
 pub mod source;
 
@@ -245,13 +246,7 @@ fn parse_request(args: &MergeArgs) -> Result<Request, Vec<MergeError>> {
 }
 
 fn parse_reference(written: &str) -> Result<Reference, String> {
-    if written.trim().is_empty() {
-        return Err("empty".to_string());
-    }
-    if written.contains("://") {
-        return Err("a reference has no scheme (write HOST[:PORT]/REPO, not a URL)".to_string());
-    }
-    written.parse::<Reference>().map_err(|e| e.to_string())
+    reference::parse(written)
 }
 
 async fn merge(
