@@ -257,3 +257,281 @@ async fn a_missing_architecture_is_reported_within_seconds() {
     assert_eq!(arm.node.as_deref(), Some("late-arm64"));
     assert!(arm.message.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_platforms_including_a_variant() {
+    let nodes = [
+        ("sim-amd64", "linux/amd64"),
+        ("sim-arm64", "linux/arm64"),
+        ("sim-armv7", "linux/arm/v7"),
+    ];
+    let world = World::start(&nodes).await;
+    let platforms = ["linux/amd64", "linux/arm64", "linux/arm/v7"];
+    world
+        .apply("trio", &platforms, &hello_context("three\n"), json!({}))
+        .await;
+    let done = world.wait_phase("trio", Phase::Succeeded).await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.platforms_ready.as_deref(), Some("3/3"));
+    let nodes: Vec<_> = status
+        .platforms
+        .iter()
+        .map(|p| p.node.clone().unwrap())
+        .collect();
+    assert_eq!(nodes, ["sim-amd64", "sim-arm64", "sim-armv7"]);
+    assert_clients_get_their_platform("trio", &done);
+    assert_one_job_per_platform(&world, "trio", 3).await;
+}
+
+/// A context whose Dockerfile needs a file per architecture; only amd64's is there.
+fn per_arch_context() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (
+            "Dockerfile",
+            "FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}.txt /arch.txt\n",
+        ),
+        ("amd64.txt", "amd64\n"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failing_platform_fails_the_resource_saying_which_and_why() {
+    let world = World::start(TWO_NODES).await;
+    world
+        .apply(
+            "half",
+            &["linux/amd64", "linux/arm64"],
+            &per_arch_context(),
+            json!({"backoffLimit": 0}),
+        )
+        .await;
+    let failed = world.wait_phase("half", Phase::Failed).await;
+    let status = failed.status.unwrap();
+    let arm = status
+        .platforms
+        .iter()
+        .find(|p| p.platform == "linux/arm64")
+        .unwrap();
+    assert_eq!(arm.phase, PlatformPhase::Failed);
+    assert!(
+        arm.message.contains("container build exited with code"),
+        "{}",
+        arm.message
+    );
+    assert!(
+        arm.message.contains("arm64.txt"),
+        "the builder's own words: {}",
+        arm.message
+    );
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "BuildFailed")
+    );
+    assert!(ready.message.contains("linux/arm64"), "{}", ready.message);
+    assert!(status.digest.is_none(), "no index claimed");
+    let stalled = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap();
+    assert_eq!(stalled.status, "True");
+    let tags = common::inspect_raw(&format!("{}:latest", failed.spec.image), None);
+    assert!(tags.is_err(), "nothing pushed under the tags");
+    let events = world.events("half").await;
+    assert!(events
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("PlatformFailed")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_operator_at_any_point_changes_nothing_in_the_end() {
+    let mut world = World::start(TWO_NODES).await;
+    let mut seen = Vec::new();
+    for (round, delay_ms) in [0u64, 250, 700, 1500].into_iter().enumerate() {
+        let name = format!("crash{round}");
+        world
+            .apply(
+                &name,
+                &["linux/amd64", "linux/arm64"],
+                &hello_context("crash\n"),
+                json!({}),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        world.operator.kill();
+        let phase = world.get(&name).await.status.and_then(|s| s.phase);
+        seen.push(format!("{name}: killed at {phase:?}"));
+        // The cluster goes on without the operator for a while.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        world.operator.restart();
+        let done = world.wait_phase(&name, Phase::Succeeded).await;
+        assert_clients_get_their_platform(&name, &done);
+        assert_one_job_per_platform(&world, &name, 2).await;
+    }
+    println!("{}", seen.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_change_mid_build_supersedes_the_old_build() {
+    let world = World::start(TWO_NODES).await;
+    let context = hello_context("v1\n");
+    world
+        .apply(
+            "moving",
+            &["linux/amd64", "linux/arm64"],
+            &context,
+            json!({}),
+        )
+        .await;
+    let first_id = eventually(
+        "the first build to start",
+        Duration::from_secs(30),
+        || async {
+            let status = world.get("moving").await.status?;
+            (!status.platforms.is_empty()).then(|| status.build_id.unwrap())
+        },
+    )
+    .await;
+    world
+        .apply(
+            "moving",
+            &["linux/amd64", "linux/arm64"],
+            &context,
+            json!({"tags": ["v2"]}),
+        )
+        .await;
+    let done = world.wait_phase("moving", Phase::Succeeded).await;
+    let status = done.status.clone().unwrap();
+    assert_ne!(status.build_id.as_deref(), Some(first_id.as_str()));
+    assert_eq!(done.spec.tags, ["v2"]);
+    assert!(common::inspect_raw(&format!("{}:v2", done.spec.image), None).is_ok());
+    eventually(
+        "the old build's Jobs to go",
+        Duration::from_secs(30),
+        || async {
+            let names = world.job_names().await;
+            (!names.iter().any(|n| n.contains(&first_id))).then_some(())
+        },
+    )
+    .await;
+    assert_one_job_per_platform(&world, "moving", 2).await;
+    let events = world.events("moving").await;
+    assert!(events
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("Superseded")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_mid_build_removes_the_jobs_and_the_operator_carries_on() {
+    let world = World::start(TWO_NODES).await;
+    world
+        .apply(
+            "doomed",
+            &["linux/amd64", "linux/arm64"],
+            &hello_context("bye\n"),
+            json!({}),
+        )
+        .await;
+    eventually("the build Jobs", Duration::from_secs(30), || async {
+        let names = world.job_names().await;
+        (names.iter().filter(|n| n.starts_with("doomed-")).count() >= 2).then_some(())
+    })
+    .await;
+    world.delete("doomed").await;
+    eventually(
+        "the Jobs to be garbage-collected",
+        Duration::from_secs(30),
+        || async {
+            world
+                .job_names()
+                .await
+                .iter()
+                .all(|n| !n.starts_with("doomed-"))
+                .then_some(())
+        },
+    )
+    .await;
+    world
+        .apply(
+            "after",
+            &["linux/amd64"],
+            &hello_context("still here\n"),
+            json!({}),
+        )
+        .await;
+    world.wait_phase("after", Phase::Succeeded).await;
+    assert!(
+        !world.operator.log().contains("panicked"),
+        "{}",
+        world.operator.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_resources_build_at_once() {
+    let world = World::start(TWO_NODES).await;
+    let (a, b) = (hello_context("a\n"), hello_context("b\n"));
+    tokio::join!(
+        world.apply("left", &["linux/amd64", "linux/arm64"], &a, json!({})),
+        world.apply(
+            "right",
+            &["linux/arm64", "linux/amd64"],
+            &b,
+            json!({"tags": ["edge"]})
+        ),
+    );
+    let (left, right) = tokio::join!(
+        world.wait_phase("left", Phase::Succeeded),
+        world.wait_phase("right", Phase::Succeeded)
+    );
+    assert_ne!(
+        left.status.clone().unwrap().digest,
+        right.status.clone().unwrap().digest
+    );
+    assert_clients_get_their_platform("left", &left);
+    assert_clients_get_their_platform("right", &right);
+    assert_one_job_per_platform(&world, "left", 2).await;
+    assert_one_job_per_platform(&world, "right", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_operator_cleanly_and_hands_over_the_lease() {
+    let mut world = World::start(TWO_NODES).await;
+    eventually(
+        "the operator to be ready",
+        Duration::from_secs(20),
+        || async { harness::http_get(world.operator.metrics_port, "/readyz") },
+    )
+    .await;
+    assert!(harness::http_get(world.operator.metrics_port, "/healthz").is_some());
+    let status = world.operator.stop_gracefully();
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        world.operator.log()
+    );
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(world.client.clone(), harness::NAMESPACE);
+    let lease = leases.get("multiarch-operator").await.unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity,
+        None,
+        "released on shutdown"
+    );
+    // The next replica takes over at once and builds.
+    world.operator.restart();
+    world
+        .apply(
+            "next",
+            &["linux/amd64"],
+            &hello_context("next\n"),
+            json!({}),
+        )
+        .await;
+    world.wait_phase("next", Phase::Succeeded).await;
+}
