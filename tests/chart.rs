@@ -556,3 +556,20 @@ fn every_example_renders_to_strictly_valid_jobs() {
     }
     assert!(examples.iter().any(|p| p.ends_with("self-build.yaml")));
 }
+
+#[test]
+fn the_kind_end_to_end_script_parses_and_says_it_is_not_run_here() {
+    let script = repo("tests/e2e/kind.sh");
+    let out = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .expect("run bash");
+    assert!(out.status.success(), "tests/e2e/kind.sh: {}", text(&out));
+    let source = std::fs::read_to_string(&script).unwrap();
+    assert!(source.contains("set -euo pipefail") && source.contains("trap cleanup EXIT"));
+    assert!(
+        source.contains("NOT RUN BY THE PROJECT'S CI"),
+        "the script's header must say it cannot run in our CI"
+    );
+}

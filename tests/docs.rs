@@ -1,0 +1,367 @@
+//! The docs that are generated or point at files: `docs/reference.md` is
+//! generated from the CRD's schema here, so it cannot drift from it
+//! (`UPDATE_DOCS=1 cargo test --test docs` rewrites it), and every relative
+//! link in README.md and docs/ leads to a file that exists.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+const CRD: &str = "crds/multiarchimages.multiarch.dev.yaml";
+const REFERENCE: &str = "docs/reference.md";
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The CRD's one document, skipping the leading comment-only one.
+fn crd() -> Value {
+    let text = std::fs::read_to_string(repo(CRD)).expect("read the CRD");
+    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("the CRD parses"))
+        .collect();
+    docs.into_iter()
+        .find(|doc| doc["kind"] == "CustomResourceDefinition")
+        .expect("a CustomResourceDefinition in the CRD file")
+}
+
+/// Inline code that survives any content (backticks, pipes).
+fn code(text: &str) -> String {
+    if text.contains('`') {
+        format!("`` {text} ``")
+    } else {
+        format!("`{text}`")
+    }
+}
+
+/// Integers written as YAML floats by the generator (`86400.0`) read back as
+/// integers.
+fn number(value: &Value) -> String {
+    match value.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+        _ => value.to_string(),
+    }
+}
+
+fn type_name(schema: &Value) -> String {
+    if schema["x-kubernetes-int-or-string"] == true {
+        return "int-or-string".into();
+    }
+    let base = match schema["type"].as_str() {
+        Some("array") => format!("[]{}", type_name(&schema["items"])),
+        Some("object") if schema["additionalProperties"].is_object() => {
+            format!("map[string]{}", type_name(&schema["additionalProperties"]))
+        }
+        Some(other) => other.to_string(),
+        None => "any".into(),
+    };
+    match schema["format"].as_str() {
+        Some(format) => format!("{base} ({format})"),
+        None => base,
+    }
+}
+
+/// The constraints of one schema node, as the API server enforces them.
+fn validation(schema: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(values) = schema["enum"].as_array() {
+        let values: Vec<String> = values.iter().filter_map(Value::as_str).map(code).collect();
+        out.push(format!("one of {}", values.join(", ")));
+    }
+    if let Some(pattern) = schema["pattern"].as_str() {
+        out.push(format!("pattern {}", code(pattern)));
+    }
+    for (key, label) in [
+        ("minLength", "length ≥"),
+        ("maxLength", "length ≤"),
+        ("minimum", "value ≥"),
+        ("maximum", "value ≤"),
+        ("minItems", "items ≥"),
+        ("maxItems", "items ≤"),
+        ("minProperties", "entries ≥"),
+        ("maxProperties", "entries ≤"),
+    ] {
+        if !schema[key].is_null() {
+            out.push(format!("{label} {}", number(&schema[key])));
+        }
+    }
+    for (key, label) in [
+        ("items", "each item"),
+        ("additionalProperties", "each value"),
+    ] {
+        let inner = &schema[key];
+        if inner["properties"].is_null() && inner.is_object() {
+            out.extend(
+                validation(inner)
+                    .into_iter()
+                    .map(|v| format!("{label}: {v}")),
+            );
+        }
+    }
+    match schema["x-kubernetes-list-type"].as_str() {
+        Some("set") => out.push("no duplicates (list type `set`)".into()),
+        Some("map") => {
+            let keys: Vec<String> = schema["x-kubernetes-list-map-keys"]
+                .as_array()
+                .map(|k| k.iter().filter_map(Value::as_str).map(code).collect())
+                .unwrap_or_default();
+            out.push(format!(
+                "one item per {} (list type `map`)",
+                keys.join(", ")
+            ));
+        }
+        _ => {}
+    }
+    for rule in schema["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let expression = code(rule["rule"].as_str().unwrap_or_default());
+        match rule["message"].as_str() {
+            Some(message) => out.push(format!("CEL {expression}: {message}")),
+            None => out.push(format!("CEL {expression}")),
+        }
+    }
+    out
+}
+
+/// Descriptions are free text: keep paragraphs, join wrapped lines.
+fn description(schema: &Value) -> String {
+    let text = schema["description"]
+        .as_str()
+        .or_else(|| schema["items"]["description"].as_str())
+        .unwrap_or("");
+    text.split("\n\n")
+        .map(|paragraph| paragraph.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// One entry per field, depth first, in the schema's order.
+fn walk(out: &mut String, path: &str, schema: &Value, required: bool) {
+    let _ = writeln!(out, "### {}\n", code(path));
+    let _ = writeln!(out, "- Type: {}", code(&type_name(schema)));
+    let _ = writeln!(out, "- Required: {}", if required { "yes" } else { "no" });
+    if !schema["default"].is_null() {
+        let _ = writeln!(out, "- Default: {}", code(&schema["default"].to_string()));
+    }
+    if schema["nullable"] == true {
+        let _ = writeln!(out, "- May be `null`");
+    }
+    let checks = validation(schema);
+    if !checks.is_empty() {
+        let _ = writeln!(out, "- Validation: {}", checks.join("; "));
+    }
+    let text = description(schema);
+    if !text.is_empty() {
+        let _ = writeln!(out, "\n{text}");
+    }
+    out.push('\n');
+
+    // Objects nest directly; objects inside lists under `path[]`.
+    let (child_prefix, object) = if schema["items"]["properties"].is_object() {
+        (format!("{path}[]"), &schema["items"])
+    } else {
+        (path.to_string(), schema)
+    };
+    walk_properties(out, &child_prefix, object);
+}
+
+fn walk_properties(out: &mut String, prefix: &str, object: &Value) {
+    let Some(properties) = object["properties"].as_object() else {
+        return;
+    };
+    let required: Vec<&str> = object["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for (name, schema) in properties {
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        walk(out, &path, schema, required.contains(&name.as_str()));
+    }
+}
+
+/// The whole reference, from the CRD alone.
+fn reference(crd: &Value) -> String {
+    let spec = &crd["spec"];
+    let names = &spec["names"];
+    let version = spec["versions"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["storage"] == true).or(v.first()))
+        .expect("a CRD version");
+    let group = spec["group"].as_str().unwrap();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# `{}` reference\n\n<!-- Generated from {CRD} by tests/docs.rs: do not edit. \
+         Regenerate with `UPDATE_DOCS=1 cargo test --test docs`. -->\n",
+        names["kind"].as_str().unwrap()
+    );
+    let root = &version["schema"]["openAPIV3Schema"];
+    let _ = writeln!(out, "{}\n", description(root));
+    let short: Vec<String> = names["shortNames"]
+        .as_array()
+        .map(|s| s.iter().filter_map(Value::as_str).map(code).collect())
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "- API version: {}\n- Kind: {}, plural {}, short name {}\n- Scope: {}\n",
+        code(&format!("{group}/{}", version["name"].as_str().unwrap())),
+        code(names["kind"].as_str().unwrap()),
+        code(names["plural"].as_str().unwrap()),
+        short.join(", "),
+        spec["scope"].as_str().unwrap(),
+    );
+    let _ = writeln!(
+        out,
+        "`kubectl explain {}.spec` shows the same descriptions in a cluster.\n",
+        names["singular"].as_str().unwrap()
+    );
+
+    let _ = writeln!(
+        out,
+        "## `kubectl get` columns\n\n| Column | From | Description |\n| --- | --- | --- |"
+    );
+    for column in version["additionalPrinterColumns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let wide = if column["priority"].as_i64().unwrap_or(0) > 0 {
+            " (with `-o wide`)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "| {}{wide} | {} | {} |",
+            column["name"].as_str().unwrap_or_default(),
+            code(column["jsonPath"].as_str().unwrap_or_default()),
+            column["description"].as_str().unwrap_or_default(),
+        );
+    }
+    out.push('\n');
+
+    for section in ["spec", "status"] {
+        let schema = &root["properties"][section];
+        if schema.is_null() {
+            continue;
+        }
+        let _ = writeln!(out, "## `{section}`\n");
+        let text = description(schema);
+        if !text.is_empty() {
+            let _ = writeln!(out, "{text}\n");
+        }
+        walk_properties(&mut out, section, schema);
+    }
+    // One trailing newline, whatever the last entry ended with.
+    format!("{}\n", out.trim_end())
+}
+
+#[test]
+fn reference_is_generated_from_the_crd() {
+    let generated = reference(&crd());
+    let path = repo(REFERENCE);
+    if std::env::var_os("UPDATE_DOCS").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &generated).expect("write docs/reference.md");
+        eprintln!("UPDATE_DOCS=1: rewrote {REFERENCE} from {CRD}");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{REFERENCE} is not what {CRD} generates (the CRD changed, or the file was edited by hand): \
+         regenerate it with `UPDATE_DOCS=1 cargo test --test docs` and commit it"
+    );
+}
+
+#[test]
+fn reference_covers_every_field_of_the_schema() {
+    let crd = crd();
+    let text = reference(&crd);
+    // A few fields a user looks for first, and the CEL rule of the source.
+    for needle in [
+        "### `spec.image`",
+        "### `spec.platforms`",
+        "### `spec.source.git.url`",
+        "### `spec.builder.strategy`",
+        "### `status.platforms[].digest`",
+        "### `status.conditions[].observedGeneration`",
+        "has(self.git) != has(self.configMap)",
+        "- Default: `[\"linux/amd64\",\"linux/arm64\"]`",
+    ] {
+        assert!(text.contains(needle), "the reference lacks {needle}");
+    }
+    // Every property of the schema has its own entry.
+    fn count(schema: &Value) -> usize {
+        let own = schema["properties"]
+            .as_object()
+            .map_or(0, |p| p.values().map(|s| 1 + count(s)).sum::<usize>());
+        own + if schema["items"]["properties"].is_object() {
+            count(&schema["items"])
+        } else {
+            0
+        }
+    }
+    let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let fields = count(&root["properties"]["spec"]) + count(&root["properties"]["status"]);
+    assert_eq!(text.matches("\n### `").count(), fields);
+}
+
+/// Relative links `](path)` in a markdown file, outside code.
+fn relative_links(markdown: &str) -> Vec<String> {
+    let mut prose = String::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced {
+            // Every other backtick-separated piece is inline code.
+            prose.extend(line.split('`').step_by(2));
+            prose.push('\n');
+        }
+    }
+    let mut out = Vec::new();
+    let mut rest = prose.as_str();
+    while let Some(start) = rest.find("](") {
+        rest = &rest[start + 2..];
+        let Some(end) = rest.find(')') else { break };
+        let target = &rest[..end];
+        if !target.contains("://") && !target.starts_with('#') && !target.starts_with("mailto:") {
+            out.push(target.split('#').next().unwrap().to_string());
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
+#[test]
+fn relative_links_in_the_docs_lead_to_files() {
+    let mut files = vec![repo("README.md")];
+    for entry in std::fs::read_dir(repo("docs")).expect("docs/") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    assert!(files.len() >= 5, "README.md and docs/*.md: {files:?}");
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for link in relative_links(&text) {
+            let target = file.parent().unwrap().join(&link);
+            assert!(
+                target.exists(),
+                "{} links to {link}, which does not exist",
+                file.display()
+            );
+        }
+    }
+}
