@@ -6,7 +6,7 @@
 use crate::apply::{self, ApplyCtx, Scope};
 use crate::builtin;
 use crate::error::{ApiError, ApiResult, FieldError};
-use crate::resources::{ResDef, Registry};
+use crate::resources::{Registry, ResDef};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::store::Store;
 use crate::util::{self, name_of, ns_of, Rng};
@@ -35,11 +35,18 @@ impl WriteOpts {
     pub fn manager(&self) -> String {
         self.field_manager.clone().unwrap_or_else(|| {
             let ua = self.user_agent.split('/').next().unwrap_or("").trim();
-            if ua.is_empty() { "unknown".into() } else { ua.into() }
+            if ua.is_empty() {
+                "unknown".into()
+            } else {
+                ua.into()
+            }
         })
     }
     pub fn internal(manager: &str) -> Self {
-        WriteOpts { field_manager: Some(manager.into()), ..Default::default() }
+        WriteOpts {
+            field_manager: Some(manager.into()),
+            ..Default::default()
+        }
     }
 }
 
@@ -119,14 +126,19 @@ fn spec_part(v: &Value, status_sub: bool) -> Value {
 fn dns_subdomain_ok(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 253
-        && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         && n.starts_with(|c: char| c.is_ascii_alphanumeric())
         && n.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 /// Kinds whose create resets status (their status is owned by controllers).
 fn status_reset_on_create(def: &ResDef) -> bool {
-    def.is_crd || matches!(def.plural.as_str(), "pods" | "jobs" | "customresourcedefinitions")
+    def.is_crd
+        || matches!(
+            def.plural.as_str(),
+            "pods" | "jobs" | "customresourcedefinitions"
+        )
 }
 
 impl Cluster {
@@ -139,7 +151,12 @@ impl Cluster {
             rng: Rng::new(seed),
         });
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            let _ = c.create(&c.def("", "namespaces"), "", json!({"metadata": {"name": ns}}), &WriteOpts::internal("kube-apiserver"));
+            let _ = c.create(
+                &c.def("", "namespaces"),
+                "",
+                json!({"metadata": {"name": ns}}),
+                &WriteOpts::internal("kube-apiserver"),
+            );
         }
         c
     }
@@ -227,7 +244,13 @@ impl Cluster {
     }
 
     /// Defaulting and validation shared by create and update.
-    fn admit(&self, def: &ResDef, obj: &mut Value, old: Option<&Value>, strict: bool) -> ApiResult<()> {
+    fn admit(
+        &self,
+        def: &ResDef,
+        obj: &mut Value,
+        old: Option<&Value>,
+        strict: bool,
+    ) -> ApiResult<()> {
         let name = name_of(obj).to_string();
         let mut errs: Vec<FieldError> = vec![];
         if !dns_subdomain_ok(&name) && def.plural != "events" {
@@ -273,10 +296,17 @@ impl Cluster {
         if let Some(schema) = def.schema.as_ref() {
             let pruned = crate::schema::default_and_prune(obj, schema);
             if strict && !pruned.is_empty() {
-                let list: Vec<String> = pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+                let list: Vec<String> = pruned
+                    .iter()
+                    .map(|p| format!("unknown field \"{p}\""))
+                    .collect();
                 return Err(ApiError::bad_request(format!(
                     "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
-                    def.kind, def.version, def.kind, list.join(", "))));
+                    def.kind,
+                    def.version,
+                    def.kind,
+                    list.join(", ")
+                )));
             }
             errs.extend(crate::schema::validate(obj, schema));
             errs.extend(crate::cel::validate(obj, old, schema));
@@ -287,9 +317,17 @@ impl Cluster {
         Ok(())
     }
 
-    pub fn create(&self, def: &ResDef, ns: &str, mut obj: Value, opts: &WriteOpts) -> ApiResult<Value> {
+    pub fn create(
+        &self,
+        def: &ResDef,
+        ns: &str,
+        mut obj: Value,
+        opts: &WriteOpts,
+    ) -> ApiResult<Value> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the body of the request was not a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request was not a JSON object",
+            ));
         }
         if def.is_events_k8s_io() {
             obj = builtin::event_from_events_api(obj);
@@ -309,20 +347,38 @@ impl Cluster {
         } else {
             md.remove("namespace");
         }
-        if md.get("name").and_then(Value::as_str).unwrap_or("").is_empty() {
+        if md
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
             match md.get("generateName").and_then(Value::as_str) {
                 Some(g) if !g.is_empty() => {
                     let n = format!("{g}{}", self.rng.name_suffix(5));
                     md.insert("name".into(), json!(n));
                 }
                 _ => {
-                    return Err(ApiError::invalid(&def.kind, &def.group, "", vec![FieldError::required(
-                        "metadata.name", "name or generateName is required")]))
+                    return Err(ApiError::invalid(
+                        &def.kind,
+                        &def.group,
+                        "",
+                        vec![FieldError::required(
+                            "metadata.name",
+                            "name or generateName is required",
+                        )],
+                    ))
                 }
             }
         }
-        if md.get("resourceVersion").and_then(Value::as_str).is_some_and(|r| !r.is_empty()) {
-            return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+        if md
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|r| !r.is_empty())
+        {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
         }
         md.insert("uid".into(), json!(self.rng.uuid()));
         md.insert("creationTimestamp".into(), json!(util::now_rfc3339()));
@@ -346,8 +402,20 @@ impl Cluster {
         if def.plural == "customresourcedefinitions" {
             builtin::crd_status(&mut obj);
         }
-        let scope = if def.status_sub { Scope::MainWithoutStatus } else { Scope::All };
-        apply::record_update(None, &mut obj, &opts.manager(), &def.api_version(), "", scope, def.schema.as_ref());
+        let scope = if def.status_sub {
+            Scope::MainWithoutStatus
+        } else {
+            Scope::All
+        };
+        apply::record_update(
+            None,
+            &mut obj,
+            &opts.manager(),
+            &def.api_version(),
+            "",
+            scope,
+            def.schema.as_ref(),
+        );
         let name = name_of(&obj).to_string();
         let stored = {
             let mut s = self.lock();
@@ -371,15 +439,29 @@ impl Cluster {
         if def.plural == "customresourcedefinitions" && def.group == "apiextensions.k8s.io" {
             let defs = crate::resources::from_crd(obj);
             let g = obj["spec"]["group"].as_str().unwrap_or("").to_string();
-            let p = obj["spec"]["names"]["plural"].as_str().unwrap_or("").to_string();
-            self.registry.write().unwrap_or_else(|e| e.into_inner()).set_crd(&g, &p, defs);
+            let p = obj["spec"]["names"]["plural"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            self.registry
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .set_crd(&g, &p, defs);
         }
         if def.plural == "namespaces" && def.group.is_empty() {
             let ns = name_of(obj).to_string();
             let sa = self.def("", "serviceaccounts");
-            let exists = self.lock().get("/serviceaccounts", &ns, "default").is_some();
+            let exists = self
+                .lock()
+                .get("/serviceaccounts", &ns, "default")
+                .is_some();
             if !exists && obj["metadata"]["deletionTimestamp"].is_null() {
-                let _ = self.create(&sa, &ns, json!({"metadata": {"name": "default"}}), &WriteOpts::internal("kube-controller-manager"));
+                let _ = self.create(
+                    &sa,
+                    &ns,
+                    json!({"metadata": {"name": "default"}}),
+                    &WriteOpts::internal("kube-controller-manager"),
+                );
             }
         }
     }
@@ -387,8 +469,14 @@ impl Cluster {
     fn after_remove(&self, def: &ResDef, obj: &Value) {
         if def.plural == "customresourcedefinitions" && def.group == "apiextensions.k8s.io" {
             let g = obj["spec"]["group"].as_str().unwrap_or("").to_string();
-            let p = obj["spec"]["names"]["plural"].as_str().unwrap_or("").to_string();
-            self.registry.write().unwrap_or_else(|e| e.into_inner()).set_crd(&g, &p, vec![]);
+            let p = obj["spec"]["names"]["plural"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            self.registry
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .set_crd(&g, &p, vec![]);
             let gr = format!("{g}/{p}");
             let mut s = self.lock();
             for o in s.list(&gr, "") {
@@ -398,7 +486,13 @@ impl Cluster {
         }
         if def.plural == "namespaces" && def.group.is_empty() {
             let ns = name_of(obj).to_string();
-            let grs: Vec<String> = self.registry().defs.iter().filter(|d| d.namespaced && d.group == d.storage_group).map(|d| d.gr()).collect();
+            let grs: Vec<String> = self
+                .registry()
+                .defs
+                .iter()
+                .filter(|d| d.namespaced && d.group == d.storage_group)
+                .map(|d| d.gr())
+                .collect();
             let mut s = self.lock();
             for gr in grs {
                 for o in s.list(&gr, &ns) {
@@ -427,7 +521,9 @@ impl Cluster {
             new = builtin::event_from_events_api(new);
         }
         if !new.is_object() {
-            return Err(ApiError::bad_request("the body of the request was not a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request was not a JSON object",
+            ));
         }
         let name = name_of(old).to_string();
         if let Some(n) = new["metadata"]["name"].as_str() {
@@ -437,7 +533,10 @@ impl Cluster {
                 )));
             }
         }
-        let want_rv = new["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
+        let want_rv = new["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         if !want_rv.is_empty() && want_rv != util::rv_of(old) {
             return Err(ApiError::conflict(&def.group, &def.plural, &name));
         }
@@ -473,7 +572,16 @@ impl Cluster {
         {
             let om = old["metadata"].as_object().cloned().unwrap_or_default();
             let nm = util::ensure_obj(&mut new, &["metadata"]);
-            for k in ["uid", "creationTimestamp", "name", "namespace", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "generateName"] {
+            for k in [
+                "uid",
+                "creationTimestamp",
+                "name",
+                "namespace",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "generateName",
+            ] {
                 match om.get(k) {
                     Some(v) => nm.insert(k.into(), v.clone()),
                     None => nm.remove(k),
@@ -508,10 +616,20 @@ impl Cluster {
                 (_, true) => Scope::MainWithoutStatus,
                 _ => Scope::All,
             };
-            apply::record_update(Some(old), &mut new, &opts.manager(), &def.api_version(), sub, scope, def.schema.as_ref());
+            apply::record_update(
+                Some(old),
+                &mut new,
+                &opts.manager(),
+                &def.api_version(),
+                sub,
+                scope,
+                def.schema.as_ref(),
+            );
         }
         let terminating = !old["metadata"]["deletionTimestamp"].is_null();
-        let no_finalizers = new["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
+        let no_finalizers = new["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(|f| f.is_empty());
         if opts.dry_run {
             return Ok((Arc::new(new), false));
         }
@@ -528,7 +646,15 @@ impl Cluster {
         Ok((stored, false))
     }
 
-    pub fn update(&self, def: &ResDef, ns: &str, name: &str, obj: Value, sub: &str, opts: &WriteOpts) -> ApiResult<Value> {
+    pub fn update(
+        &self,
+        def: &ResDef,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        sub: &str,
+        opts: &WriteOpts,
+    ) -> ApiResult<Value> {
         let (stored, removed) = {
             let mut s = self.lock();
             let Some(old) = s.get(&def.gr(), ns, name) else {
@@ -549,13 +675,25 @@ impl Cluster {
     }
 
     /// PATCH in any of the four content types. Returns (object, created).
-    pub fn patch(&self, def: &ResDef, ns: &str, name: &str, ptype: PatchType, body: &Value, sub: &str, opts: &WriteOpts) -> ApiResult<(Value, bool)> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch(
+        &self,
+        def: &ResDef,
+        ns: &str,
+        name: &str,
+        ptype: PatchType,
+        body: &Value,
+        sub: &str,
+        opts: &WriteOpts,
+    ) -> ApiResult<(Value, bool)> {
         if ptype == PatchType::Strategic && def.is_crd {
             return Err(ApiError::new(415, "UnsupportedMediaType",
                 "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"));
         }
         if ptype == PatchType::Apply && opts.field_manager.as_deref().unwrap_or("").is_empty() {
-            return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requires fieldManager to be set"));
+            return Err(ApiError::bad_request(
+                "PATCH, application/apply-patch+yaml requires fieldManager to be set",
+            ));
         }
         let existing = self.lock().get(&def.gr(), ns, name);
         let Some(old) = existing else {
@@ -576,7 +714,11 @@ impl Cluster {
                 manager: opts.field_manager.as_deref().unwrap_or(""),
                 api_version: &def.api_version(),
                 subresource: "",
-                scope: if def.status_sub { Scope::MainWithoutStatus } else { Scope::All },
+                scope: if def.status_sub {
+                    Scope::MainWithoutStatus
+                } else {
+                    Scope::All
+                },
                 schema: def.schema.as_ref(),
                 force: opts.force,
             };
@@ -589,7 +731,16 @@ impl Cluster {
             let mf = new["metadata"]["managedFields"].clone();
             let mut opts2 = opts.clone();
             opts2.field_manager = Some("__apply_create__".into());
-            let mut created = self.create(def, ns, if def.is_events_k8s_io() { builtin::event_to_events_api(new) } else { new }, &opts2)?;
+            let mut created = self.create(
+                def,
+                ns,
+                if def.is_events_k8s_io() {
+                    builtin::event_to_events_api(new)
+                } else {
+                    new
+                },
+                &opts2,
+            )?;
             // Ownership is the applier's, not an Update entry.
             let mut s = self.lock();
             if let Some(cur) = s.get(&def.gr(), ns, name) {
@@ -606,8 +757,14 @@ impl Cluster {
         let base = present(def, &old);
         let mut s = self.lock();
         // Re-read under the lock so the patch applies to the latest version.
-        let old = s.get(&def.gr(), ns, name).ok_or_else(|| ApiError::not_found(&def.group, &def.plural, name))?;
-        let base = if util::rv_of(&old) == util::rv_of(&base) { base } else { present(def, &old) };
+        let old = s
+            .get(&def.gr(), ns, name)
+            .ok_or_else(|| ApiError::not_found(&def.group, &def.plural, name))?;
+        let base = if util::rv_of(&old) == util::rv_of(&base) {
+            base
+        } else {
+            present(def, &old)
+        };
         let mut new = base.clone();
         let by_apply = ptype == PatchType::Apply;
         match ptype {
@@ -641,7 +798,9 @@ impl Cluster {
         // A patch only preconditions on resourceVersion when it sets one.
         let patch_rv = match ptype {
             PatchType::Json => None,
-            _ => body["metadata"]["resourceVersion"].as_str().map(String::from),
+            _ => body["metadata"]["resourceVersion"]
+                .as_str()
+                .map(String::from),
         };
         match patch_rv {
             Some(rv) => new["metadata"]["resourceVersion"] = json!(rv),
@@ -658,7 +817,15 @@ impl Cluster {
     }
 
     /// Read-modify-write under the store lock, for controllers (never conflicts).
-    pub fn mutate(&self, def: &ResDef, ns: &str, name: &str, sub: &str, manager: &str, f: impl FnOnce(&mut Value)) -> ApiResult<Value> {
+    pub fn mutate(
+        &self,
+        def: &ResDef,
+        ns: &str,
+        name: &str,
+        sub: &str,
+        manager: &str,
+        f: impl FnOnce(&mut Value),
+    ) -> ApiResult<Value> {
         let (stored, removed) = {
             let mut s = self.lock();
             let Some(old) = s.get(&def.gr(), ns, name) else {
@@ -672,8 +839,20 @@ impl Cluster {
             // Internal writers may change metadata the API forbids (e.g. finalizers on terminating objects).
             let md_fin = new["metadata"].get("finalizers").cloned();
             let md_owner = new["metadata"].get("ownerReferences").cloned();
-            let mut r = self.commit_update(&mut s, def, &old, new, sub, &WriteOpts::internal(manager), false)?;
-            if !r.1 && sub == "status" && (md_fin != old["metadata"].get("finalizers").cloned() || md_owner != old["metadata"].get("ownerReferences").cloned()) {
+            let mut r = self.commit_update(
+                &mut s,
+                def,
+                &old,
+                new,
+                sub,
+                &WriteOpts::internal(manager),
+                false,
+            )?;
+            if !r.1
+                && sub == "status"
+                && (md_fin != old["metadata"].get("finalizers").cloned()
+                    || md_owner != old["metadata"].get("ownerReferences").cloned())
+            {
                 let mut again = (*r.0).clone();
                 set_or_remove(&mut again["metadata"], "finalizers", md_fin);
                 set_or_remove(&mut again["metadata"], "ownerReferences", md_owner);
@@ -681,7 +860,15 @@ impl Cluster {
                     m.remove("resourceVersion");
                 }
                 let cur = r.0.clone();
-                r = self.commit_update(&mut s, def, &cur, again, "", &WriteOpts::internal(manager), false)?;
+                r = self.commit_update(
+                    &mut s,
+                    def,
+                    &cur,
+                    again,
+                    "",
+                    &WriteOpts::internal(manager),
+                    false,
+                )?;
             }
             r
         };
@@ -689,30 +876,56 @@ impl Cluster {
         Ok(present(def, &stored))
     }
 
-    pub fn delete(&self, def: &ResDef, ns: &str, name: &str, opts: &DeleteOpts) -> ApiResult<Value> {
+    pub fn delete(
+        &self,
+        def: &ResDef,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> ApiResult<Value> {
         let (out, removed) = {
             let mut s = self.lock();
             let Some(old) = s.get(&def.gr(), ns, name) else {
                 return Err(ApiError::not_found(&def.group, &def.plural, name));
             };
-            if opts.precondition_uid.as_deref().is_some_and(|u| u != util::uid_of(&old)) {
+            if opts
+                .precondition_uid
+                .as_deref()
+                .is_some_and(|u| u != util::uid_of(&old))
+            {
                 return Err(ApiError::new(409, "Conflict", format!(
                     "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {}, UID in object meta: {}",
                     def.plural, opts.precondition_uid.as_deref().unwrap_or(""), util::uid_of(&old))));
             }
-            if opts.precondition_rv.as_deref().is_some_and(|r| r != util::rv_of(&old)) {
+            if opts
+                .precondition_rv
+                .as_deref()
+                .is_some_and(|r| r != util::rv_of(&old))
+            {
                 return Err(ApiError::conflict(&def.group, &def.plural, name));
             }
             let uid = util::uid_of(&old).to_string();
             let has_dependents = || {
                 s.objects.values().flat_map(|m| m.values()).any(|o| {
-                    o["metadata"]["ownerReferences"].as_array().is_some_and(|rs| rs.iter().any(|r| r["uid"] == uid.as_str()))
+                    o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|rs| rs.iter().any(|r| r["uid"] == uid.as_str()))
                 })
             };
-            let default_policy = if def.group == "batch" && def.plural == "jobs" { "Orphan" } else { "Background" };
-            let policy = opts.propagation.clone().unwrap_or_else(|| default_policy.into());
+            let default_policy = if def.group == "batch" && def.plural == "jobs" {
+                "Orphan"
+            } else {
+                "Background"
+            };
+            let policy = opts
+                .propagation
+                .clone()
+                .unwrap_or_else(|| default_policy.into());
             let mut new = (*old).clone();
-            let mut fins: Vec<Value> = new["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+            let mut fins: Vec<Value> = new["metadata"]["finalizers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let extra = match policy.as_str() {
                 "Foreground" if has_dependents() => Some("foregroundDeletion"),
                 "Orphan" if has_dependents() => Some("orphan"),
@@ -724,9 +937,13 @@ impl Cluster {
                 }
             }
             // Pods on a node terminate gracefully; the kubelet removes them.
-            let graceful_pod = def.plural == "pods" && def.group.is_empty()
+            let graceful_pod = def.plural == "pods"
+                && def.group.is_empty()
                 && !old["spec"]["nodeName"].as_str().unwrap_or("").is_empty()
-                && !matches!(old["status"]["phase"].as_str(), Some("Succeeded") | Some("Failed"))
+                && !matches!(
+                    old["status"]["phase"].as_str(),
+                    Some("Succeeded") | Some("Failed")
+                )
                 && opts.grace_seconds != Some(0);
             if opts.dry_run {
                 return Ok(present(def, &old));
@@ -745,12 +962,15 @@ impl Cluster {
                 }
             } else {
                 let grace = if graceful_pod {
-                    opts.grace_seconds.or(old["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30)
+                    opts.grace_seconds
+                        .or(old["spec"]["terminationGracePeriodSeconds"].as_i64())
+                        .unwrap_or(30)
                 } else {
                     0
                 };
                 let ts = chrono::Utc::now() + chrono::Duration::seconds(grace);
-                new["metadata"]["deletionTimestamp"] = json!(ts.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+                new["metadata"]["deletionTimestamp"] =
+                    json!(ts.format("%Y-%m-%dT%H:%M:%SZ").to_string());
                 new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
                 new["metadata"]["finalizers"] = json!(fins);
                 if fins.is_empty() {
@@ -779,7 +999,14 @@ impl Cluster {
     }
 
     /// Record an Event (core/v1 shape), as controllers do through the API.
-    pub fn record_event(&self, involved: &Value, etype: &str, reason: &str, message: &str, component: &str) {
+    pub fn record_event(
+        &self,
+        involved: &Value,
+        etype: &str,
+        reason: &str,
+        message: &str,
+        component: &str,
+    ) {
         let ns = match ns_of(involved) {
             "" => "default",
             n => n,
@@ -790,7 +1017,9 @@ impl Cluster {
         let ev_def = self.def("", "events");
         // Repeats of the same event bump count like the client-go correlator.
         let existing = self.lock().list("/events", &ns).into_iter().find(|e| {
-            e["involvedObject"]["uid"] == involved["metadata"]["uid"] && e["reason"] == reason && e["message"] == message
+            e["involvedObject"]["uid"] == involved["metadata"]["uid"]
+                && e["reason"] == reason
+                && e["message"] == message
         });
         if let Some(e) = existing {
             let _ = self.mutate(&ev_def, &ns, name_of(&e), "", component, |e| {
@@ -876,10 +1105,15 @@ fn encode_continue(key: &str, rv: u64) -> String {
 }
 
 fn decode_continue(t: &str) -> ApiResult<(String, u64)> {
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+    let bad = || {
+        ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+    };
     let raw = b64_decode(t).ok_or_else(bad)?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    Ok((v["start"].as_str().ok_or_else(bad)?.to_string(), v["rv"].as_u64().ok_or_else(bad)?))
+    Ok((
+        v["start"].as_str().ok_or_else(bad)?.to_string(),
+        v["rv"].as_u64().ok_or_else(bad)?,
+    ))
 }
 
 #[cfg(test)]
@@ -887,7 +1121,10 @@ mod tests {
     #[test]
     fn base64_round_trip() {
         for s in ["", "a", "ab", "abc", "hello world"] {
-            assert_eq!(super::b64_decode(&super::b64(s.as_bytes())).unwrap(), s.as_bytes());
+            assert_eq!(
+                super::b64_decode(&super::b64(s.as_bytes())).unwrap(),
+                s.as_bytes()
+            );
         }
         assert_eq!(super::b64(b"hi"), "aGk=");
     }

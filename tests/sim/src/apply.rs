@@ -60,7 +60,13 @@ fn collect(v: &Value, schema: Option<&Value>, path: &mut Path, out: &mut Leaves)
     }
 }
 
-fn collect_list(items: &[Value], schema: Option<&Value>, field: &str, path: &mut Path, out: &mut Leaves) {
+fn collect_list(
+    items: &[Value],
+    schema: Option<&Value>,
+    field: &str,
+    path: &mut Path,
+    out: &mut Leaves,
+) {
     match schema_list_kind(schema, field) {
         ListKind::Atomic => {
             out.insert(path.clone(), Value::Array(items.to_vec()));
@@ -407,7 +413,9 @@ pub fn apply(live: &Value, cfg: &Value, ctx: &ApplyCtx) -> Result<Value, ApiErro
     // Fields this manager applied before but no longer does, and nobody else owns.
     let prev: BTreeSet<Path> = es
         .iter()
-        .filter(|e| e.manager == ctx.manager && e.operation == "Apply" && e.subresource == ctx.subresource)
+        .filter(|e| {
+            e.manager == ctx.manager && e.operation == "Apply" && e.subresource == ctx.subresource
+        })
         .flat_map(|e| e.fields.iter().cloned())
         .collect();
     for p in prev.difference(&new_set) {
@@ -429,13 +437,18 @@ pub fn apply(live: &Value, cfg: &Value, ctx: &ApplyCtx) -> Result<Value, ApiErro
         }
         if let Some(md) = m.get_mut("metadata").and_then(Value::as_object_mut) {
             md.retain(|k, _| {
-                matches!(k.as_str(), "labels" | "annotations" | "finalizers" | "ownerReferences")
+                matches!(
+                    k.as_str(),
+                    "labels" | "annotations" | "finalizers" | "ownerReferences"
+                )
             });
         }
     }
     merge_applied(&mut out, &cfg_part, ctx.schema);
     let now = crate::util::now_rfc3339();
-    es.retain(|e| !(e.manager == ctx.manager && e.operation == "Apply" && e.subresource == ctx.subresource));
+    es.retain(|e| {
+        !(e.manager == ctx.manager && e.operation == "Apply" && e.subresource == ctx.subresource)
+    });
     es.push(Entry {
         manager: ctx.manager.into(),
         operation: "Apply".into(),
@@ -450,7 +463,15 @@ pub fn apply(live: &Value, cfg: &Value, ctx: &ApplyCtx) -> Result<Value, ApiErro
 
 /// Ownership after a non-apply write: the updater owns what it changed,
 /// others lose it; removed fields leave every set.
-pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, api_version: &str, subresource: &str, scope: Scope, schema: Option<&Value>) {
+pub fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    api_version: &str,
+    subresource: &str,
+    scope: Scope,
+    schema: Option<&Value>,
+) {
     let before = old.map(|o| leaves(o, schema, scope)).unwrap_or_default();
     let after = leaves(new, schema, scope);
     let changed: BTreeSet<Path> = after
@@ -471,7 +492,8 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, api_ve
         return;
     }
     for e in es.iter_mut() {
-        e.fields.retain(|p| !removed.contains(p) && !(changed.contains(p) && e.manager != manager));
+        e.fields
+            .retain(|p| !(removed.contains(p) || changed.contains(p) && e.manager != manager));
     }
     let now = crate::util::now_rfc3339();
     match es
@@ -500,7 +522,14 @@ mod tests {
     use super::*;
 
     fn ctx<'a>(m: &'a str, force: bool) -> ApplyCtx<'a> {
-        ApplyCtx { manager: m, api_version: "v1", subresource: "", scope: Scope::All, schema: None, force }
+        ApplyCtx {
+            manager: m,
+            api_version: "v1",
+            subresource: "",
+            scope: Scope::All,
+            schema: None,
+            force,
+        }
     }
 
     #[test]
@@ -511,7 +540,11 @@ mod tests {
         let b = apply(&a, &json!({"data": {"k": "1"}}), &ctx("b", false)).unwrap();
         let err = apply(&b, &json!({"data": {"k": "2"}}), &ctx("b", false)).unwrap_err();
         assert_eq!(err.code, 409);
-        assert!(err.message.contains("conflict with \"a\""), "{}", err.message);
+        assert!(
+            err.message.contains("conflict with \"a\""),
+            "{}",
+            err.message
+        );
         let c = apply(&b, &json!({"data": {"k": "2"}}), &ctx("b", true)).unwrap();
         assert_eq!(c["data"]["k"], "2");
         // Dropping a field from the applied config removes it when unshared.
@@ -525,7 +558,10 @@ mod tests {
         let l = leaves(&obj, None, Scope::All);
         let set: BTreeSet<Path> = l.keys().cloned().collect();
         let fv = to_fields_v1(&set);
-        assert_eq!(fv["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:image"], json!({}));
+        assert_eq!(
+            fv["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:image"],
+            json!({})
+        );
         assert_eq!(from_fields_v1(&fv), set);
     }
 }

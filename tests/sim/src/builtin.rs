@@ -23,7 +23,11 @@ fn default_container(c: &mut Value) {
     let Some(m) = c.as_object_mut() else { return };
     set_default(m, "terminationMessagePath", json!("/dev/termination-log"));
     set_default(m, "terminationMessagePolicy", json!("File"));
-    let img = m.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+    let img = m
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     set_default(m, "imagePullPolicy", json!(image_pull_policy(&img)));
     set_default(m, "resources", json!({}));
     if let Some(ports) = m.get_mut("ports").and_then(Value::as_array_mut) {
@@ -37,7 +41,9 @@ fn default_container(c: &mut Value) {
 
 /// PodSpec defaults (also applied to pod templates, as the real server does).
 pub fn default_pod_spec(spec: &mut Value, in_template: bool) {
-    let Some(m) = spec.as_object_mut() else { return };
+    let Some(m) = spec.as_object_mut() else {
+        return;
+    };
     for key in ["containers", "initContainers"] {
         if let Some(cs) = m.get_mut(key).and_then(Value::as_array_mut) {
             cs.iter_mut().for_each(default_container);
@@ -67,7 +73,10 @@ pub fn default_pod_spec(spec: &mut Value, in_template: bool) {
         set_default(m, "preemptionPolicy", json!("PreemptLowerPriority"));
         let tols = m.entry("tolerations").or_insert_with(|| json!([]));
         if let Some(t) = tols.as_array_mut() {
-            for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+            for key in [
+                "node.kubernetes.io/not-ready",
+                "node.kubernetes.io/unreachable",
+            ] {
                 if !t.iter().any(|x| x["key"] == key) {
                     t.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
                 }
@@ -88,7 +97,10 @@ pub fn default_job(job: &mut Value) {
     let uid = crate::util::uid_of(job).to_string();
     let name = crate::util::name_of(job).to_string();
     let spec = crate::util::ensure_obj(job, &["spec"]);
-    let (has_p, has_c) = (spec.contains_key("parallelism"), spec.contains_key("completions"));
+    let (has_p, has_c) = (
+        spec.contains_key("parallelism"),
+        spec.contains_key("completions"),
+    );
     if !has_p {
         spec.insert("parallelism".into(), json!(1));
     }
@@ -121,7 +133,9 @@ pub fn default_job(job: &mut Value) {
 
 pub fn validate_job(job: &Value) -> Vec<FieldError> {
     let mut errs = vec![];
-    let rp = job["spec"]["template"]["spec"]["restartPolicy"].as_str().unwrap_or("");
+    let rp = job["spec"]["template"]["spec"]["restartPolicy"]
+        .as_str()
+        .unwrap_or("");
     if rp != "Never" && rp != "OnFailure" {
         errs.push(FieldError::other(
             "spec.template.spec.restartPolicy",
@@ -129,7 +143,10 @@ pub fn validate_job(job: &Value) -> Vec<FieldError> {
             format!("Unsupported value: \"{rp}\": supported values: \"OnFailure\", \"Never\""),
         ));
     }
-    errs.extend(validate_pod_spec(&job["spec"]["template"]["spec"], "spec.template.spec"));
+    errs.extend(validate_pod_spec(
+        &job["spec"]["template"]["spec"],
+        "spec.template.spec",
+    ));
     errs
 }
 
@@ -139,10 +156,16 @@ pub fn validate_pod_spec(spec: &Value, path: &str) -> Vec<FieldError> {
         Some(cs) if !cs.is_empty() => {
             for (i, c) in cs.iter().enumerate() {
                 if c["name"].as_str().unwrap_or("").is_empty() {
-                    errs.push(FieldError::required(&format!("{path}.containers[{i}].name"), ""));
+                    errs.push(FieldError::required(
+                        &format!("{path}.containers[{i}].name"),
+                        "",
+                    ));
                 }
                 if c["image"].as_str().unwrap_or("").is_empty() {
-                    errs.push(FieldError::required(&format!("{path}.containers[{i}].image"), ""));
+                    errs.push(FieldError::required(
+                        &format!("{path}.containers[{i}].image"),
+                        "",
+                    ));
                 }
             }
         }
@@ -155,9 +178,17 @@ pub fn validate_pod_spec(spec: &Value, path: &str) -> Vec<FieldError> {
 /// (the suspended-job scheduling-directive exception is not modelled).
 pub fn job_immutable(old: &Value, new: &Value) -> Vec<FieldError> {
     let mut errs = vec![];
-    for (f, p) in [("template", "spec.template"), ("selector", "spec.selector"), ("completionMode", "spec.completionMode")] {
+    for (f, p) in [
+        ("template", "spec.template"),
+        ("selector", "spec.selector"),
+        ("completionMode", "spec.completionMode"),
+    ] {
         if old["spec"][f] != new["spec"][f] {
-            errs.push(FieldError::invalid(p, &new["spec"][f], "field is immutable"));
+            errs.push(FieldError::invalid(
+                p,
+                &new["spec"][f],
+                "field is immutable",
+            ));
         }
     }
     errs
@@ -205,7 +236,11 @@ pub fn event_to_events_api(mut e: Value) -> Value {
 /// count, timestamps), as the real conversion leaves them for old clients.
 pub fn event_core_compat(e: &mut Value) {
     let Some(m) = e.as_object_mut() else { return };
-    let rc = m.get("reportingComponent").and_then(Value::as_str).unwrap_or("").to_string();
+    let rc = m
+        .get("reportingComponent")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let src = m.entry("source").or_insert_with(|| json!({}));
     if src.get("component").is_none() && !rc.is_empty() {
         src["component"] = json!(rc);
@@ -213,8 +248,14 @@ pub fn event_core_compat(e: &mut Value) {
     if let Some(c) = m.get("series").and_then(|s| s.get("count")).cloned() {
         m.insert("count".into(), c);
     }
-    let event_time = m.get("eventTime").and_then(Value::as_str).map(|t| t.chars().take(19).collect::<String>() + "Z");
-    let last = m.get("series").and_then(|s| s.get("lastObservedTime")).and_then(Value::as_str)
+    let event_time = m
+        .get("eventTime")
+        .and_then(Value::as_str)
+        .map(|t| t.chars().take(19).collect::<String>() + "Z");
+    let last = m
+        .get("series")
+        .and_then(|s| s.get("lastObservedTime"))
+        .and_then(Value::as_str)
         .map(|t| t.chars().take(19).collect::<String>() + "Z");
     if let Some(t) = &event_time {
         if m.get("firstTimestamp").is_none_or(Value::is_null) {
@@ -222,7 +263,11 @@ pub fn event_core_compat(e: &mut Value) {
         }
     }
     if let Some(t) = last.or(event_time) {
-        let cur = m.get("lastTimestamp").and_then(Value::as_str).unwrap_or("").to_string();
+        let cur = m
+            .get("lastTimestamp")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if cur.is_empty() || t > cur {
             m.insert("lastTimestamp".into(), json!(t));
         }
@@ -253,9 +298,19 @@ pub fn crd_status(crd: &mut Value) {
     let st = crate::util::ensure_obj(crd, &["status"]);
     st.insert("acceptedNames".into(), accepted);
     st.insert("storedVersions".into(), json!(stored));
-    let mut conds: Vec<Value> = st.get("conditions").and_then(Value::as_array).cloned().unwrap_or_default();
-    crate::util::set_condition(&mut conds, json!({"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found"}));
-    crate::util::set_condition(&mut conds, json!({"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"}));
+    let mut conds: Vec<Value> = st
+        .get("conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    crate::util::set_condition(
+        &mut conds,
+        json!({"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found"}),
+    );
+    crate::util::set_condition(
+        &mut conds,
+        json!({"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"}),
+    );
     st.insert("conditions".into(), json!(conds));
 }
 
@@ -263,7 +318,11 @@ pub fn default_crd(crd: &mut Value) {
     let spec = crate::util::ensure_obj(crd, &["spec"]);
     set_default(spec, "conversion", json!({"strategy": "None"}));
     if let Some(names) = spec.get_mut("names").and_then(Value::as_object_mut) {
-        let kind = names.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+        let kind = names
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         set_default(names, "singular", json!(kind.to_lowercase()));
         set_default(names, "listKind", json!(format!("{kind}List")));
     }
@@ -282,12 +341,19 @@ pub fn validate_crd(crd: &Value) -> Vec<FieldError> {
     }
     let want = format!("{plural}.{group}");
     if crate::util::name_of(crd) != want {
-        errs.push(FieldError::invalid("metadata.name", &json!(crate::util::name_of(crd)),
-            &format!("must be spec.names.plural+\".\"+spec.group")));
+        errs.push(FieldError::invalid(
+            "metadata.name",
+            &json!(crate::util::name_of(crd)),
+            "must be spec.names.plural+\".\"+spec.group",
+        ));
     }
     let vs = spec["versions"].as_array().cloned().unwrap_or_default();
     if vs.iter().filter(|v| v["storage"] == true).count() != 1 {
-        errs.push(FieldError::invalid("spec.versions", &json!(vs.len()), "must have exactly one version marked as storage version"));
+        errs.push(FieldError::invalid(
+            "spec.versions",
+            &json!(vs.len()),
+            "must have exactly one version marked as storage version",
+        ));
     }
     errs
 }

@@ -1,10 +1,11 @@
 //! Discovery documents: the legacy per-group-version lists and the aggregated
 //! (apidiscovery.k8s.io/v2) form kubectl 1.32 asks for first.
 
-use crate::resources::{ResDef, Registry};
+use crate::resources::{Registry, ResDef};
 use serde_json::{json, Value};
 
-pub const AGGREGATED_CT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_CT: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 pub fn version() -> Value {
     json!({
@@ -32,7 +33,11 @@ pub fn group_list(reg: &Registry) -> Value {
 }
 
 fn defs_of<'a>(reg: &'a Registry, group: &str, version: &str) -> Vec<&'a ResDef> {
-    reg.defs.iter().filter(|d| d.group == group && d.version == version).map(|d| d.as_ref()).collect()
+    reg.defs
+        .iter()
+        .filter(|d| d.group == group && d.version == version)
+        .map(|d| d.as_ref())
+        .collect()
 }
 
 pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value> {
@@ -40,7 +45,11 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
     if defs.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     let mut res = vec![];
     for d in defs {
         let mut r = json!({"name": d.plural, "singularName": d.singular, "namespaced": d.namespaced,
@@ -61,7 +70,9 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
                 "kind": d.kind, "verbs": ["get"]}));
         }
     }
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": res}))
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": res}),
+    )
 }
 
 fn aggregated_version(reg: &Registry, group: &str, version: &str) -> Value {
@@ -97,13 +108,16 @@ fn aggregated_version(reg: &Registry, group: &str, version: &str) -> Value {
 /// `/api` (core = true) or `/apis` in the aggregated form.
 pub fn aggregated(reg: &Registry, core: bool) -> Value {
     let items: Vec<Value> = if core {
-        vec![json!({"metadata": {"name": "", "creationTimestamp": null}, "versions": [aggregated_version(reg, "", "v1")]})]
+        vec![
+            json!({"metadata": {"name": "", "creationTimestamp": null}, "versions": [aggregated_version(reg, "", "v1")]}),
+        ]
     } else {
         reg.groups()
             .into_iter()
             .map(|(g, mut vs, pref)| {
                 vs.sort_by_key(|v| v != &pref);
-                let versions: Vec<Value> = vs.iter().map(|v| aggregated_version(reg, &g, v)).collect();
+                let versions: Vec<Value> =
+                    vs.iter().map(|v| aggregated_version(reg, &g, v)).collect();
                 json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions})
             })
             .collect()
@@ -117,8 +131,15 @@ pub fn aggregated(reg: &Registry, core: bool) -> Value {
 pub fn openapi_v3_root(reg: &Registry) -> Value {
     let mut paths = serde_json::Map::new();
     for d in &reg.defs {
-        let key = if d.group.is_empty() { format!("api/{}", d.version) } else { format!("apis/{}/{}", d.group, d.version) };
-        paths.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash=kube-sim")}));
+        let key = if d.group.is_empty() {
+            format!("api/{}", d.version)
+        } else {
+            format!("apis/{}/{}", d.group, d.version)
+        };
+        paths.insert(
+            key.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash=kube-sim")}),
+        );
     }
     json!({"paths": paths})
 }
@@ -130,24 +151,32 @@ pub fn openapi_v3_gv(reg: &Registry, group: &str, version: &str) -> Option<Value
     }
     let mut paths = serde_json::Map::new();
     for d in defs {
-        let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+        let prefix = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
         let path = if d.namespaced {
             format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", d.plural)
         } else {
             format!("{prefix}/{}/{{name}}", d.plural)
         };
-        let op = |verb: &str| json!({
-            "operationId": format!("{verb}{}", d.kind),
-            "x-kubernetes-action": verb,
-            "x-kubernetes-group-version-kind": {"group": d.group, "version": d.version, "kind": d.kind},
-            "parameters": [
-                {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
-                {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
-                {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
-            ],
-            "responses": {"200": {"description": "OK"}},
-        });
+        let op = |verb: &str| {
+            json!({
+                "operationId": format!("{verb}{}", d.kind),
+                "x-kubernetes-action": verb,
+                "x-kubernetes-group-version-kind": {"group": d.group, "version": d.version, "kind": d.kind},
+                "parameters": [
+                    {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+                    {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+                    {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {"200": {"description": "OK"}},
+            })
+        };
         paths.insert(path, json!({"patch": op("patch"), "put": op("put")}));
     }
-    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.34.0-sim"}, "paths": paths, "components": {"schemas": {}}}))
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.34.0-sim"}, "paths": paths, "components": {"schemas": {}}}),
+    )
 }

@@ -44,7 +44,10 @@ impl ApiError {
         Self::new(
             409,
             "AlreadyExists",
-            format!("{} \"{name}\" already exists", Self::qualified(group, plural)),
+            format!(
+                "{} \"{name}\" already exists",
+                Self::qualified(group, plural)
+            ),
         )
         .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
@@ -85,9 +88,12 @@ impl ApiError {
             .iter()
             .map(|c| json!({"reason": c.reason, "message": c.detail_message(), "field": c.field}))
             .collect();
-        Self::new(422, "Invalid", format!("{qual} \"{name}\" is invalid: {joined}")).with_details(
-            json!({"name": name, "group": group, "kind": kind, "causes": causes_json}),
+        Self::new(
+            422,
+            "Invalid",
+            format!("{qual} \"{name}\" is invalid: {joined}"),
         )
+        .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes_json}))
     }
     pub fn status_json(&self) -> Value {
         let mut s = json!({

@@ -26,7 +26,10 @@ pub struct Faults {
 
 impl Faults {
     pub fn is_off(&self) -> bool {
-        self.error_rate <= 0.0 && self.latency.is_zero() && self.watch_cut_after.is_none() && self.conflict_rate <= 0.0
+        self.error_rate <= 0.0
+            && self.latency.is_zero()
+            && self.watch_cut_after.is_none()
+            && self.conflict_rate <= 0.0
     }
 }
 

@@ -38,7 +38,9 @@ fn error_response(e: &ApiError) -> Response<Body> {
 
 fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>, content_type: &str) -> Response<Body> {
     let s = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
     });
     Response::builder()
         .status(200)
@@ -80,7 +82,9 @@ struct Route {
 }
 
 fn parse_query(q: Option<&str>) -> HashMap<String, String> {
-    form_urlencoded::parse(q.unwrap_or("").as_bytes()).into_owned().collect()
+    form_urlencoded::parse(q.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
 }
 
 fn route(shared: &Shared, segs: &[&str]) -> Result<Option<Route>, ApiError> {
@@ -100,7 +104,13 @@ fn route(shared: &Shared, segs: &[&str]) -> Result<Option<Route>, ApiError> {
     }
     let reg = shared.cluster.registry();
     let find = |p: &str| reg.find(group, version, p);
-    let not_found = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
+    let not_found = || {
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    };
     if rest.len() >= 3 && rest[0] == "namespaces" {
         if let Some(def) = find(rest[2]).filter(|d| d.namespaced) {
             return Ok(Some(Route {
@@ -128,17 +138,38 @@ fn parse_body(b: &[u8]) -> Result<Value, ApiError> {
     }
     serde_json::from_slice(b)
         .or_else(|_| serde_yaml_ng::from_slice::<Value>(b))
-        .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))
+        .map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })
 }
 
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let q = parse_query(req.uri().query());
-    let ua = req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let accept = req.headers().get("accept").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let ctype = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let ua = req
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let accept = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let ctype = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let mut rec = RequestRecord {
         verb: method.as_str().to_lowercase(),
         group: String::new(),
@@ -154,31 +185,51 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     };
     let resp = match segs.as_slice() {
         ["version"] => json_response(200, &crate::discovery::version()),
-        ["healthz"] | ["livez"] | ["readyz"] => Response::builder().status(200).header("Content-Type", "text/plain").body(full("ok")).unwrap(),
+        ["healthz"] | ["livez"] | ["readyz"] => Response::builder()
+            .status(200)
+            .header("Content-Type", "text/plain")
+            .body(full("ok"))
+            .unwrap(),
         ["api"] | ["apis"] => {
             let core = segs[0] == "api";
             let reg = shared.cluster.registry();
             if accept.contains("as=APIGroupDiscoveryList") && accept.contains("v=v2;") {
                 let v = crate::discovery::aggregated(&reg, core);
-                Response::builder().status(200).header("Content-Type", crate::discovery::AGGREGATED_CT)
-                    .body(full(serde_json::to_vec(&v).unwrap())).unwrap()
+                Response::builder()
+                    .status(200)
+                    .header("Content-Type", crate::discovery::AGGREGATED_CT)
+                    .body(full(serde_json::to_vec(&v).unwrap()))
+                    .unwrap()
             } else if core {
-                json_response(200, &crate::discovery::api_versions(&format!("127.0.0.1:{}", shared.port())))
+                json_response(
+                    200,
+                    &crate::discovery::api_versions(&format!("127.0.0.1:{}", shared.port())),
+                )
             } else {
                 json_response(200, &crate::discovery::group_list(&reg))
             }
         }
-        ["openapi", "v3"] => json_response(200, &crate::discovery::openapi_v3_root(&shared.cluster.registry())),
+        ["openapi", "v3"] => json_response(
+            200,
+            &crate::discovery::openapi_v3_root(&shared.cluster.registry()),
+        ),
         ["openapi", "v3", "api", v] => openapi_gv(&shared, "", v),
         ["openapi", "v3", "apis", g, v] => openapi_gv(&shared, g, v),
         ["api", v] => discovery_gv(&shared, "", v),
         ["apis", g] => {
             let reg = shared.cluster.registry();
             match reg.groups().into_iter().find(|x| x.0 == *g) {
-                Some((g, vs, pref)) => json_response(200, &json!({"kind": "APIGroup", "apiVersion": "v1", "name": g,
+                Some((g, vs, pref)) => json_response(
+                    200,
+                    &json!({"kind": "APIGroup", "apiVersion": "v1", "name": g,
                     "versions": vs.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect::<Vec<_>>(),
-                    "preferredVersion": {"groupVersion": format!("{g}/{pref}"), "version": pref}})),
-                None => error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource")),
+                    "preferredVersion": {"groupVersion": format!("{g}/{pref}"), "version": pref}}),
+                ),
+                None => error_response(&ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )),
             }
         }
         ["apis", g, v] => discovery_gv(&shared, g, v),
@@ -190,31 +241,48 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
                 };
                 resource(&shared, r, method, &q, &accept, &ctype, &ua, body, &mut rec).await
             }
-            Ok(None) => error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource")),
+            Ok(None) => error_response(&ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )),
             Err(e) => error_response(&e),
         },
     };
     rec.code = resp.status().as_u16();
-    shared.requests.lock().unwrap_or_else(|e| e.into_inner()).push(rec);
+    shared
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(rec);
     resp
 }
 
 fn openapi_gv(shared: &Shared, g: &str, v: &str) -> Response<Body> {
     match crate::discovery::openapi_v3_gv(&shared.cluster.registry(), g, v) {
         Some(d) => json_response(200, &d),
-        None => error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource")),
+        None => error_response(&ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )),
     }
 }
 
 fn discovery_gv(shared: &Shared, g: &str, v: &str) -> Response<Body> {
     match crate::discovery::resource_list(&shared.cluster.registry(), g, v) {
         Some(l) => json_response(200, &l),
-        None => error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource")),
+        None => error_response(&ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )),
     }
 }
 
 fn verb_of(method: &Method, r: &Route, q: &HashMap<String, String>) -> &'static str {
-    let watch = r.watch_path || matches!(q.get("watch").map(String::as_str), Some("1") | Some("true"));
+    let watch =
+        r.watch_path || matches!(q.get("watch").map(String::as_str), Some("1") | Some("true"));
     match (method, r.name.is_empty()) {
         (&Method::GET, true) if watch => "watch",
         (&Method::GET, true) => "list",
@@ -231,15 +299,33 @@ fn verb_of(method: &Method, r: &Route, q: &HashMap<String, String>) -> &'static 
 
 fn list_opts(q: &HashMap<String, String>) -> Result<ListOpts, ApiError> {
     Ok(ListOpts {
-        labels: q.get("labelSelector").filter(|s| !s.is_empty()).map(|s| LabelSelector::parse(s)).transpose()?,
-        fields: q.get("fieldSelector").filter(|s| !s.is_empty()).map(|s| FieldSelector::parse(s)).transpose()?,
+        labels: q
+            .get("labelSelector")
+            .filter(|s| !s.is_empty())
+            .map(|s| LabelSelector::parse(s))
+            .transpose()?,
+        fields: q
+            .get("fieldSelector")
+            .filter(|s| !s.is_empty())
+            .map(|s| FieldSelector::parse(s))
+            .transpose()?,
         limit: q.get("limit").and_then(|l| l.parse().ok()),
         continue_token: q.get("continue").filter(|s| !s.is_empty()).cloned(),
     })
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn resource(shared: &Arc<Shared>, r: Route, method: Method, q: &HashMap<String, String>, accept: &str, ctype: &str, ua: &str, body: Bytes, rec: &mut RequestRecord) -> Response<Body> {
+async fn resource(
+    shared: &Arc<Shared>,
+    r: Route,
+    method: Method,
+    q: &HashMap<String, String>,
+    accept: &str,
+    ctype: &str,
+    ua: &str,
+    body: Bytes,
+    rec: &mut RequestRecord,
+) -> Response<Body> {
     let verb = verb_of(&method, &r, q);
     rec.verb = verb.into();
     rec.group = r.def.group.clone();
@@ -248,42 +334,88 @@ async fn resource(shared: &Arc<Shared>, r: Route, method: Method, q: &HashMap<St
     rec.subresource = r.sub.clone();
     rec.namespace = r.ns.clone();
     rec.name = r.name.clone();
-    let faults = shared.faults.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let faults = shared
+        .faults
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     if !faults.latency.is_zero() {
         tokio::time::sleep(faults.latency).await;
     }
     if faults.error_rate > 0.0 && shared.fault_rng.unit() < faults.error_rate {
         let code = match faults.error_code {
-            0 => if shared.fault_rng.unit() < 0.5 { 500 } else { 429 },
+            0 => {
+                if shared.fault_rng.unit() < 0.5 {
+                    500
+                } else {
+                    429
+                }
+            }
             c => c,
         };
         return if code == 429 {
             let e = ApiError::new(429, "TooManyRequests", "the server has received too many requests and has asked us to try again later (injected)")
                 .with_details(json!({"retryAfterSeconds": faults.retry_after_seconds}));
             let mut resp = error_response(&e);
-            resp.headers_mut().insert("Retry-After", faults.retry_after_seconds.to_string().parse().unwrap());
+            resp.headers_mut().insert(
+                "Retry-After",
+                faults.retry_after_seconds.to_string().parse().unwrap(),
+            );
             resp
         } else {
-            error_response(&ApiError::new(code, "InternalError", "Internal error occurred: injected fault"))
+            error_response(&ApiError::new(
+                code,
+                "InternalError",
+                "Internal error occurred: injected fault",
+            ))
         };
     }
-    if faults.conflict_rate > 0.0 && matches!(verb, "update" | "patch") && (!faults.conflicts_status_only || r.sub == "status")
+    if faults.conflict_rate > 0.0
+        && matches!(verb, "update" | "patch")
+        && (!faults.conflicts_status_only || r.sub == "status")
         && shared.fault_rng.unit() < faults.conflict_rate
     {
         return error_response(&ApiError::conflict(&r.def.group, &r.def.plural, &r.name));
     }
-    match serve_resource(shared, &r, verb, q, accept, ctype, ua, body, faults.watch_cut_after, rec).await {
+    match serve_resource(
+        shared,
+        &r,
+        verb,
+        q,
+        accept,
+        ctype,
+        ua,
+        body,
+        faults.watch_cut_after,
+        rec,
+    )
+    .await
+    {
         Ok(resp) => resp,
         Err(e) => error_response(&e),
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn serve_resource(shared: &Arc<Shared>, r: &Route, verb: &str, q: &HashMap<String, String>, accept: &str, ctype: &str, ua: &str, body: Bytes, cut: Option<Duration>, rec: &mut RequestRecord) -> Result<Response<Body>, ApiError> {
+async fn serve_resource(
+    shared: &Arc<Shared>,
+    r: &Route,
+    verb: &str,
+    q: &HashMap<String, String>,
+    accept: &str,
+    ctype: &str,
+    ua: &str,
+    body: Bytes,
+    cut: Option<Duration>,
+    rec: &mut RequestRecord,
+) -> Result<Response<Body>, ApiError> {
     let c = &shared.cluster;
     let def = &r.def;
     let table = accept.contains("as=Table");
-    let include = q.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into());
+    let include = q
+        .get("includeObject")
+        .cloned()
+        .unwrap_or_else(|| "Metadata".into());
     let wopts = WriteOpts {
         dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
         field_manager: q.get("fieldManager").cloned(),
@@ -291,20 +423,34 @@ async fn serve_resource(shared: &Arc<Shared>, r: &Route, verb: &str, q: &HashMap
         user_agent: ua.into(),
         strict: q.get("fieldValidation").is_some_and(|f| f == "Strict"),
     };
-    let allowed_sub = |s: &str| s.is_empty() || (s == "status" && def.status_sub) || (s == "log" && def.log_sub);
+    let allowed_sub =
+        |s: &str| s.is_empty() || (s == "status" && def.status_sub) || (s == "log" && def.log_sub);
     if !allowed_sub(&r.sub) {
-        return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     }
     if def.namespaced && r.ns.is_empty() && !matches!(verb, "list" | "watch") {
-        return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     }
     match verb {
-        "get" if r.sub == "log" => crate::controllers::kubelet::logs(shared, &r.ns, &r.name, q).await,
+        "get" if r.sub == "log" => {
+            crate::controllers::kubelet::logs(shared, &r.ns, &r.name, q).await
+        }
         "get" => {
             let o = c.get(def, &r.ns, &r.name)?;
             if table {
                 let rv = crate::util::rv_of(&o).parse().unwrap_or(0);
-                return Ok(json_response(200, &crate::table::table(def, &[o], &include, rv, None)));
+                return Ok(json_response(
+                    200,
+                    &crate::table::table(def, &[o], &include, rv, None),
+                ));
             }
             Ok(json_response(200, &o))
         }
@@ -316,12 +462,23 @@ async fn serve_resource(shared: &Arc<Shared>, r: &Route, verb: &str, q: &HashMap
                 let exact = q.get("resourceVersionMatch").is_some_and(|m| m == "Exact");
                 let s = c.lock();
                 if exact && rv > 0 && rv < s.oldest_watchable() {
-                    return Err(ApiError::gone(format!("The resourceVersion for the provided list is too old.")));
+                    return Err(ApiError::gone(
+                        "The resourceVersion for the provided list is too old.",
+                    ));
                 }
             }
             let l = c.list(def, &r.ns, &lo)?;
             if table {
-                return Ok(json_response(200, &crate::table::table(def, &l.items, &include, l.rv, l.continue_token.as_deref())));
+                return Ok(json_response(
+                    200,
+                    &crate::table::table(
+                        def,
+                        &l.items,
+                        &include,
+                        l.rv,
+                        l.continue_token.as_deref(),
+                    ),
+                ));
             }
             let mut md = json!({"resourceVersion": l.rv.to_string()});
             if let Some(t) = &l.continue_token {
@@ -330,7 +487,10 @@ async fn serve_resource(shared: &Arc<Shared>, r: &Route, verb: &str, q: &HashMap
             if let Some(n) = l.remaining {
                 md["remainingItemCount"] = json!(n);
             }
-            Ok(json_response(200, &json!({"kind": def.list_kind(), "apiVersion": def.api_version(), "metadata": md, "items": l.items})))
+            Ok(json_response(
+                200,
+                &json!({"kind": def.list_kind(), "apiVersion": def.api_version(), "metadata": md, "items": l.items}),
+            ))
         }
         "watch" => {
             let lo = list_opts(q)?;
@@ -339,7 +499,10 @@ async fn serve_resource(shared: &Arc<Shared>, r: &Route, verb: &str, q: &HashMap
                 let f = FieldSelector::parse(&format!("metadata.name={}", r.name))?;
                 fields = Some(f);
             }
-            let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs)
+            let timeout = q
+                .get("timeoutSeconds")
+                .and_then(|t| t.parse::<u64>().ok())
+                .map(Duration::from_secs)
                 .unwrap_or(Duration::from_secs(1800));
             let p = crate::watch::WatchParams {
                 ns: r.ns.clone(),
@@ -354,7 +517,13 @@ async fn serve_resource(shared: &Arc<Shared>, r: &Route, verb: &str, q: &HashMap
                 table: if table { Some(include) } else { None },
             };
             let (tx, rx) = tokio::sync::mpsc::channel(256);
-            tokio::spawn(crate::watch::run(c.clone(), def.clone(), p, tx, shared.shutdown.subscribe()));
+            tokio::spawn(crate::watch::run(
+                c.clone(),
+                def.clone(),
+                p,
+                tx,
+                shared.shutdown.subscribe(),
+            ));
             Ok(stream_response(rx, "application/json"))
         }
         "create" => {
@@ -390,32 +559,62 @@ async fn serve_resource(shared: &Arc<Shared>, r: &Route, verb: &str, q: &HashMap
         }
         "deletecollection" => {
             let lo = list_opts(q)?;
-            let l = c.list(def, &r.ns, &ListOpts { limit: None, continue_token: None, ..lo })?;
+            let l = c.list(
+                def,
+                &r.ns,
+                &ListOpts {
+                    limit: None,
+                    continue_token: None,
+                    ..lo
+                },
+            )?;
             let dopts = delete_opts(q, &body);
             let mut items = vec![];
             for o in &l.items {
-                if let Ok(d) = c.delete(def, crate::util::ns_of(o), crate::util::name_of(o), &dopts) {
+                if let Ok(d) = c.delete(def, crate::util::ns_of(o), crate::util::name_of(o), &dopts)
+                {
                     items.push(d);
                 }
             }
-            Ok(json_response(200, &json!({"kind": def.list_kind(), "apiVersion": def.api_version(), "metadata": {"resourceVersion": c.current_rv().to_string()}, "items": items})))
+            Ok(json_response(
+                200,
+                &json!({"kind": def.list_kind(), "apiVersion": def.api_version(), "metadata": {"resourceVersion": c.current_rv().to_string()}, "items": items}),
+            ))
         }
-        _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
+        _ => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )),
     }
 }
 
 fn delete_opts(q: &HashMap<String, String>, body: &[u8]) -> DeleteOpts {
     let b: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let mut propagation = b["propagationPolicy"].as_str().map(String::from).or_else(|| q.get("propagationPolicy").cloned());
-    let orphan = b["orphanDependents"].as_bool().or_else(|| q.get("orphanDependents").map(|o| o == "true"));
+    let mut propagation = b["propagationPolicy"]
+        .as_str()
+        .map(String::from)
+        .or_else(|| q.get("propagationPolicy").cloned());
+    let orphan = b["orphanDependents"]
+        .as_bool()
+        .or_else(|| q.get("orphanDependents").map(|o| o == "true"));
     if propagation.is_none() {
-        propagation = orphan.map(|o| if o { "Orphan".to_string() } else { "Background".to_string() });
+        propagation = orphan.map(|o| {
+            if o {
+                "Orphan".to_string()
+            } else {
+                "Background".to_string()
+            }
+        });
     }
     DeleteOpts {
         propagation,
-        grace_seconds: b["gracePeriodSeconds"].as_i64().or_else(|| q.get("gracePeriodSeconds").and_then(|g| g.parse().ok())),
+        grace_seconds: b["gracePeriodSeconds"]
+            .as_i64()
+            .or_else(|| q.get("gracePeriodSeconds").and_then(|g| g.parse().ok())),
         precondition_uid: b["preconditions"]["uid"].as_str().map(String::from),
-        precondition_rv: b["preconditions"]["resourceVersion"].as_str().map(String::from),
-        dry_run: b["dryRun"].as_array().is_some_and(|d| !d.is_empty()) || q.get("dryRun").is_some_and(|d| d == "All"),
+        precondition_rv: b["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(String::from),
+        dry_run: b["dryRun"].as_array().is_some_and(|d| !d.is_empty())
+            || q.get("dryRun").is_some_and(|d| d == "All"),
     }
 }

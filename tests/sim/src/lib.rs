@@ -44,11 +44,17 @@ pub struct Taint {
 
 impl Taint {
     pub fn new(key: &str, value: &str, effect: &str) -> Self {
-        Taint { key: key.into(), value: value.into(), effect: effect.into() }
+        Taint {
+            key: key.into(),
+            value: value.into(),
+            effect: effect.into(),
+        }
     }
     /// Parse `key=value:Effect` (or `key:Effect`).
     pub fn parse(s: &str) -> anyhow::Result<Self> {
-        let (kv, effect) = s.rsplit_once(':').context("taint must be key=value:Effect")?;
+        let (kv, effect) = s
+            .rsplit_once(':')
+            .context("taint must be key=value:Effect")?;
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         Ok(Taint::new(k, v, effect))
     }
@@ -92,7 +98,9 @@ impl NodeSpec {
     }
     /// Parse `NAME=os/arch[/variant]`.
     pub fn parse(s: &str) -> anyhow::Result<Self> {
-        let (n, p) = s.split_once('=').context("node must be NAME=os/arch[/variant]")?;
+        let (n, p) = s
+            .split_once('=')
+            .context("node must be NAME=os/arch[/variant]")?;
         Ok(NodeSpec::new(n, p))
     }
 }
@@ -188,8 +196,10 @@ fn node_object(n: &NodeSpec, index: usize) -> Value {
     }
     let res = json!({"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "100Gi"});
     let now = util::now_rfc3339();
-    let cond = |t: &str, s: &str, r: &str, m: &str| json!({"type": t, "status": s, "reason": r, "message": m,
-        "lastHeartbeatTime": now, "lastTransitionTime": now});
+    let cond = |t: &str, s: &str, r: &str, m: &str| {
+        json!({"type": t, "status": s, "reason": r, "message": m,
+        "lastHeartbeatTime": now, "lastTransitionTime": now})
+    };
     json!({
         "metadata": {"name": n.name, "labels": labels, "annotations": annotations},
         "spec": {"taints": n.taints.iter().map(Taint::to_json).collect::<Vec<_>>(), "podCIDR": format!("10.244.{index}.0/24")},
@@ -225,7 +235,10 @@ impl Sim {
                 (Some(t), p)
             }
         };
-        let kubeconfig = config.kubeconfig_path.clone().unwrap_or_else(|| workdir.join("kubeconfig"));
+        let kubeconfig = config
+            .kubeconfig_path
+            .clone()
+            .unwrap_or_else(|| workdir.join("kubeconfig"));
         let cluster = api::Cluster::new(config.history_window, config.seed);
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let shared = Arc::new(Shared {
@@ -242,7 +255,10 @@ impl Sim {
         });
         let mut nodes = shared.config.nodes.clone();
         if nodes.is_empty() {
-            nodes = vec![NodeSpec::new("sim-amd64", "linux/amd64"), NodeSpec::new("sim-arm64", "linux/arm64")];
+            nodes = vec![
+                NodeSpec::new("sim-amd64", "linux/amd64"),
+                NodeSpec::new("sim-arm64", "linux/arm64"),
+            ];
         }
         for (node, t) in &shared.config.taints {
             if let Some(n) = nodes.iter_mut().find(|n| &n.name == node) {
@@ -251,35 +267,47 @@ impl Sim {
         }
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<u16>>();
         let sh = shared.clone();
-        let thread = std::thread::Builder::new().name("kube-sim".into()).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("kube-sim-rt").build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.into()));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-                    Ok(l) => l,
+        let thread = std::thread::Builder::new()
+            .name("kube-sim".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .thread_name("kube-sim-rt")
+                    .build()
+                {
+                    Ok(rt) => rt,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e.into()));
                         return;
                     }
                 };
-                let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-                sh.port.store(port, std::sync::atomic::Ordering::Relaxed);
-                let mut stop = sh.shutdown.subscribe();
-                tokio::spawn(http::serve(listener, sh.clone()));
-                controllers::spawn_all(sh.clone());
-                let _ = ready_tx.send(Ok(port));
-                let _ = stop.changed().await;
-                controllers::kubelet::shutdown(&sh).await;
-            });
-            rt.shutdown_timeout(Duration::from_secs(2));
-        })?;
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e.into()));
+                            return;
+                        }
+                    };
+                    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+                    sh.port.store(port, std::sync::atomic::Ordering::Relaxed);
+                    let mut stop = sh.shutdown.subscribe();
+                    tokio::spawn(http::serve(listener, sh.clone()));
+                    controllers::spawn_all(sh.clone());
+                    let _ = ready_tx.send(Ok(port));
+                    let _ = stop.changed().await;
+                    controllers::kubelet::shutdown(&sh).await;
+                });
+                rt.shutdown_timeout(Duration::from_secs(2));
+            })?;
         let port = ready_rx.recv().context("kube-sim thread died")??;
-        let sim = Sim { shared, thread: Some(thread), kubeconfig, _tmp: tmp };
+        let sim = Sim {
+            shared,
+            thread: Some(thread),
+            kubeconfig,
+            _tmp: tmp,
+        };
         for (i, n) in nodes.iter().enumerate() {
             sim.create_node(n, i);
         }
@@ -290,7 +318,12 @@ impl Sim {
     fn create_node(&self, n: &NodeSpec, index: usize) {
         let c = &self.shared.cluster;
         let def = c.def("", "nodes");
-        let _ = c.create(&def, "", node_object(n, index), &api::WriteOpts::internal("kubelet"));
+        let _ = c.create(
+            &def,
+            "",
+            node_object(n, index),
+            &api::WriteOpts::internal("kubelet"),
+        );
     }
 
     /// Base URL of the API server, e.g. `http://127.0.0.1:41234`.
@@ -350,20 +383,39 @@ impl Sim {
 
     /// Every API request served so far, in order.
     pub fn requests(&self) -> Vec<RequestRecord> {
-        self.shared.requests.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Forget the request log.
     pub fn clear_requests(&self) {
-        self.shared.requests.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Every stored version of an object (including its deletion), oldest first.
     /// `api_version` like `batch/v1`; `namespace` empty for cluster-scoped kinds.
-    pub fn history(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Vec<Value> {
+    pub fn history(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Vec<Value> {
         let c = &self.shared.cluster;
-        let Some(def) = c.registry().by_kind(api_version, kind) else { return vec![] };
-        c.history(&def.gr(), namespace, name).iter().map(|o| api::present(&def, o)).collect()
+        let Some(def) = c.registry().by_kind(api_version, kind) else {
+            return vec![];
+        };
+        c.history(&def.gr(), namespace, name)
+            .iter()
+            .map(|o| api::present(&def, o))
+            .collect()
     }
 
     /// The in-process API (for direct, HTTP-free inspection).

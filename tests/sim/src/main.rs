@@ -88,7 +88,9 @@ fn main() -> anyhow::Result<()> {
         cfg.nodes.push(NodeSpec::parse(n)?);
     }
     for t in &s.taints {
-        let (node, taint) = t.split_once('=').ok_or_else(|| anyhow::anyhow!("taint must be NAME=key=value:Effect"))?;
+        let (node, taint) = t
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("taint must be NAME=key=value:Effect"))?;
         cfg.taints.push((node.to_string(), Taint::parse(taint)?));
     }
     for i in &s.images {
@@ -99,8 +101,14 @@ fn main() -> anyhow::Result<()> {
         cfg.images.push((repo, dir));
     }
     let sim = Sim::start(cfg)?;
-    eprintln!("kube-sim serving {} (kubeconfig {})", sim.url(), sim.kubeconfig_path().display());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    eprintln!(
+        "kube-sim serving {} (kubeconfig {})",
+        sim.url(),
+        sim.kubeconfig_path().display()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
@@ -118,6 +126,9 @@ fn main() -> anyhow::Result<()> {
 fn tracing_subscriber_init() {
     // Logs only when RUST_LOG asks for them.
     if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
     }
 }

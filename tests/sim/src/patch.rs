@@ -18,8 +18,14 @@ pub enum ListKind {
 /// patchMergeKey tags of the built-in types the operator and kubectl patch.
 pub fn builtin_list_kind(field: &str) -> ListKind {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
-        | "imagePullSecrets" | "resourceClaims" | "secrets" => ListKind::Map(vec!["name".into()]),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims"
+        | "secrets" => ListKind::Map(vec!["name".into()]),
         "volumeMounts" => ListKind::Map(vec!["mountPath".into()]),
         "volumeDevices" => ListKind::Map(vec!["devicePath".into()]),
         "ports" => ListKind::Map(vec!["containerPort".into(), "protocol".into()]),
@@ -49,9 +55,7 @@ pub fn schema_list_kind(schema: Option<&Value>, field: &str) -> ListKind {
             Some("set") => ListKind::Set,
             Some(_) => ListKind::Atomic,
             // metadata lists have their built-in semantics even in CRs.
-            None if field == "ownerReferences" || field == "finalizers" => {
-                builtin_list_kind(field)
-            }
+            None if field == "ownerReferences" || field == "finalizers" => builtin_list_kind(field),
             None => ListKind::Atomic,
         },
         None => builtin_list_kind(field),
@@ -138,10 +142,9 @@ fn smp_map(target: &mut Value, patch: &Map<String, Value>, _field: &str) -> ApiR
         }
         let t = target.as_object_mut().unwrap();
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(list), Some(del)) = (
-                t.get_mut(field).and_then(Value::as_array_mut),
-                v.as_array(),
-            ) {
+            if let (Some(list), Some(del)) =
+                (t.get_mut(field).and_then(Value::as_array_mut), v.as_array())
+            {
                 list.retain(|x| !del.contains(x));
             }
             continue;
@@ -210,7 +213,9 @@ fn smp_list(live: Option<&Value>, items: &[Value], field: &str) -> ApiResult<Val
                 let Some(k) = key_of(item, &keys) else {
                     continue;
                 };
-                let pos = out.iter().position(|o| key_of(o, &keys).as_ref() == Some(&k));
+                let pos = out
+                    .iter()
+                    .position(|o| key_of(o, &keys).as_ref() == Some(&k));
                 let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
                 match (pos, delete) {
                     (Some(p), true) => {
@@ -245,7 +250,10 @@ mod tests {
         let p = json!({"spec": {"$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
             "containers": [{"name": "b", "image": "z"}, {"name": "a", "$patch": "delete"}]}});
         strategic_merge(&mut t, &p).unwrap();
-        assert_eq!(t, json!({"spec": {"containers": [{"name": "b", "image": "z"}]}}));
+        assert_eq!(
+            t,
+            json!({"spec": {"containers": [{"name": "b", "image": "z"}]}})
+        );
     }
 
     #[test]

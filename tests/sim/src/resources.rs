@@ -93,10 +93,26 @@ pub fn builtins() -> Vec<Arc<ResDef>> {
         builtin("", "v1", "pods", "Pod", true, &["po"], true),
         builtin("", "v1", "secrets", "Secret", true, &[], false),
         builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], false),
-        builtin("", "v1", "serviceaccounts", "ServiceAccount", true, &["sa"], false),
+        builtin(
+            "",
+            "v1",
+            "serviceaccounts",
+            "ServiceAccount",
+            true,
+            &["sa"],
+            false,
+        ),
         builtin("", "v1", "events", "Event", true, &["ev"], false),
         builtin("batch", "v1", "jobs", "Job", true, &[], true),
-        builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[], false),
+        builtin(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            "Lease",
+            true,
+            &[],
+            false,
+        ),
         builtin(
             "apiextensions.k8s.io",
             "v1",
@@ -107,7 +123,15 @@ pub fn builtins() -> Vec<Arc<ResDef>> {
             true,
         ),
     ];
-    let mut ev = builtin("events.k8s.io", "v1", "events", "Event", true, &["ev"], false);
+    let mut ev = builtin(
+        "events.k8s.io",
+        "v1",
+        "events",
+        "Event",
+        true,
+        &["ev"],
+        false,
+    );
     ev.storage_group = String::new();
     v.push(ev);
     for d in &mut v {

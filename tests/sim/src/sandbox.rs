@@ -8,12 +8,25 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-pub const PACKAGE_HINT: &str = "bwrap not found: install the Debian package `bubblewrap` (apt-get install bubblewrap)";
+pub const PACKAGE_HINT: &str =
+    "bwrap not found: install the Debian package `bubblewrap` (apt-get install bubblewrap)";
 
 /// Default capability set of a container runtime (containerd/CRI-O), for root containers.
 const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
-    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
 ];
 
 pub fn bwrap_path() -> Option<PathBuf> {
@@ -49,7 +62,11 @@ fn shadow_for(target: &str, covered: &[String]) -> Option<String> {
     let comps: Vec<&str> = target.split('/').filter(|c| !c.is_empty()).collect();
     let mut cur = String::new();
     for c in comps {
-        let parent = if cur.is_empty() { "/".to_string() } else { cur.clone() };
+        let parent = if cur.is_empty() {
+            "/".to_string()
+        } else {
+            cur.clone()
+        };
         cur = format!("{cur}/{c}");
         if covered.iter().any(|d| is_under(&cur, d)) {
             return None;
@@ -85,7 +102,9 @@ pub fn bwrap_args(plan: &Plan) -> Vec<String> {
                 continue;
             }
             let p = format!("/{name}");
-            let link = std::fs::read_link(&p).ok().map(|t| t.to_string_lossy().to_string());
+            let link = std::fs::read_link(&p)
+                .ok()
+                .map(|t| t.to_string_lossy().to_string());
             entries.push((p, link));
         }
     }
@@ -153,7 +172,12 @@ pub fn bwrap_args(plan: &Plan) -> Vec<String> {
         }
         push(&["--chdir", w]);
     }
-    push(&["--unshare-uts", "--hostname", plan.hostname, "--die-with-parent"]);
+    push(&[
+        "--unshare-uts",
+        "--hostname",
+        plan.hostname,
+        "--die-with-parent",
+    ]);
     if plan.privileged {
         push(&["--cap-add", "ALL"]);
     } else {
@@ -161,7 +185,11 @@ pub fn bwrap_args(plan: &Plan) -> Vec<String> {
             push(&["--cap-add", c]);
         }
         for c in &plan.add_caps {
-            let c = if c.starts_with("CAP_") { c.clone() } else { format!("CAP_{c}") };
+            let c = if c.starts_with("CAP_") {
+                c.clone()
+            } else {
+                format!("CAP_{c}")
+            };
             push(&["--cap-add", &c]);
         }
     }
@@ -175,7 +203,10 @@ mod tests {
     #[test]
     fn shadows_only_host_dirs() {
         assert_eq!(shadow_for("/workspace-kube-sim-test", &[]), None);
-        assert_eq!(shadow_for("/usr/kube-sim-missing/x", &[]), Some("/usr".into()));
+        assert_eq!(
+            shadow_for("/usr/kube-sim-missing/x", &[]),
+            Some("/usr".into())
+        );
         assert_eq!(shadow_for("/tmp/x/y", &["/tmp".into()]), None);
         assert_eq!(shadow_for("/usr/bin", &[]), None);
     }

@@ -32,14 +32,22 @@ fn walk_default_prune(v: &mut Value, s: &Value, root: bool, path: &str, pruned: 
             let addl = s.get("additionalProperties").filter(|a| a.is_object());
             let keys: Vec<String> = m.keys().cloned().collect();
             for k in keys {
-                let keep_meta = (root || embedded) && matches!(k.as_str(), "apiVersion" | "kind" | "metadata");
+                let keep_meta =
+                    (root || embedded) && matches!(k.as_str(), "apiVersion" | "kind" | "metadata");
                 if keep_meta {
                     continue;
                 }
                 let child = props.and_then(|p| p.get(&k)).or(addl);
                 match child {
-                    Some(cs) => walk_default_prune(m.get_mut(&k).unwrap(), cs, false, &join(path, &k), pruned),
-                    None if preserve || s.get("additionalProperties") == Some(&Value::Bool(true)) => {}
+                    Some(cs) => walk_default_prune(
+                        m.get_mut(&k).unwrap(),
+                        cs,
+                        false,
+                        &join(path, &k),
+                        pruned,
+                    ),
+                    None if preserve
+                        || s.get("additionalProperties") == Some(&Value::Bool(true)) => {}
                     None => {
                         m.remove(&k);
                         pruned.push(join(path, &k));
@@ -113,8 +121,11 @@ fn walk_validate(v: &Value, s: &Value, path: &str, root: bool, errs: &mut Vec<Fi
     if v.is_null() {
         if s["nullable"] != true && s.get("type").is_some() {
             let t = s["type"].as_str().unwrap_or("");
-            errs.push(FieldError::other(path, "FieldValueTypeInvalid",
-                format!("Invalid value: \"null\": {path} in body must be of type {t}: \"null\"")));
+            errs.push(FieldError::other(
+                path,
+                "FieldValueTypeInvalid",
+                format!("Invalid value: \"null\": {path} in body must be of type {t}: \"null\""),
+            ));
         }
         return;
     }
@@ -122,16 +133,26 @@ fn walk_validate(v: &Value, s: &Value, path: &str, root: bool, errs: &mut Vec<Fi
     if let Some(t) = s["type"].as_str() {
         if !type_ok(v, t) && !(int_or_string && (v.is_string() || v.is_i64())) {
             let a = type_name(v);
-            errs.push(FieldError::other(path, "FieldValueTypeInvalid",
-                format!("Invalid value: \"{a}\": {path} in body must be of type {t}: \"{a}\"")));
+            errs.push(FieldError::other(
+                path,
+                "FieldValueTypeInvalid",
+                format!("Invalid value: \"{a}\": {path} in body must be of type {t}: \"{a}\""),
+            ));
             return;
         }
     }
     if let Some(en) = s["enum"].as_array() {
         if !en.contains(v) {
             let sup: Vec<String> = en.iter().map(crate::error::go_value).collect();
-            errs.push(FieldError::other(path, "FieldValueNotSupported",
-                format!("Unsupported value: {}: supported values: {}", crate::error::go_value(v), sup.join(", "))));
+            errs.push(FieldError::other(
+                path,
+                "FieldValueNotSupported",
+                format!(
+                    "Unsupported value: {}: supported values: {}",
+                    crate::error::go_value(v),
+                    sup.join(", ")
+                ),
+            ));
         }
     }
     match v {
@@ -139,18 +160,30 @@ fn walk_validate(v: &Value, s: &Value, path: &str, root: bool, errs: &mut Vec<Fi
             let len = st.chars().count() as f64;
             if let Some(p) = s["pattern"].as_str() {
                 match regex::Regex::new(p) {
-                    Ok(re) if !re.is_match(st) => errs.push(FieldError::invalid(path, v,
-                        &format!("{path} in body should match '{p}'"))),
+                    Ok(re) if !re.is_match(st) => errs.push(FieldError::invalid(
+                        path,
+                        v,
+                        &format!("{path} in body should match '{p}'"),
+                    )),
                     _ => {}
                 }
             }
             if let Some(m) = s.get("maxLength").filter(|m| len > num(m)) {
-                errs.push(FieldError::other(path, "FieldValueTooLong",
-                    format!("Too long: may not be more than {} bytes", fmt_num(num(m)))));
+                errs.push(FieldError::other(
+                    path,
+                    "FieldValueTooLong",
+                    format!("Too long: may not be more than {} bytes", fmt_num(num(m))),
+                ));
             }
             if let Some(m) = s.get("minLength").filter(|m| len < num(m)) {
-                errs.push(FieldError::invalid(path, v,
-                    &format!("{path} in body should be at least {} chars long", fmt_num(num(m)))));
+                errs.push(FieldError::invalid(
+                    path,
+                    v,
+                    &format!(
+                        "{path} in body should be at least {} chars long",
+                        fmt_num(num(m))
+                    ),
+                ));
             }
         }
         Value::Number(_) => {
@@ -158,33 +191,65 @@ fn walk_validate(v: &Value, s: &Value, path: &str, root: bool, errs: &mut Vec<Fi
             if let Some(m) = s.get("minimum") {
                 let excl = s["exclusiveMinimum"] == true;
                 if x < num(m) || (excl && x == num(m)) {
-                    let rel = if excl { "greater than" } else { "greater than or equal to" };
-                    errs.push(FieldError::invalid(path, v, &format!("{path} in body should be {rel} {}", fmt_num(num(m)))));
+                    let rel = if excl {
+                        "greater than"
+                    } else {
+                        "greater than or equal to"
+                    };
+                    errs.push(FieldError::invalid(
+                        path,
+                        v,
+                        &format!("{path} in body should be {rel} {}", fmt_num(num(m))),
+                    ));
                 }
             }
             if let Some(m) = s.get("maximum") {
                 let excl = s["exclusiveMaximum"] == true;
                 if x > num(m) || (excl && x == num(m)) {
-                    let rel = if excl { "less than" } else { "less than or equal to" };
-                    errs.push(FieldError::invalid(path, v, &format!("{path} in body should be {rel} {}", fmt_num(num(m)))));
+                    let rel = if excl {
+                        "less than"
+                    } else {
+                        "less than or equal to"
+                    };
+                    errs.push(FieldError::invalid(
+                        path,
+                        v,
+                        &format!("{path} in body should be {rel} {}", fmt_num(num(m))),
+                    ));
                 }
             }
         }
         Value::Array(items) => {
             let n = items.len() as f64;
             if let Some(m) = s.get("minItems").filter(|m| n < num(m)) {
-                errs.push(FieldError::invalid(path, &json!(items.len()),
-                    &format!("{path} in body should have at least {} items", fmt_num(num(m)))));
+                errs.push(FieldError::invalid(
+                    path,
+                    &json!(items.len()),
+                    &format!(
+                        "{path} in body should have at least {} items",
+                        fmt_num(num(m))
+                    ),
+                ));
             }
             if let Some(m) = s.get("maxItems").filter(|m| n > num(m)) {
-                errs.push(FieldError::other(path, "FieldValueTooMany",
-                    format!("Too many: {}: must have at most {} items", items.len(), fmt_num(num(m)))));
+                errs.push(FieldError::other(
+                    path,
+                    "FieldValueTooMany",
+                    format!(
+                        "Too many: {}: must have at most {} items",
+                        items.len(),
+                        fmt_num(num(m))
+                    ),
+                ));
             }
             if s["x-kubernetes-list-type"] == "set" || s["uniqueItems"] == true {
                 for (i, it) in items.iter().enumerate() {
                     if items[..i].contains(it) {
-                        errs.push(FieldError::other(&format!("{path}[{i}]"), "FieldValueDuplicate",
-                            format!("Duplicate value: {it}")));
+                        errs.push(FieldError::other(
+                            &format!("{path}[{i}]"),
+                            "FieldValueDuplicate",
+                            format!("Duplicate value: {it}"),
+                        ));
                     }
                 }
             }
@@ -203,12 +268,28 @@ fn walk_validate(v: &Value, s: &Value, path: &str, root: bool, errs: &mut Vec<Fi
                 }
             }
             if let Some(mx) = s.get("maxProperties").filter(|mx| m.len() as f64 > num(mx)) {
-                errs.push(FieldError::other(path, "FieldValueTooMany",
-                    format!("Too many: {}: must have at most {} items", m.len(), fmt_num(num(mx)))));
+                errs.push(FieldError::other(
+                    path,
+                    "FieldValueTooMany",
+                    format!(
+                        "Too many: {}: must have at most {} items",
+                        m.len(),
+                        fmt_num(num(mx))
+                    ),
+                ));
             }
-            if let Some(mn) = s.get("minProperties").filter(|mn| (m.len() as f64) < num(mn)) {
-                errs.push(FieldError::invalid(path, v,
-                    &format!("{path} in body should have at least {} properties", fmt_num(num(mn)))));
+            if let Some(mn) = s
+                .get("minProperties")
+                .filter(|mn| (m.len() as f64) < num(mn))
+            {
+                errs.push(FieldError::invalid(
+                    path,
+                    v,
+                    &format!(
+                        "{path} in body should have at least {} properties",
+                        fmt_num(num(mn))
+                    ),
+                ));
             }
             let props = s.get("properties").and_then(Value::as_object);
             let addl = s.get("additionalProperties").filter(|a| a.is_object());
@@ -236,17 +317,38 @@ fn walk_validate(v: &Value, s: &Value, path: &str, root: bool, errs: &mut Vec<Fi
     };
     if let Some(one) = s["oneOf"].as_array() {
         if one.iter().filter(|sub| passes(sub)).count() != 1 {
-            errs.push(FieldError::invalid(path, v, &format!("{} must validate one and only one schema (oneOf)", if path.is_empty() { "body" } else { path })));
+            errs.push(FieldError::invalid(
+                path,
+                v,
+                &format!(
+                    "{} must validate one and only one schema (oneOf)",
+                    if path.is_empty() { "body" } else { path }
+                ),
+            ));
         }
     }
     if let Some(any) = s["anyOf"].as_array() {
         if !any.iter().any(passes) {
-            errs.push(FieldError::invalid(path, v, &format!("{} must validate at least one schema (anyOf)", if path.is_empty() { "body" } else { path })));
+            errs.push(FieldError::invalid(
+                path,
+                v,
+                &format!(
+                    "{} must validate at least one schema (anyOf)",
+                    if path.is_empty() { "body" } else { path }
+                ),
+            ));
         }
     }
     if let Some(not) = s.get("not") {
         if passes(not) {
-            errs.push(FieldError::invalid(path, v, &format!("{} must not validate the schema (not)", if path.is_empty() { "body" } else { path })));
+            errs.push(FieldError::invalid(
+                path,
+                v,
+                &format!(
+                    "{} must not validate the schema (not)",
+                    if path.is_empty() { "body" } else { path }
+                ),
+            ));
         }
     }
 }
@@ -269,7 +371,10 @@ mod tests {
         default_and_prune(&mut o, &schema);
         assert_eq!(o["spec"]["tags"], json!(["latest"]));
         assert!(o["spec"].get("junk").is_none());
-        let errs: Vec<String> = validate(&o, &schema).iter().map(|e| e.to_string()).collect();
+        let errs: Vec<String> = validate(&o, &schema)
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
         assert!(errs.contains(&"spec.image: Invalid value: \"Bad\": spec.image in body should match '^[a-z./-]+$'".to_string()), "{errs:?}");
         assert!(errs.contains(&"spec.platforms[0]: Unsupported value: \"linux/s390x\": supported values: \"linux/amd64\", \"linux/arm64\"".to_string()), "{errs:?}");
         assert!(errs.contains(&"spec.backoffLimit: Invalid value: -1: spec.backoffLimit in body should be greater than or equal to 0".to_string()), "{errs:?}");

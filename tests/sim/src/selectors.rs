@@ -197,9 +197,11 @@ mod tests {
     #[test]
     fn field_selector_paths() {
         let e = json!({"metadata": {"name": "x"}, "involvedObject": {"uid": "u1", "kind": "Pod"}});
-        assert!(FieldSelector::parse("involvedObject.uid=u1,metadata.name=x")
-            .unwrap()
-            .matches(&e));
+        assert!(
+            FieldSelector::parse("involvedObject.uid=u1,metadata.name=x")
+                .unwrap()
+                .matches(&e)
+        );
         assert!(!FieldSelector::parse("involvedObject.kind!=Pod")
             .unwrap()
             .matches(&e));

@@ -62,7 +62,13 @@ fn event(def: &ResDef, p: &WatchParams, ty: &str, obj: &Value, rv: u64) -> Bytes
 }
 
 /// Stream events to `tx` until timeout, cut, shutdown, or the client leaves.
-pub async fn run(cluster: Arc<Cluster>, def: Arc<ResDef>, p: WatchParams, tx: mpsc::Sender<Bytes>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(
+    cluster: Arc<Cluster>,
+    def: Arc<ResDef>,
+    p: WatchParams,
+    tx: mpsc::Sender<Bytes>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let gr = def.gr();
     let mut changed = cluster.changed.subscribe();
     let mut cursor;
@@ -82,7 +88,12 @@ pub async fn run(cluster: Arc<Cluster>, def: Arc<ResDef>, p: WatchParams, tx: mp
                 }
                 _ => {
                     cursor = s.rv;
-                    initial = s.list(&gr, &p.ns).iter().filter(|o| matches(&p, &def, o)).map(|o| event(&def, &p, "ADDED", o, cursor)).collect();
+                    initial = s
+                        .list(&gr, &p.ns)
+                        .iter()
+                        .filter(|o| matches(&p, &def, o))
+                        .map(|o| event(&def, &p, "ADDED", o, cursor))
+                        .collect();
                 }
             }
         }
@@ -99,8 +110,12 @@ pub async fn run(cluster: Arc<Cluster>, def: Arc<ResDef>, p: WatchParams, tx: mp
             }
         }
     }
-    let deadline = tokio::time::Instant::now() + p.cut_after.map_or(p.timeout, |c| c.min(p.timeout));
-    let mut bookmark = tokio::time::interval_at(tokio::time::Instant::now() + p.bookmark_interval, p.bookmark_interval);
+    let deadline =
+        tokio::time::Instant::now() + p.cut_after.map_or(p.timeout, |c| c.min(p.timeout));
+    let mut bookmark = tokio::time::interval_at(
+        tokio::time::Instant::now() + p.bookmark_interval,
+        p.bookmark_interval,
+    );
     loop {
         // Drain everything after the cursor.
         let (frames, expired_at) = {

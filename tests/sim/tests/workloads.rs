@@ -18,8 +18,18 @@ fn job(name: &str, script: &str, extra_spec: Value) -> Job {
 }
 
 fn cond(j: &Job, ty: &str) -> Option<(String, String)> {
-    j.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == ty && c.status == "True")
-        .map(|c| (c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+    j.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == ty && c.status == "True")
+        .map(|c| {
+            (
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            )
+        })
 }
 
 async fn wait_job(jobs: &Api<Job>, name: &str, ty: &'static str) -> Job {
@@ -32,7 +42,10 @@ async fn wait_job(jobs: &Api<Job>, name: &str, ty: &'static str) -> Job {
 }
 
 async fn job_pods(pods: &Api<Pod>, job: &str) -> Vec<Pod> {
-    pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"))).await.unwrap().items
+    pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+        .await
+        .unwrap()
+        .items
 }
 
 async fn pending_reason(pods: &Api<Pod>, job: &str) -> String {
@@ -40,7 +53,11 @@ async fn pending_reason(pods: &Api<Pod>, job: &str) -> String {
         let pods = pods.clone();
         async move {
             let p = job_pods(&pods, job).await.into_iter().next()?;
-            let c = p.status?.conditions?.into_iter().find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+            let c = p
+                .status?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
             assert_eq!(c.reason.as_deref(), Some("Unschedulable"));
             c.message
         }
@@ -56,27 +73,66 @@ async fn arm64_job_runs_on_arm64_node_with_termination_message() {
     let script = "echo built on $NODE; printf sha256:0123 > /dev/termination-log";
     let extra = json!({"nodeSelector": {"kubernetes.io/arch": "arm64"}, "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script],
         "env": [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]}]});
-    jobs.create(&PostParams::default(), &job("arm", "", extra)).await.unwrap();
+    jobs.create(&PostParams::default(), &job("arm", "", extra))
+        .await
+        .unwrap();
     let j = wait_job(&jobs, "arm", "Complete").await;
     let st = j.status.unwrap();
     assert_eq!((st.succeeded, st.active), (Some(1), Some(0)));
     assert!(st.start_time.is_some() && st.completion_time.is_some());
-    let conds: Vec<String> = st.conditions.unwrap().iter().map(|c| c.type_.clone()).collect();
+    let conds: Vec<String> = st
+        .conditions
+        .unwrap()
+        .iter()
+        .map(|c| c.type_.clone())
+        .collect();
     assert_eq!(conds, vec!["SuccessCriteriaMet", "Complete"]);
     let p = job_pods(&pods, "arm").await.remove(0);
-    assert_eq!(p.spec.as_ref().unwrap().node_name.as_deref(), Some("sim-arm64"));
+    assert_eq!(
+        p.spec.as_ref().unwrap().node_name.as_deref(),
+        Some("sim-arm64")
+    );
     let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.controller, owner.block_owner_deletion), ("Job", Some(true), Some(true)));
+    assert_eq!(
+        (
+            owner.kind.as_str(),
+            owner.controller,
+            owner.block_owner_deletion
+        ),
+        ("Job", Some(true), Some(true))
+    );
     assert!(p.metadata.name.as_ref().unwrap().starts_with("arm-"));
     let ps = p.status.unwrap();
     assert_eq!(ps.phase.as_deref(), Some("Succeeded"));
-    let t = ps.container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
-    assert_eq!((t.exit_code, t.reason.as_deref(), t.message.as_deref()), (0, Some("Completed"), Some("sha256:0123")));
-    assert_eq!(pods.logs(p.metadata.name.as_ref().unwrap(), &Default::default()).await.unwrap(), "built on sim-arm64\n");
-    assert!(!std::path::Path::new("/dev/termination-log").exists(), "the sandbox leaked onto the host");
+    let t = ps.container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(
+        (t.exit_code, t.reason.as_deref(), t.message.as_deref()),
+        (0, Some("Completed"), Some("sha256:0123"))
+    );
+    assert_eq!(
+        pods.logs(p.metadata.name.as_ref().unwrap(), &Default::default())
+            .await
+            .unwrap(),
+        "built on sim-arm64\n"
+    );
+    assert!(
+        !std::path::Path::new("/dev/termination-log").exists(),
+        "the sandbox leaked onto the host"
+    );
     let events: Api<CoreEvent> = Api::default_namespaced(sim.client());
-    let evs = events.list(&ListParams::default().fields("involvedObject.name=arm,involvedObject.kind=Job")).await.unwrap();
-    assert!(evs.items.iter().any(|e| e.reason.as_deref() == Some("SuccessfulCreate")));
+    let evs = events
+        .list(&ListParams::default().fields("involvedObject.name=arm,involvedObject.kind=Job"))
+        .await
+        .unwrap();
+    assert!(evs
+        .items
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("SuccessfulCreate")));
 }
 
 #[tokio::test]
@@ -84,28 +140,77 @@ async fn unschedulable_until_a_node_or_toleration_exists() {
     let sim = start_sim();
     let jobs: Api<Job> = Api::default_namespaced(sim.client());
     let pods: Api<Pod> = Api::default_namespaced(sim.client());
-    jobs.create(&PostParams::default(), &job("rv", "true", json!({"nodeSelector": {"kubernetes.io/arch": "riscv64"}}))).await.unwrap();
+    jobs.create(
+        &PostParams::default(),
+        &job(
+            "rv",
+            "true",
+            json!({"nodeSelector": {"kubernetes.io/arch": "riscv64"}}),
+        ),
+    )
+    .await
+    .unwrap();
     let msg = pending_reason(&pods, "rv").await;
     assert_eq!(msg, "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.");
     let events: Api<CoreEvent> = Api::default_namespaced(sim.client());
-    let pod_name = job_pods(&pods, "rv").await[0].metadata.name.clone().unwrap();
-    let evs = events.list(&ListParams::default().fields(&format!("involvedObject.name={pod_name}"))).await.unwrap();
-    let fs = evs.items.iter().find(|e| e.reason.as_deref() == Some("FailedScheduling")).expect("FailedScheduling event");
-    assert_eq!((fs.type_.as_deref(), fs.source.as_ref().unwrap().component.as_deref()), (Some("Warning"), Some("default-scheduler")));
+    let pod_name = job_pods(&pods, "rv").await[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    let evs = events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={pod_name}")))
+        .await
+        .unwrap();
+    let fs = evs
+        .items
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("FailedScheduling"))
+        .expect("FailedScheduling event");
+    assert_eq!(
+        (
+            fs.type_.as_deref(),
+            fs.source.as_ref().unwrap().component.as_deref()
+        ),
+        (Some("Warning"), Some("default-scheduler"))
+    );
 
     // Taint the arm64 node like GKE does: untolerated pods stay pending.
-    sim.set_taints("sim-arm64", vec![Taint::new("kubernetes.io/arch", "arm64", "NoSchedule")]).unwrap();
-    jobs.create(&PostParams::default(), &job("tainted", "true", json!({"nodeSelector": {"kubernetes.io/arch": "arm64"}}))).await.unwrap();
+    sim.set_taints(
+        "sim-arm64",
+        vec![Taint::new("kubernetes.io/arch", "arm64", "NoSchedule")],
+    )
+    .unwrap();
+    jobs.create(
+        &PostParams::default(),
+        &job(
+            "tainted",
+            "true",
+            json!({"nodeSelector": {"kubernetes.io/arch": "arm64"}}),
+        ),
+    )
+    .await
+    .unwrap();
     let msg = pending_reason(&pods, "tainted").await;
     assert_eq!(msg, "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {kubernetes.io/arch: arm64}. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.");
     let tol = json!({"nodeSelector": {"kubernetes.io/arch": "arm64"}, "tolerations": [{"key": "kubernetes.io/arch", "operator": "Equal", "value": "arm64", "effect": "NoSchedule"}]});
-    jobs.create(&PostParams::default(), &job("tolerated", "true", tol)).await.unwrap();
+    jobs.create(&PostParams::default(), &job("tolerated", "true", tol))
+        .await
+        .unwrap();
     wait_job(&jobs, "tolerated", "Complete").await;
 
     // A riscv64 node appears: the pending pod is scheduled and runs.
     sim.add_node(NodeSpec::new("sim-riscv64", "linux/riscv64"));
     wait_job(&jobs, "rv", "Complete").await;
-    assert_eq!(job_pods(&pods, "rv").await[0].spec.as_ref().unwrap().node_name.as_deref(), Some("sim-riscv64"));
+    assert_eq!(
+        job_pods(&pods, "rv").await[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .node_name
+            .as_deref(),
+        Some("sim-riscv64")
+    );
 }
 
 #[tokio::test]
@@ -119,14 +224,29 @@ async fn unknown_image_fails_to_pull() {
             let pods = pods.clone();
             async move {
                 let p = pods.get("nope").await.ok()?;
-                let w = p.status?.container_statuses?.into_iter().next()?.state?.waiting?;
+                let w = p
+                    .status?
+                    .container_statuses?
+                    .into_iter()
+                    .next()?
+                    .state?
+                    .waiting?;
                 (w.reason.as_deref() == Some(reason)).then_some(w.message.unwrap_or_default())
             }
         })
         .await;
         assert!(msg.contains("registry.invalid/nope"), "{msg}");
     }
-    assert_eq!(pods.get("nope").await.unwrap().status.unwrap().phase.as_deref(), Some("Pending"));
+    assert_eq!(
+        pods.get("nope")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .phase
+            .as_deref(),
+        Some("Pending")
+    );
 }
 
 #[tokio::test]
@@ -138,12 +258,23 @@ async fn backoff_limit_and_deadline_fail_the_job() {
     j.spec.as_mut().unwrap().backoff_limit = Some(1);
     jobs.create(&PostParams::default(), &j).await.unwrap();
     let done = wait_job(&jobs, "flaky", "Failed").await;
-    assert_eq!(cond(&done, "Failed").unwrap(), ("BackoffLimitExceeded".into(), "Job has reached the specified backoff limit".into()));
+    assert_eq!(
+        cond(&done, "Failed").unwrap(),
+        (
+            "BackoffLimitExceeded".into(),
+            "Job has reached the specified backoff limit".into()
+        )
+    );
     assert!(cond(&done, "FailureTarget").is_some());
     assert_eq!(done.status.unwrap().failed, Some(2));
     let ps = job_pods(&pods, "flaky").await;
     assert_eq!(ps.len(), 2);
-    let t = ps[0].status.clone().unwrap().container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+    let t = ps[0].status.clone().unwrap().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
     assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
 
     let mut slow = job("slow", "sleep 60", json!({}));
@@ -176,22 +307,60 @@ async fn fallback_to_logs_volumes_and_config_errors() {
         let pods = pods.clone();
         async move {
             let ev: Api<CoreEvent> = Api::default_namespaced(pods.clone().into_client());
-            let l = ev.list(&ListParams::default().fields("involvedObject.name=vols,reason=FailedMount")).await.ok()?;
-            l.items.first().map(|e| assert_eq!(e.message.as_deref(), Some("MountVolume.SetUp failed for volume \"cred\" : secret \"cred\" not found")))
+            let l = ev
+                .list(&ListParams::default().fields("involvedObject.name=vols,reason=FailedMount"))
+                .await
+                .ok()?;
+            l.items.first().map(|e| {
+                assert_eq!(
+                    e.message.as_deref(),
+                    Some(
+                        "MountVolume.SetUp failed for volume \"cred\" : secret \"cred\" not found"
+                    )
+                )
+            })
         }
     })
     .await;
-    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "cred"}, "stringData": {"token": "s3cret"}})).unwrap();
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "cred"}, "stringData": {"token": "s3cret"}}),
+    )
+    .unwrap();
     secrets.create(&PostParams::default(), &s).await.unwrap();
     let t = eventually("pod finished", LONG, || {
         let pods = pods.clone();
-        async move { pods.get("vols").await.ok()?.status?.container_statuses?.into_iter().next()?.state?.terminated }
+        async move {
+            pods.get("vols")
+                .await
+                .ok()?
+                .status?
+                .container_statuses?
+                .into_iter()
+                .next()?
+                .state?
+                .terminated
+        }
     })
     .await;
     assert_eq!(t.exit_code, 4);
-    assert_eq!(t.message.as_deref(), Some("/work-kube-sim-test\ns3cret s3cret\n1\n"));
-    assert!(!std::path::Path::new("/work-kube-sim-test").exists() && !std::path::Path::new("/scratch").exists());
-    assert_eq!(pods.get("vols").await.unwrap().status.unwrap().phase.as_deref(), Some("Failed"));
+    assert_eq!(
+        t.message.as_deref(),
+        Some("/work-kube-sim-test\ns3cret s3cret\n1\n")
+    );
+    assert!(
+        !std::path::Path::new("/work-kube-sim-test").exists()
+            && !std::path::Path::new("/scratch").exists()
+    );
+    assert_eq!(
+        pods.get("vols")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .phase
+            .as_deref(),
+        Some("Failed")
+    );
 }
 
 #[tokio::test]
@@ -200,11 +369,18 @@ async fn deleting_pods_kills_processes_and_node_loss_retries() {
     sim.add_node(NodeSpec::new("sim-arm64-b", "linux/arm64"));
     let jobs: Api<Job> = Api::default_namespaced(sim.client());
     let pods: Api<Pod> = Api::default_namespaced(sim.client());
-    let mut j = job("long", "touch /dev/shm/kube-sim-marker-$(hostname) 2>/dev/null; sleep 300", json!({"nodeSelector": {"kubernetes.io/arch": "arm64"}}));
+    let mut j = job(
+        "long",
+        "touch /dev/shm/kube-sim-marker-$(hostname) 2>/dev/null; sleep 300",
+        json!({"nodeSelector": {"kubernetes.io/arch": "arm64"}}),
+    );
     j.spec.as_mut().unwrap().backoff_limit = Some(3);
     jobs.create(&PostParams::default(), &j).await.unwrap();
     let running = |pods: Api<Pod>| async move {
-        job_pods(&pods, "long").await.into_iter().find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") && p.metadata.deletion_timestamp.is_none())
+        job_pods(&pods, "long").await.into_iter().find(|p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                && p.metadata.deletion_timestamp.is_none()
+        })
     };
     let first = eventually("pod running", LONG, || running(pods.clone())).await;
     let node = first.spec.as_ref().unwrap().node_name.clone().unwrap();
@@ -215,27 +391,42 @@ async fn deleting_pods_kills_processes_and_node_loss_retries() {
         async move { running(pods).await.filter(|p| p.metadata.name != first) }
     })
     .await;
-    assert_ne!(second.spec.as_ref().unwrap().node_name.as_deref(), Some(node.as_str()));
+    assert_ne!(
+        second.spec.as_ref().unwrap().node_name.as_deref(),
+        Some(node.as_str())
+    );
     let j = jobs.get("long").await.unwrap();
-    assert_eq!(j.status.unwrap().failed, Some(1), "a pod lost with its node counts as failed");
+    assert_eq!(
+        j.status.unwrap().failed,
+        Some(1),
+        "a pod lost with its node counts as failed"
+    );
     // Deleting the pod (gracefully) kills `sleep` and the Job replaces it.
     let name = second.metadata.name.clone().unwrap();
     pods.delete(&name, &DeleteParams::default()).await.unwrap();
     eventually("deleted pod gone", LONG, || {
         let pods = pods.clone();
         let name = name.clone();
-        async move { matches!(pods.get(&name).await, Err(kube::Error::Api(s)) if s.code == 404).then_some(()) }
+        async move {
+            matches!(pods.get(&name).await, Err(kube::Error::Api(s)) if s.code == 404).then_some(())
+        }
     })
     .await;
     let third = eventually("third pod", LONG, || {
         let pods = pods.clone();
         let seen = [first.metadata.name.clone(), second.metadata.name.clone()];
-        async move { running(pods).await.filter(|p| !seen.contains(&p.metadata.name)) }
+        async move {
+            running(pods)
+                .await
+                .filter(|p| !seen.contains(&p.metadata.name))
+        }
     })
     .await;
     assert!(third.metadata.name.is_some());
     // Deleting the Job in the background cascades to its pod.
-    jobs.delete("long", &DeleteParams::background()).await.unwrap();
+    jobs.delete("long", &DeleteParams::background())
+        .await
+        .unwrap();
     eventually("job pods gone", LONG, || {
         let pods = pods.clone();
         async move { job_pods(&pods, "long").await.is_empty().then_some(()) }

@@ -15,53 +15,104 @@ struct Owner {
 }
 
 fn has_finalizer(o: &Value, f: &str) -> bool {
-    o["metadata"]["finalizers"].as_array().is_some_and(|fs| fs.iter().any(|x| x == f))
+    o["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|fs| fs.iter().any(|x| x == f))
 }
 
 pub fn reconcile(shared: &Arc<Shared>) {
     let c = &shared.cluster;
     let all: Vec<(String, Arc<Value>)> = {
         let s = c.lock();
-        s.objects.iter().flat_map(|(gr, m)| m.values().map(move |o| (gr.clone(), o.clone()))).collect()
+        s.objects
+            .iter()
+            .flat_map(|(gr, m)| m.values().map(move |o| (gr.clone(), o.clone())))
+            .collect()
     };
     let owners: HashMap<String, Owner> = all
         .iter()
         .map(|(_, o)| {
-            (uid_of(o).to_string(), Owner {
-                terminating: !o["metadata"]["deletionTimestamp"].is_null(),
-                foreground: has_finalizer(o, "foregroundDeletion"),
-                orphan: has_finalizer(o, "orphan"),
-            })
+            (
+                uid_of(o).to_string(),
+                Owner {
+                    terminating: !o["metadata"]["deletionTimestamp"].is_null(),
+                    foreground: has_finalizer(o, "foregroundDeletion"),
+                    orphan: has_finalizer(o, "orphan"),
+                },
+            )
         })
         .collect();
     let mut dependents: HashMap<String, usize> = HashMap::new();
-    let nodes: Vec<String> = all.iter().filter(|(gr, _)| gr == "/nodes").map(|(_, n)| name_of(n).to_string()).collect();
+    let nodes: Vec<String> = all
+        .iter()
+        .filter(|(gr, _)| gr == "/nodes")
+        .map(|(_, n)| name_of(n).to_string())
+        .collect();
     for (gr, o) in &all {
-        let Some(def) = c.registry().by_gr(gr) else { continue };
-        let refs = o["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
+        let Some(def) = c.registry().by_gr(gr) else {
+            continue;
+        };
+        let refs = o["metadata"]["ownerReferences"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         if !refs.is_empty() {
             for r in &refs {
-                *dependents.entry(r["uid"].as_str().unwrap_or("").to_string()).or_default() += 1;
+                *dependents
+                    .entry(r["uid"].as_str().unwrap_or("").to_string())
+                    .or_default() += 1;
             }
-            let live: Vec<&Owner> = refs.iter().filter_map(|r| owners.get(r["uid"].as_str().unwrap_or(""))).collect();
+            let live: Vec<&Owner> = refs
+                .iter()
+                .filter_map(|r| owners.get(r["uid"].as_str().unwrap_or("")))
+                .collect();
             let terminating = !o["metadata"]["deletionTimestamp"].is_null();
             if live.is_empty() {
                 if !terminating {
-                    let _ = c.delete(&def, ns_of(o), name_of(o), &DeleteOpts { propagation: Some("Background".into()), ..Default::default() });
+                    let _ = c.delete(
+                        &def,
+                        ns_of(o),
+                        name_of(o),
+                        &DeleteOpts {
+                            propagation: Some("Background".into()),
+                            ..Default::default()
+                        },
+                    );
                 }
             } else if live.iter().any(|w| w.terminating && w.foreground) {
                 if !terminating {
-                    let _ = c.delete(&def, ns_of(o), name_of(o), &DeleteOpts { propagation: Some("Foreground".into()), ..Default::default() });
+                    let _ = c.delete(
+                        &def,
+                        ns_of(o),
+                        name_of(o),
+                        &DeleteOpts {
+                            propagation: Some("Foreground".into()),
+                            ..Default::default()
+                        },
+                    );
                 }
             } else if live.iter().any(|w| w.terminating && w.orphan) {
-                let orphaning: Vec<String> = refs.iter().filter(|r| owners.get(r["uid"].as_str().unwrap_or("")).is_some_and(|w| w.orphan && w.terminating))
-                    .map(|r| r["uid"].as_str().unwrap_or("").to_string()).collect();
+                let orphaning: Vec<String> = refs
+                    .iter()
+                    .filter(|r| {
+                        owners
+                            .get(r["uid"].as_str().unwrap_or(""))
+                            .is_some_and(|w| w.orphan && w.terminating)
+                    })
+                    .map(|r| r["uid"].as_str().unwrap_or("").to_string())
+                    .collect();
                 let _ = c.mutate(&def, ns_of(o), name_of(o), "", "garbage-collector", |d| {
                     if let Some(rs) = d["metadata"]["ownerReferences"].as_array_mut() {
                         rs.retain(|r| !orphaning.iter().any(|u| r["uid"] == u.as_str()));
                     }
-                    if d["metadata"]["ownerReferences"].as_array().is_some_and(|a| a.is_empty()) {
-                        d["metadata"].as_object_mut().unwrap().remove("ownerReferences");
+                    if d["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|a| a.is_empty())
+                    {
+                        d["metadata"]
+                            .as_object_mut()
+                            .unwrap()
+                            .remove("ownerReferences");
                     }
                 });
             }
@@ -80,7 +131,15 @@ pub fn reconcile(shared: &Arc<Shared>) {
                         p["status"]["conditions"] = json!(conds);
                     });
                 }
-                let _ = c.delete(&def, ns_of(o), name_of(o), &DeleteOpts { grace_seconds: Some(0), ..Default::default() });
+                let _ = c.delete(
+                    &def,
+                    ns_of(o),
+                    name_of(o),
+                    &DeleteOpts {
+                        grace_seconds: Some(0),
+                        ..Default::default()
+                    },
+                );
             }
         }
     }
@@ -89,7 +148,9 @@ pub fn reconcile(shared: &Arc<Shared>) {
         if o["metadata"]["deletionTimestamp"].is_null() {
             continue;
         }
-        let Some(def) = c.registry().by_gr(gr) else { continue };
+        let Some(def) = c.registry().by_gr(gr) else {
+            continue;
+        };
         let waiting = dependents.get(uid_of(o)).copied().unwrap_or(0);
         for f in ["foregroundDeletion", "orphan"] {
             if has_finalizer(o, f) && waiting == 0 {

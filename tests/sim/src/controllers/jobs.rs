@@ -6,7 +6,7 @@
 //! (SuccessCriteriaMet/FailureTarget, then Complete/Failed).
 
 use crate::api::{DeleteOpts, WriteOpts};
-use crate::util::{name_of, ns_of, now_rfc3339, parse_time, set_condition, uid_of};
+use crate::util::{name_of, now_rfc3339, ns_of, parse_time, set_condition, uid_of};
 use crate::Shared;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -30,11 +30,19 @@ pub struct JobController {
 }
 
 fn cond_status(j: &Value, ty: &str) -> bool {
-    j["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == ty && c["status"] == "True")
+    j["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == ty && c["status"] == "True")
 }
 
 fn pod_ready(p: &Value) -> bool {
-    p["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+    p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
 impl JobController {
@@ -46,9 +54,16 @@ impl JobController {
         };
         let mut by_owner: HashMap<&str, Vec<&Arc<Value>>> = HashMap::new();
         for p in &pods {
-            for r in p["metadata"]["ownerReferences"].as_array().into_iter().flatten() {
+            for r in p["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 if r["controller"] == true && r["kind"] == "Job" {
-                    by_owner.entry(r["uid"].as_str().unwrap_or("")).or_default().push(p);
+                    by_owner
+                        .entry(r["uid"].as_str().unwrap_or(""))
+                        .or_default()
+                        .push(p);
                 }
             }
         }
@@ -67,7 +82,10 @@ impl JobController {
         let (ns, name) = (ns_of(j).to_string(), name_of(j).to_string());
         let jdef = c.def("batch", "jobs");
         let pdef = c.def("", "pods");
-        if cond_status(j, "Complete") || cond_status(j, "Failed") || !j["metadata"]["deletionTimestamp"].is_null() {
+        if cond_status(j, "Complete")
+            || cond_status(j, "Failed")
+            || !j["metadata"]["deletionTimestamp"].is_null()
+        {
             return;
         }
         // Resume counts after a restart of this controller from the status.
@@ -97,15 +115,32 @@ impl JobController {
             }
         }
         // Vanished before finishing: counted as failed.
-        let vanished: Vec<String> = t.seen.iter().filter(|u| !present.contains(u.as_str()) && !t.counted.contains(*u)).cloned().collect();
+        let vanished: Vec<String> = t
+            .seen
+            .iter()
+            .filter(|u| !present.contains(u.as_str()) && !t.counted.contains(*u))
+            .cloned()
+            .collect();
         for u in vanished {
             t.failed += 1;
             t.last_failure = Some(Instant::now());
             t.counted.insert(u.clone());
             t.seen.remove(&u);
         }
-        let alive: Vec<&&Arc<Value>> = pods.iter().filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded") | Some("Failed"))).collect();
-        let active: Vec<&&Arc<Value>> = alive.iter().copied().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect();
+        let alive: Vec<&&Arc<Value>> = pods
+            .iter()
+            .filter(|p| {
+                !matches!(
+                    p["status"]["phase"].as_str(),
+                    Some("Succeeded") | Some("Failed")
+                )
+            })
+            .collect();
+        let active: Vec<&&Arc<Value>> = alive
+            .iter()
+            .copied()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
         let terminating = alive.len() - active.len();
         let ready = active.iter().filter(|p| pod_ready(p)).count();
         let spec = &j["spec"];
@@ -121,18 +156,33 @@ impl JobController {
         };
         let mut failure: Option<(&str, &str)> = None;
         // Once a failure is targeted its reason sticks while pods terminate.
-        let targeted = j["status"]["conditions"].as_array().into_iter().flatten()
+        let targeted = j["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
             .find(|c| c["type"] == "FailureTarget" && c["status"] == "True")
             .and_then(|c| c["reason"].as_str());
         if let Some(r) = targeted {
             failure = Some(match r {
-                "DeadlineExceeded" => ("DeadlineExceeded", "Job was active longer than specified deadline"),
-                _ => ("BackoffLimitExceeded", "Job has reached the specified backoff limit"),
+                "DeadlineExceeded" => (
+                    "DeadlineExceeded",
+                    "Job was active longer than specified deadline",
+                ),
+                _ => (
+                    "BackoffLimitExceeded",
+                    "Job has reached the specified backoff limit",
+                ),
             });
         } else if t.failed > backoff_limit {
-            failure = Some(("BackoffLimitExceeded", "Job has reached the specified backoff limit"));
+            failure = Some((
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+            ));
         } else if deadline_hit {
-            failure = Some(("DeadlineExceeded", "Job was active longer than specified deadline"));
+            failure = Some((
+                "DeadlineExceeded",
+                "Job was active longer than specified deadline",
+            ));
         }
         let success = failure.is_none() && t.succeeded >= completions;
         let mut events: Vec<(&str, String, String)> = vec![];
@@ -140,7 +190,11 @@ impl JobController {
             for p in &active {
                 let _ = c.delete(&pdef, &ns, name_of(p), &DeleteOpts::default());
                 if suspended {
-                    events.push(("Normal", "SuccessfulDelete".into(), format!("Deleted pod: {}", name_of(p))));
+                    events.push((
+                        "Normal",
+                        "SuccessfulDelete".into(),
+                        format!("Deleted pod: {}", name_of(p)),
+                    ));
                 }
             }
         } else {
@@ -152,20 +206,39 @@ impl JobController {
                     at.elapsed() >= d.min(base * 10)
                 }
             };
-            let want = parallelism.min(completions - t.succeeded) - active.len() as i64 - terminating as i64;
+            let want = parallelism.min(completions - t.succeeded)
+                - active.len() as i64
+                - terminating as i64;
             if want > 0 && backoff_ok {
                 for _ in 0..want {
-                    match c.create(&pdef, &ns, pod_from_template(j), &WriteOpts::internal("job-controller")) {
+                    match c.create(
+                        &pdef,
+                        &ns,
+                        pod_from_template(j),
+                        &WriteOpts::internal("job-controller"),
+                    ) {
                         Ok(p) => {
                             t.seen.insert(uid_of(&p).to_string());
-                            events.push(("Normal", "SuccessfulCreate".into(), format!("Created pod: {}", name_of(&p))));
+                            events.push((
+                                "Normal",
+                                "SuccessfulCreate".into(),
+                                format!("Created pod: {}", name_of(&p)),
+                            ));
                         }
-                        Err(e) => events.push(("Warning", "FailedCreate".into(), format!("Error creating: {}", e.message))),
+                        Err(e) => events.push((
+                            "Warning",
+                            "FailedCreate".into(),
+                            format!("Error creating: {}", e.message),
+                        )),
                     }
                 }
             }
         }
-        let active_n = if failure.is_some() || success { 0 } else { active.len() };
+        let active_n = if failure.is_some() || success {
+            0
+        } else {
+            active.len()
+        };
         let (succeeded, failed) = (t.succeeded, t.failed);
         let finished_pods = alive.is_empty() || (active.is_empty() && terminating == 0);
         let mut finished_event: Option<(&str, &str, &str)> = None;

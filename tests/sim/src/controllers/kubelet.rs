@@ -3,7 +3,7 @@
 //! termination messages and logs, and reports pod and container status the
 //! way a real kubelet does.
 
-use crate::api::{DeleteOpts, b64_decode};
+use crate::api::{b64_decode, DeleteOpts};
 use crate::error::ApiError;
 use crate::http::Body;
 use crate::sandbox::{self, Mount, Plan};
@@ -56,13 +56,30 @@ pub fn reconcile(shared: &Arc<Shared>) {
         let terminating = !p["metadata"]["deletionTimestamp"].is_null();
         match handles.get(&uid) {
             None => {
-                let terminal = matches!(p["status"]["phase"].as_str(), Some("Succeeded") | Some("Failed"));
+                let terminal = matches!(
+                    p["status"]["phase"].as_str(),
+                    Some("Succeeded") | Some("Failed")
+                );
                 if terminating {
-                    let _ = c.delete(&pdef, ns_of(p), name_of(p), &DeleteOpts { grace_seconds: Some(0), ..Default::default() });
+                    let _ = c.delete(
+                        &pdef,
+                        ns_of(p),
+                        name_of(p),
+                        &DeleteOpts {
+                            grace_seconds: Some(0),
+                            ..Default::default()
+                        },
+                    );
                 } else if !terminal {
                     let (tx, rx) = watch::channel(false);
                     let done = Arc::new(AtomicBool::new(false));
-                    handles.insert(uid, PodHandle { stop: tx, done: done.clone() });
+                    handles.insert(
+                        uid,
+                        PodHandle {
+                            stop: tx,
+                            done: done.clone(),
+                        },
+                    );
                     let sh = shared.clone();
                     let pod = (**p).clone();
                     tokio::spawn(async move {
@@ -77,7 +94,15 @@ pub fn reconcile(shared: &Arc<Shared>) {
                 if terminating {
                     h.stop.send_replace(true);
                     if h.done.load(Ordering::Relaxed) {
-                        let _ = c.delete(&pdef, ns_of(p), name_of(p), &DeleteOpts { grace_seconds: Some(0), ..Default::default() });
+                        let _ = c.delete(
+                            &pdef,
+                            ns_of(p),
+                            name_of(p),
+                            &DeleteOpts {
+                                grace_seconds: Some(0),
+                                ..Default::default()
+                            },
+                        );
                         handles.remove(&uid);
                     }
                 }
@@ -123,14 +148,21 @@ pub fn image_repo(image: &str) -> &str {
 }
 
 fn normalize_repo(r: &str) -> String {
-    let r = r.trim_start_matches("docker.io/").trim_start_matches("library/");
+    let r = r
+        .trim_start_matches("docker.io/")
+        .trim_start_matches("library/");
     r.to_string()
 }
 
 /// Some(host bin dir or None) when the image is mapped; None when unknown.
 fn image_mapping(shared: &Shared, image: &str) -> Option<Option<PathBuf>> {
     let repo = normalize_repo(image_repo(image));
-    shared.config.images.iter().find(|(r, _)| normalize_repo(image_repo(r)) == repo).map(|(_, d)| d.clone())
+    shared
+        .config
+        .images
+        .iter()
+        .find(|(r, _)| normalize_repo(image_repo(r)) == repo)
+        .map(|(_, d)| d.clone())
 }
 
 struct PodCtx {
@@ -169,7 +201,12 @@ impl PodCtx {
         let s = lock(&self.status);
         let all_ready = !s.main.is_empty() && s.main.iter().all(|c| c["ready"] == true);
         let terminal = s.phase == "Succeeded" || s.phase == "Failed";
-        let (init, main, phase, initialized) = (s.init.clone(), s.main.clone(), s.phase.clone(), s.initialized);
+        let (init, main, phase, initialized) = (
+            s.init.clone(),
+            s.main.clone(),
+            s.phase.clone(),
+            s.initialized,
+        );
         let (host_ip, pod_ip, start) = (s.host_ip.clone(), s.pod_ip.clone(), s.start.clone());
         drop(s);
         let _ = c.mutate(&pdef, &self.ns, &self.name, "status", "kubelet", |p| {
@@ -205,7 +242,9 @@ impl PodCtx {
         let mut involved = self.pod.clone();
         involved["apiVersion"] = json!("v1");
         involved["kind"] = json!("Pod");
-        self.shared.cluster.record_event(&involved, ty, reason, msg, "kubelet");
+        self.shared
+            .cluster
+            .record_event(&involved, ty, reason, msg, "kubelet");
     }
 
     fn set_status(&self, init: bool, idx: usize, v: Value) {
@@ -228,16 +267,44 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 }
 
 async fn run_pod(shared: &Arc<Shared>, pod: Value, mut stop: watch::Receiver<bool>) {
-    let (ns, name, uid) = (ns_of(&pod).to_string(), name_of(&pod).to_string(), uid_of(&pod).to_string());
-    let dir = shared.workdir.join("pods").join(format!("{ns}_{name}_{uid}"));
+    let (ns, name, uid) = (
+        ns_of(&pod).to_string(),
+        name_of(&pod).to_string(),
+        uid_of(&pod).to_string(),
+    );
+    let dir = shared
+        .workdir
+        .join("pods")
+        .join(format!("{ns}_{name}_{uid}"));
     let _ = std::fs::create_dir_all(dir.join("logs"));
     let node_name = pod["spec"]["nodeName"].as_str().unwrap_or("").to_string();
     let node = shared.cluster.lock().get("/nodes", "", &node_name);
-    let host_ip = node.as_ref().and_then(|n| n["status"]["addresses"].as_array().and_then(|a| a.iter().find(|x| x["type"] == "InternalIP")).and_then(|x| x["address"].as_str().map(String::from))).unwrap_or_else(|| "10.0.0.10".into());
-    let subnet = node.as_ref().and_then(|n| n["spec"]["podCIDR"].as_str().map(|c| c.trim_end_matches(".0/24").to_string())).unwrap_or_else(|| "10.244.0".into());
+    let host_ip = node
+        .as_ref()
+        .and_then(|n| {
+            n["status"]["addresses"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+                .and_then(|x| x["address"].as_str().map(String::from))
+        })
+        .unwrap_or_else(|| "10.0.0.10".into());
+    let subnet = node
+        .as_ref()
+        .and_then(|n| {
+            n["spec"]["podCIDR"]
+                .as_str()
+                .map(|c| c.trim_end_matches(".0/24").to_string())
+        })
+        .unwrap_or_else(|| "10.244.0".into());
     let n = shared.kubelet.ip_counter.fetch_add(1, Ordering::Relaxed) % 250 + 2;
-    let inits: Vec<Value> = pod["spec"]["initContainers"].as_array().cloned().unwrap_or_default();
-    let mains: Vec<Value> = pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
+    let inits: Vec<Value> = pod["spec"]["initContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mains: Vec<Value> = pod["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let ctx = Arc::new(PodCtx {
         shared: shared.clone(),
         ns,
@@ -245,8 +312,34 @@ async fn run_pod(shared: &Arc<Shared>, pod: Value, mut stop: watch::Receiver<boo
         uid,
         dir,
         status: Mutex::new(PodStatus {
-            init: inits.iter().map(|c| waiting(c["name"].as_str().unwrap_or(""), c["image"].as_str().unwrap_or(""), "PodInitializing", None, 0)).collect(),
-            main: mains.iter().map(|c| waiting(c["name"].as_str().unwrap_or(""), c["image"].as_str().unwrap_or(""), if inits.is_empty() { "ContainerCreating" } else { "PodInitializing" }, None, 0)).collect(),
+            init: inits
+                .iter()
+                .map(|c| {
+                    waiting(
+                        c["name"].as_str().unwrap_or(""),
+                        c["image"].as_str().unwrap_or(""),
+                        "PodInitializing",
+                        None,
+                        0,
+                    )
+                })
+                .collect(),
+            main: mains
+                .iter()
+                .map(|c| {
+                    waiting(
+                        c["name"].as_str().unwrap_or(""),
+                        c["image"].as_str().unwrap_or(""),
+                        if inits.is_empty() {
+                            "ContainerCreating"
+                        } else {
+                            "PodInitializing"
+                        },
+                        None,
+                        0,
+                    )
+                })
+                .collect(),
             phase: "Pending".into(),
             initialized: inits.is_empty(),
             host_ip,
@@ -257,7 +350,12 @@ async fn run_pod(shared: &Arc<Shared>, pod: Value, mut stop: watch::Receiver<boo
     });
     ctx.publish();
     // Images.
-    let all: Vec<(bool, usize, &Value)> = inits.iter().enumerate().map(|(i, c)| (true, i, c)).chain(mains.iter().enumerate().map(|(i, c)| (false, i, c))).collect();
+    let all: Vec<(bool, usize, &Value)> = inits
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (true, i, c))
+        .chain(mains.iter().enumerate().map(|(i, c)| (false, i, c)))
+        .collect();
     let mut pull_failed = false;
     for (init, i, c) in &all {
         let image = c["image"].as_str().unwrap_or("");
@@ -266,7 +364,11 @@ async fn run_pod(shared: &Arc<Shared>, pod: Value, mut stop: watch::Receiver<boo
             pull_failed = true;
             let repo = image_repo(image);
             let msg = format!("Failed to pull image \"{image}\": failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": pull access denied, repository does not exist or may require authorization: {repo}: not found (kube-sim: image not mapped to a host program)");
-            ctx.set_status(*init, *i, waiting(cname, image, "ErrImagePull", Some(&msg), 0));
+            ctx.set_status(
+                *init,
+                *i,
+                waiting(cname, image, "ErrImagePull", Some(&msg), 0),
+            );
             ctx.event("Normal", "Pulling", &format!("Pulling image \"{image}\""));
             ctx.event("Warning", "Failed", &msg);
             ctx.event("Warning", "Failed", "Error: ErrImagePull");
@@ -281,7 +383,17 @@ async fn run_pod(shared: &Arc<Shared>, pod: Value, mut stop: watch::Receiver<boo
             let image = c["image"].as_str().unwrap_or("");
             if image_mapping(shared, image).is_none() {
                 let msg = format!("Back-off pulling image \"{image}\"");
-                ctx.set_status(*init, *i, waiting(c["name"].as_str().unwrap_or(""), image, "ImagePullBackOff", Some(&msg), 0));
+                ctx.set_status(
+                    *init,
+                    *i,
+                    waiting(
+                        c["name"].as_str().unwrap_or(""),
+                        image,
+                        "ImagePullBackOff",
+                        Some(&msg),
+                        0,
+                    ),
+                );
                 ctx.event("Normal", "BackOff", &msg);
                 ctx.event("Warning", "Failed", "Error: ImagePullBackOff");
             }
@@ -306,7 +418,10 @@ async fn run_pod(shared: &Arc<Shared>, pod: Value, mut stop: watch::Receiver<boo
             }
         }
     };
-    let restart_policy = ctx.pod["spec"]["restartPolicy"].as_str().unwrap_or("Always").to_string();
+    let restart_policy = ctx.pod["spec"]["restartPolicy"]
+        .as_str()
+        .unwrap_or("Always")
+        .to_string();
     // Init containers, in order.
     for (i, c) in inits.iter().enumerate() {
         let mut restarts = 0u32;
@@ -317,7 +432,8 @@ async fn run_pod(shared: &Arc<Shared>, pod: Value, mut stop: watch::Receiver<boo
                 Outcome::Exited(_) if restart_policy == "Never" => return finish(&ctx, "Failed"),
                 Outcome::Exited(_) => {
                     restarts += 1;
-                    if sleep_or_stop(Duration::from_secs(restarts.min(10) as u64), &mut stop).await {
+                    if sleep_or_stop(Duration::from_secs(restarts.min(10) as u64), &mut stop).await
+                    {
                         return finish(&ctx, "Failed");
                     }
                 }
@@ -339,7 +455,9 @@ async fn run_pod(shared: &Arc<Shared>, pod: Value, mut stop: watch::Receiver<boo
                 let out = run_container(&ctx, &c, false, i, restarts, &volumes, &mut stop).await;
                 let restart = match out {
                     Outcome::Stopped => false,
-                    Outcome::Exited(code) => policy == "Always" || (policy == "OnFailure" && code != 0),
+                    Outcome::Exited(code) => {
+                        policy == "Always" || (policy == "OnFailure" && code != 0)
+                    }
                 };
                 let code = match out {
                     Outcome::Exited(c) => c,
@@ -356,7 +474,14 @@ async fn run_pod(shared: &Arc<Shared>, pod: Value, mut stop: watch::Receiver<boo
         }
     });
     let codes = futures::future::join_all(futs).await;
-    finish(&ctx, if codes.iter().all(|c| *c == 0) { "Succeeded" } else { "Failed" });
+    finish(
+        &ctx,
+        if codes.iter().all(|c| *c == 0) {
+            "Succeeded"
+        } else {
+            "Failed"
+        },
+    );
 }
 
 fn finish(ctx: &PodCtx, phase: &str) {
@@ -376,16 +501,34 @@ struct Volume {
     read_only: bool,
 }
 
-fn write_keys(dir: &Path, entries: &[(String, Vec<u8>)], items: Option<&Vec<Value>>, default_mode: u32) -> std::io::Result<()> {
+fn write_keys(
+    dir: &Path,
+    entries: &[(String, Vec<u8>)],
+    items: Option<&Vec<Value>>,
+    default_mode: u32,
+) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
     let files: Vec<(String, Vec<u8>, u32)> = match items {
-        Some(items) => items.iter().filter_map(|it| {
-            let k = it["key"].as_str()?;
-            let data = entries.iter().find(|(ek, _)| ek == k)?.1.clone();
-            Some((it["path"].as_str().unwrap_or(k).to_string(), data, it["mode"].as_u64().map(|m| m as u32).unwrap_or(default_mode)))
-        }).collect(),
-        None => entries.iter().map(|(k, d)| (k.clone(), d.clone(), default_mode)).collect(),
+        Some(items) => items
+            .iter()
+            .filter_map(|it| {
+                let k = it["key"].as_str()?;
+                let data = entries.iter().find(|(ek, _)| ek == k)?.1.clone();
+                Some((
+                    it["path"].as_str().unwrap_or(k).to_string(),
+                    data,
+                    it["mode"]
+                        .as_u64()
+                        .map(|m| m as u32)
+                        .unwrap_or(default_mode),
+                ))
+            })
+            .collect(),
+        None => entries
+            .iter()
+            .map(|(k, d)| (k.clone(), d.clone(), default_mode))
+            .collect(),
     };
     for (path, data, mode) in files {
         let p = dir.join(path.trim_start_matches('/'));
@@ -399,12 +542,38 @@ fn write_keys(dir: &Path, entries: &[(String, Vec<u8>)], items: Option<&Vec<Valu
 }
 
 fn secret_entries(s: &Value) -> Vec<(String, Vec<u8>)> {
-    s["data"].as_object().into_iter().flatten().map(|(k, v)| (k.clone(), b64_decode(v.as_str().unwrap_or("")).unwrap_or_default())).collect()
+    s["data"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                b64_decode(v.as_str().unwrap_or("")).unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 fn configmap_entries(cm: &Value) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = cm["data"].as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").as_bytes().to_vec())).collect();
-    out.extend(cm["binaryData"].as_object().into_iter().flatten().map(|(k, v)| (k.clone(), b64_decode(v.as_str().unwrap_or("")).unwrap_or_default())));
+    let mut out: Vec<(String, Vec<u8>)> = cm["data"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").as_bytes().to_vec()))
+        .collect();
+    out.extend(
+        cm["binaryData"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    b64_decode(v.as_str().unwrap_or("")).unwrap_or_default(),
+                )
+            }),
+    );
     out
 }
 
@@ -417,29 +586,53 @@ fn prepare_volumes(ctx: &PodCtx) -> Result<Vec<Volume>, String> {
         let fail = |what: &str| format!("MountVolume.SetUp failed for volume \"{name}\" : {what}");
         if v.get("emptyDir").is_some() {
             std::fs::create_dir_all(&dir).map_err(|e| fail(&e.to_string()))?;
-            out.push(Volume { name, dir, read_only: false });
+            out.push(Volume {
+                name,
+                dir,
+                read_only: false,
+            });
         } else if let Some(s) = v.get("secret") {
             let sname = s["secretName"].as_str().unwrap_or("");
             let mode = s["defaultMode"].as_u64().unwrap_or(420) as u32;
             match c.lock().get("/secrets", &ctx.ns, sname) {
-                Some(sec) => write_keys(&dir, &secret_entries(&sec), s["items"].as_array(), mode).map_err(|e| fail(&e.to_string()))?,
-                None if s["optional"] == true => std::fs::create_dir_all(&dir).map_err(|e| fail(&e.to_string()))?,
+                Some(sec) => write_keys(&dir, &secret_entries(&sec), s["items"].as_array(), mode)
+                    .map_err(|e| fail(&e.to_string()))?,
+                None if s["optional"] == true => {
+                    std::fs::create_dir_all(&dir).map_err(|e| fail(&e.to_string()))?
+                }
                 None => return Err(fail(&format!("secret \"{sname}\" not found"))),
             }
-            out.push(Volume { name, dir, read_only: true });
+            out.push(Volume {
+                name,
+                dir,
+                read_only: true,
+            });
         } else if let Some(s) = v.get("configMap") {
             let cname = s["name"].as_str().unwrap_or("");
             let mode = s["defaultMode"].as_u64().unwrap_or(420) as u32;
             match c.lock().get("/configmaps", &ctx.ns, cname) {
-                Some(cm) => write_keys(&dir, &configmap_entries(&cm), s["items"].as_array(), mode).map_err(|e| fail(&e.to_string()))?,
-                None if s["optional"] == true => std::fs::create_dir_all(&dir).map_err(|e| fail(&e.to_string()))?,
+                Some(cm) => write_keys(&dir, &configmap_entries(&cm), s["items"].as_array(), mode)
+                    .map_err(|e| fail(&e.to_string()))?,
+                None if s["optional"] == true => {
+                    std::fs::create_dir_all(&dir).map_err(|e| fail(&e.to_string()))?
+                }
                 None => return Err(fail(&format!("configmap \"{cname}\" not found"))),
             }
-            out.push(Volume { name, dir, read_only: true });
+            out.push(Volume {
+                name,
+                dir,
+                read_only: true,
+            });
         } else if let Some(h) = v.get("hostPath") {
-            out.push(Volume { name, dir: PathBuf::from(h["path"].as_str().unwrap_or("/")), read_only: false });
+            out.push(Volume {
+                name,
+                dir: PathBuf::from(h["path"].as_str().unwrap_or("/")),
+                read_only: false,
+            });
         } else {
-            return Err(fail("kube-sim supports emptyDir, secret, configMap and hostPath volumes only"));
+            return Err(fail(
+                "kube-sim supports emptyDir, secret, configMap and hostPath volumes only",
+            ));
         }
     }
     Ok(out)
@@ -479,7 +672,11 @@ fn expand(s: &str, env: &[(String, String)]) -> String {
     out
 }
 
-fn resolve_env(ctx: &PodCtx, c: &Value, bin_dir: Option<&Path>) -> Result<Vec<(String, String)>, String> {
+fn resolve_env(
+    ctx: &PodCtx,
+    c: &Value,
+    bin_dir: Option<&Path>,
+) -> Result<Vec<(String, String)>, String> {
     let cl = &ctx.shared.cluster;
     let mut path = String::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     if let Some(d) = bin_dir {
@@ -497,7 +694,12 @@ fn resolve_env(ctx: &PodCtx, c: &Value, bin_dir: Option<&Path>) -> Result<Vec<(S
         if let Some(r) = ef.get("secretRef") {
             let n = r["name"].as_str().unwrap_or("");
             match get_secret(n) {
-                Some(s) => env.extend(secret_entries(&s).into_iter().map(|(k, v)| (format!("{prefix}{k}"), String::from_utf8_lossy(&v).to_string()))),
+                Some(s) => env.extend(secret_entries(&s).into_iter().map(|(k, v)| {
+                    (
+                        format!("{prefix}{k}"),
+                        String::from_utf8_lossy(&v).to_string(),
+                    )
+                })),
                 None if r["optional"] == true => {}
                 None => return Err(format!("secret \"{n}\" not found")),
             }
@@ -505,7 +707,12 @@ fn resolve_env(ctx: &PodCtx, c: &Value, bin_dir: Option<&Path>) -> Result<Vec<(S
         if let Some(r) = ef.get("configMapRef") {
             let n = r["name"].as_str().unwrap_or("");
             match get_cm(n) {
-                Some(s) => env.extend(configmap_entries(&s).into_iter().map(|(k, v)| (format!("{prefix}{k}"), String::from_utf8_lossy(&v).to_string()))),
+                Some(s) => env.extend(configmap_entries(&s).into_iter().map(|(k, v)| {
+                    (
+                        format!("{prefix}{k}"),
+                        String::from_utf8_lossy(&v).to_string(),
+                    )
+                })),
                 None if r["optional"] == true => {}
                 None => return Err(format!("configmap \"{n}\" not found")),
             }
@@ -518,23 +725,36 @@ fn resolve_env(ctx: &PodCtx, c: &Value, bin_dir: Option<&Path>) -> Result<Vec<(S
             expand(v.as_str().unwrap_or(""), &env)
         } else if let Some(vf) = e.get("valueFrom") {
             if let Some(r) = vf.get("secretKeyRef") {
-                let (n, key) = (r["name"].as_str().unwrap_or(""), r["key"].as_str().unwrap_or(""));
+                let (n, key) = (
+                    r["name"].as_str().unwrap_or(""),
+                    r["key"].as_str().unwrap_or(""),
+                );
                 match get_secret(n) {
                     Some(s) => match secret_entries(&s).into_iter().find(|(kk, _)| kk == key) {
                         Some((_, v)) => String::from_utf8_lossy(&v).to_string(),
                         None if r["optional"] == true => continue,
-                        None => return Err(format!("couldn't find key {key} in Secret {}/{n}", ctx.ns)),
+                        None => {
+                            return Err(format!("couldn't find key {key} in Secret {}/{n}", ctx.ns))
+                        }
                     },
                     None if r["optional"] == true => continue,
                     None => return Err(format!("secret \"{n}\" not found")),
                 }
             } else if let Some(r) = vf.get("configMapKeyRef") {
-                let (n, key) = (r["name"].as_str().unwrap_or(""), r["key"].as_str().unwrap_or(""));
+                let (n, key) = (
+                    r["name"].as_str().unwrap_or(""),
+                    r["key"].as_str().unwrap_or(""),
+                );
                 match get_cm(n) {
                     Some(s) => match configmap_entries(&s).into_iter().find(|(kk, _)| kk == key) {
                         Some((_, v)) => String::from_utf8_lossy(&v).to_string(),
                         None if r["optional"] == true => continue,
-                        None => return Err(format!("couldn't find key {key} in ConfigMap {}/{n}", ctx.ns)),
+                        None => {
+                            return Err(format!(
+                                "couldn't find key {key} in ConfigMap {}/{n}",
+                                ctx.ns
+                            ))
+                        }
                     },
                     None if r["optional"] == true => continue,
                     None => return Err(format!("configmap \"{n}\" not found")),
@@ -547,12 +767,21 @@ fn resolve_env(ctx: &PodCtx, c: &Value, bin_dir: Option<&Path>) -> Result<Vec<(S
                     "metadata.namespace" => ctx.ns.clone(),
                     "metadata.uid" => ctx.uid.clone(),
                     "spec.nodeName" => pod["spec"]["nodeName"].as_str().unwrap_or("").into(),
-                    "spec.serviceAccountName" => pod["spec"]["serviceAccountName"].as_str().unwrap_or("").into(),
+                    "spec.serviceAccountName" => pod["spec"]["serviceAccountName"]
+                        .as_str()
+                        .unwrap_or("")
+                        .into(),
                     "status.hostIP" => st.host_ip.clone(),
                     "status.podIP" => st.pod_ip.clone(),
                     other => {
-                        let label = other.strip_prefix("metadata.labels['").or_else(|| other.strip_prefix("metadata.annotations['"));
-                        let which = if other.starts_with("metadata.labels") { "labels" } else { "annotations" };
+                        let label = other
+                            .strip_prefix("metadata.labels['")
+                            .or_else(|| other.strip_prefix("metadata.annotations['"));
+                        let which = if other.starts_with("metadata.labels") {
+                            "labels"
+                        } else {
+                            "annotations"
+                        };
                         match label.and_then(|l| l.strip_suffix("']")) {
                             Some(l) => pod["metadata"][which][l].as_str().unwrap_or("").into(),
                             None => String::new(),
@@ -575,7 +804,10 @@ fn find_exe(cmd: &str, bin_dir: Option<&Path>, path_env: &str) -> Option<PathBuf
     if cmd.contains('/') {
         return Some(PathBuf::from(cmd));
     }
-    bin_dir.into_iter().map(Path::to_path_buf).chain(std::env::split_paths(path_env))
+    bin_dir
+        .into_iter()
+        .map(Path::to_path_buf)
+        .chain(std::env::split_paths(path_env))
         .map(|d| d.join(cmd))
         .find(|p| p.is_file())
 }
@@ -591,7 +823,15 @@ fn tail_lines(data: &str, n: usize) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run_container(ctx: &Arc<PodCtx>, c: &Value, init: bool, idx: usize, restarts: u32, volumes: &[Volume], stop: &mut watch::Receiver<bool>) -> Outcome {
+async fn run_container(
+    ctx: &Arc<PodCtx>,
+    c: &Value,
+    init: bool,
+    idx: usize,
+    restarts: u32,
+    volumes: &[Volume],
+    stop: &mut watch::Receiver<bool>,
+) -> Outcome {
     let cname = c["name"].as_str().unwrap_or("").to_string();
     let image = c["image"].as_str().unwrap_or("").to_string();
     let bin_dir = image_mapping(&ctx.shared, &image).flatten();
@@ -603,7 +843,13 @@ async fn run_container(ctx: &Arc<PodCtx>, c: &Value, init: bool, idx: usize, res
     let last_state = {
         let s = lock(&ctx.status);
         let list = if init { &s.init } else { &s.main };
-        list.get(idx).and_then(|v| v["state"].get("terminated").map(|t| json!({"terminated": t}))).unwrap_or(json!({}))
+        list.get(idx)
+            .and_then(|v| {
+                v["state"]
+                    .get("terminated")
+                    .map(|t| json!({"terminated": t}))
+            })
+            .unwrap_or(json!({}))
     };
     // Env and volume refs: a missing source keeps the container waiting.
     let mut reported = String::new();
@@ -612,7 +858,11 @@ async fn run_container(ctx: &Arc<PodCtx>, c: &Value, init: bool, idx: usize, res
             Ok(e) => break e,
             Err(msg) => {
                 if msg != reported {
-                    let mut st = base(json!({"waiting": {"reason": "CreateContainerConfigError", "message": msg}}), false, last_state.clone());
+                    let mut st = base(
+                        json!({"waiting": {"reason": "CreateContainerConfigError", "message": msg}}),
+                        false,
+                        last_state.clone(),
+                    );
                     st["started"] = json!(false);
                     ctx.set_status(init, idx, st);
                     ctx.publish();
@@ -625,9 +875,26 @@ async fn run_container(ctx: &Arc<PodCtx>, c: &Value, init: bool, idx: usize, res
             }
         }
     };
-    let path_env = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_default();
-    let mut argv: Vec<String> = c["command"].as_array().into_iter().flatten().filter_map(|s| s.as_str()).map(|s| expand(s, &env)).collect();
-    argv.extend(c["args"].as_array().into_iter().flatten().filter_map(|s| s.as_str()).map(|s| expand(s, &env)));
+    let path_env = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let mut argv: Vec<String> = c["command"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str())
+        .map(|s| expand(s, &env))
+        .collect();
+    argv.extend(
+        c["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str())
+            .map(|s| expand(s, &env)),
+    );
     let start_err = |ctx: &PodCtx, msg: String| {
         let now = now_rfc3339();
         ctx.set_status(init, idx, base(json!({"terminated": {"exitCode": 128, "reason": "StartError", "message": msg,
@@ -648,19 +915,31 @@ async fn run_container(ctx: &Arc<PodCtx>, c: &Value, init: bool, idx: usize, res
     // Files: log, termination message, private dirs.
     let log_path = ctx.dir.join("logs").join(format!("{cname}.log"));
     if log_path.exists() {
-        let _ = std::fs::rename(&log_path, ctx.dir.join("logs").join(format!("{cname}.previous.log")));
+        let _ = std::fs::rename(
+            &log_path,
+            ctx.dir.join("logs").join(format!("{cname}.previous.log")),
+        );
     }
-    let Ok(log) = std::fs::File::create(&log_path) else { return start_err(ctx, "cannot create log file".into()) };
-    lock(&ctx.shared.kubelet.logs).insert(format!("{}/{}/{cname}", ctx.ns, ctx.name), log_path.clone());
+    let Ok(log) = std::fs::File::create(&log_path) else {
+        return start_err(ctx, "cannot create log file".into());
+    };
+    lock(&ctx.shared.kubelet.logs)
+        .insert(format!("{}/{}/{cname}", ctx.ns, ctx.name), log_path.clone());
     let term_dir = ctx.dir.join("term");
     let _ = std::fs::create_dir_all(&term_dir);
     let term_file = term_dir.join(format!("{cname}-{restarts}"));
     let _ = std::fs::write(&term_file, b"");
-    let term_path = c["terminationMessagePath"].as_str().unwrap_or("/dev/termination-log").to_string();
+    let term_path = c["terminationMessagePath"]
+        .as_str()
+        .unwrap_or("/dev/termination-log")
+        .to_string();
     let mut private_dirs = vec![];
     for (i, d) in ctx.shared.config.private_dirs.iter().enumerate() {
         if d.is_dir() {
-            let fresh = ctx.dir.join("private").join(format!("{cname}-{restarts}-{i}"));
+            let fresh = ctx
+                .dir
+                .join("private")
+                .join(format!("{cname}-{restarts}-{i}"));
             let _ = std::fs::create_dir_all(&fresh);
             private_dirs.push((d.to_string_lossy().to_string(), fresh));
         }
@@ -678,10 +957,19 @@ async fn run_container(ctx: &Arc<PodCtx>, c: &Value, init: bool, idx: usize, res
                 let _ = std::fs::create_dir_all(&src);
             }
         }
-        mounts.push(Mount { src, dst: m["mountPath"].as_str().unwrap_or("/").to_string(), read_only: v.read_only || m["readOnly"] == true });
+        mounts.push(Mount {
+            src,
+            dst: m["mountPath"].as_str().unwrap_or("/").to_string(),
+            read_only: v.read_only || m["readOnly"] == true,
+        });
     }
     let sc = &c["securityContext"];
-    let add_caps: Vec<String> = sc["capabilities"]["add"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect();
+    let add_caps: Vec<String> = sc["capabilities"]["add"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect();
     let plan = Plan {
         mounts: &mounts,
         term_file: &term_file,
@@ -697,12 +985,22 @@ async fn run_container(ctx: &Arc<PodCtx>, c: &Value, init: bool, idx: usize, res
     args.push(exe.to_string_lossy().to_string());
     args.extend(argv[1..].iter().cloned());
     let mut cmd = tokio::process::Command::new(bwrap);
-    cmd.args(&args).env_clear().envs(env.iter().map(|(k, v)| (k.clone(), v.clone())))
+    cmd.args(&args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.clone(), v.clone())))
         .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().map(std::process::Stdio::from).unwrap_or(std::process::Stdio::null()))
+        .stdout(
+            log.try_clone()
+                .map(std::process::Stdio::from)
+                .unwrap_or(std::process::Stdio::null()),
+        )
         .stderr(std::process::Stdio::from(log))
         .process_group(0);
-    ctx.event("Normal", "Pulled", &format!("Container image \"{image}\" already present on machine"));
+    ctx.event(
+        "Normal",
+        "Pulled",
+        &format!("Container image \"{image}\" already present on machine"),
+    );
     let mut child = match cmd.spawn() {
         Ok(ch) => ch,
         Err(e) => return start_err(ctx, format!("cannot start sandbox: {e}")),
@@ -712,7 +1010,15 @@ async fn run_container(ctx: &Arc<PodCtx>, c: &Value, init: bool, idx: usize, res
     let started = now_rfc3339();
     ctx.event("Normal", "Created", &format!("Created container: {cname}"));
     ctx.event("Normal", "Started", &format!("Started container {cname}"));
-    ctx.set_status(init, idx, base(json!({"running": {"startedAt": started}}), !init, last_state.clone()));
+    ctx.set_status(
+        init,
+        idx,
+        base(
+            json!({"running": {"startedAt": started}}),
+            !init,
+            last_state.clone(),
+        ),
+    );
     ctx.publish();
     let status = tokio::select! {
         s = child.wait() => s.ok(),
@@ -734,14 +1040,20 @@ async fn run_container(ctx: &Arc<PodCtx>, c: &Value, init: bool, idx: usize, res
     signal_group(pgid, libc::SIGKILL);
     lock(&ctx.shared.kubelet.groups).remove(&pgid);
     use std::os::unix::process::ExitStatusExt;
-    let code = status.map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(9))).unwrap_or(137);
-    let mut message = std::fs::read(&term_file).map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).to_string()).unwrap_or_default();
+    let code = status
+        .map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(9)))
+        .unwrap_or(137);
+    let mut message = std::fs::read(&term_file)
+        .map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).to_string())
+        .unwrap_or_default();
     if message.is_empty() && code != 0 && c["terminationMessagePolicy"] == "FallbackToLogsOnError" {
         let logs = std::fs::read_to_string(&log_path).unwrap_or_default();
         let mut t = tail_lines(&logs, 80);
         if t.len() > 2048 {
             let cut = t.len() - 2048;
-            let cut = (cut..t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
+            let cut = (cut..t.len())
+                .find(|i| t.is_char_boundary(*i))
+                .unwrap_or(t.len());
             t = t[cut..].to_string();
         }
         message = t;
@@ -751,7 +1063,11 @@ async fn run_container(ctx: &Arc<PodCtx>, c: &Value, init: bool, idx: usize, res
     if !message.is_empty() {
         term["message"] = json!(message);
     }
-    ctx.set_status(init, idx, base(json!({"terminated": term}), false, last_state));
+    ctx.set_status(
+        init,
+        idx,
+        base(json!({"terminated": term}), false, last_state),
+    );
     ctx.publish();
     if *stop.borrow() {
         Outcome::Stopped
@@ -761,25 +1077,77 @@ async fn run_container(ctx: &Arc<PodCtx>, c: &Value, init: bool, idx: usize, res
 }
 
 /// GET pods/log: the container's captured stdout+stderr.
-pub async fn logs(shared: &Arc<Shared>, ns: &str, name: &str, q: &HashMap<String, String>) -> Result<http::Response<Body>, ApiError> {
+pub async fn logs(
+    shared: &Arc<Shared>,
+    ns: &str,
+    name: &str,
+    q: &HashMap<String, String>,
+) -> Result<http::Response<Body>, ApiError> {
     use http_body_util::BodyExt;
-    let pod = shared.cluster.lock().get("/pods", ns, name).ok_or_else(|| ApiError::not_found("", "pods", name))?;
-    let names: Vec<String> = pod["spec"]["containers"].as_array().into_iter().flatten().chain(pod["spec"]["initContainers"].as_array().into_iter().flatten())
-        .filter_map(|c| c["name"].as_str().map(String::from)).collect();
+    let pod = shared
+        .cluster
+        .lock()
+        .get("/pods", ns, name)
+        .ok_or_else(|| ApiError::not_found("", "pods", name))?;
+    let names: Vec<String> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(
+            pod["spec"]["initContainers"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        )
+        .filter_map(|c| c["name"].as_str().map(String::from))
+        .collect();
     let container = match q.get("container") {
         Some(c) => c.clone(),
-        None if pod["spec"]["containers"].as_array().is_some_and(|a| a.len() == 1) => names[0].clone(),
-        None => return Err(ApiError::bad_request(format!("a container name must be specified for pod {name}, choose one of: [{}]",
-            pod["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect::<Vec<_>>().join(" ")))),
+        None if pod["spec"]["containers"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1) =>
+        {
+            names[0].clone()
+        }
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                pod["spec"]["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c["name"].as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )))
+        }
     };
     if !names.contains(&container) {
-        return Err(ApiError::bad_request(format!("container {container} is not valid for pod {name}")));
+        return Err(ApiError::bad_request(format!(
+            "container {container} is not valid for pod {name}"
+        )));
     }
-    let path = lock(&shared.kubelet.logs).get(&format!("{ns}/{name}/{container}")).cloned();
+    let path = lock(&shared.kubelet.logs)
+        .get(&format!("{ns}/{name}/{container}"))
+        .cloned();
     let Some(mut path) = path else {
-        let reason = pod["status"]["containerStatuses"].as_array().into_iter().flatten().chain(pod["status"]["initContainerStatuses"].as_array().into_iter().flatten())
-            .find(|c| c["name"] == container.as_str()).and_then(|c| c["state"]["waiting"]["reason"].as_str()).unwrap_or("ContainerCreating").to_string();
-        return Err(ApiError::bad_request(format!("container \"{container}\" in pod \"{name}\" is waiting to start: {reason}")));
+        let reason = pod["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(
+                pod["status"]["initContainerStatuses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten(),
+            )
+            .find(|c| c["name"] == container.as_str())
+            .and_then(|c| c["state"]["waiting"]["reason"].as_str())
+            .unwrap_or("ContainerCreating")
+            .to_string();
+        return Err(ApiError::bad_request(format!(
+            "container \"{container}\" in pod \"{name}\" is waiting to start: {reason}"
+        )));
     };
     if q.get("previous").is_some_and(|p| p == "true") {
         path = path.with_file_name(format!("{container}.previous.log"));
@@ -791,8 +1159,11 @@ pub async fn logs(shared: &Arc<Shared>, ns: &str, name: &str, q: &HashMap<String
     };
     let follow = q.get("follow").is_some_and(|f| f == "true");
     if !follow {
-        return Ok(http::Response::builder().status(200).header("Content-Type", "text/plain")
-            .body(http_body_util::Full::new(bytes::Bytes::from(data)).boxed()).unwrap());
+        return Ok(http::Response::builder()
+            .status(200)
+            .header("Content-Type", "text/plain")
+            .body(http_body_util::Full::new(bytes::Bytes::from(data)).boxed())
+            .unwrap());
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
     let sh = shared.clone();
@@ -805,7 +1176,16 @@ pub async fn logs(shared: &Arc<Shared>, ns: &str, name: &str, q: &HashMap<String
         let mut pos = already;
         loop {
             let running = sh.cluster.lock().get("/pods", &ns, &name).is_some_and(|p| {
-                p["status"]["containerStatuses"].as_array().into_iter().flatten().chain(p["status"]["initContainerStatuses"].as_array().into_iter().flatten())
+                p["status"]["containerStatuses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .chain(
+                        p["status"]["initContainerStatuses"]
+                            .as_array()
+                            .into_iter()
+                            .flatten(),
+                    )
                     .any(|c| c["name"] == container.as_str() && c["state"]["terminated"].is_null())
             });
             if let Ok(b) = std::fs::read(&path) {
@@ -824,10 +1204,18 @@ pub async fn logs(shared: &Arc<Shared>, ns: &str, name: &str, q: &HashMap<String
         }
     });
     let s = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)), rx))
+        rx.recv().await.map(|b| {
+            (
+                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)),
+                rx,
+            )
+        })
     });
-    Ok(http::Response::builder().status(200).header("Content-Type", "text/plain")
-        .body(http_body_util::StreamBody::new(s).boxed()).unwrap())
+    Ok(http::Response::builder()
+        .status(200)
+        .header("Content-Type", "text/plain")
+        .body(http_body_util::StreamBody::new(s).boxed())
+        .unwrap())
 }
 
 #[cfg(test)]
@@ -836,8 +1224,14 @@ mod tests {
 
     #[test]
     fn repos_and_expansion() {
-        assert_eq!(image_repo("quay.io/buildah/stable:v1.35"), "quay.io/buildah/stable");
-        assert_eq!(image_repo("localhost:5000/x/y@sha256:abc"), "localhost:5000/x/y");
+        assert_eq!(
+            image_repo("quay.io/buildah/stable:v1.35"),
+            "quay.io/buildah/stable"
+        );
+        assert_eq!(
+            image_repo("localhost:5000/x/y@sha256:abc"),
+            "localhost:5000/x/y"
+        );
         assert_eq!(image_repo("localhost:5000/x"), "localhost:5000/x");
         let env = vec![("A".to_string(), "1".to_string())];
         assert_eq!(expand("$(A)-$(B)-$$(A)", &env), "1-$(B)-$(A)");

@@ -12,11 +12,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub fn spawn_all(shared: Arc<Shared>) {
-    tokio::spawn(run_loop(shared.clone(), "garbage-collector", Duration::from_secs(2), gc::reconcile));
-    tokio::spawn(run_loop(shared.clone(), "default-scheduler", Duration::from_secs(2), scheduler::reconcile));
+    tokio::spawn(run_loop(
+        shared.clone(),
+        "garbage-collector",
+        Duration::from_secs(2),
+        gc::reconcile,
+    ));
+    tokio::spawn(run_loop(
+        shared.clone(),
+        "default-scheduler",
+        Duration::from_secs(2),
+        scheduler::reconcile,
+    ));
     let jc = Arc::new(jobs::JobController::default());
-    tokio::spawn(run_loop(shared.clone(), "job-controller", Duration::from_millis(500), move |s| jc.reconcile(s)));
-    tokio::spawn(run_loop(shared, "kubelet", Duration::from_secs(1), kubelet::reconcile));
+    tokio::spawn(run_loop(
+        shared.clone(),
+        "job-controller",
+        Duration::from_millis(500),
+        move |s| jc.reconcile(s),
+    ));
+    tokio::spawn(run_loop(
+        shared,
+        "kubelet",
+        Duration::from_secs(1),
+        kubelet::reconcile,
+    ));
 }
 
 /// Run `f` whenever the store's resourceVersion moves, at most every few

@@ -17,30 +17,55 @@ pub fn tolerates(tol: &Value, taint: &Value) -> bool {
     let key = tol["key"].as_str().unwrap_or("");
     match tol["operator"].as_str().unwrap_or("Equal") {
         "Exists" => key.is_empty() || key == taint["key"].as_str().unwrap_or(""),
-        _ => key == taint["key"].as_str().unwrap_or("") && tol["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or(""),
+        _ => {
+            key == taint["key"].as_str().unwrap_or("")
+                && tol["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or("")
+        }
     }
 }
 
 fn term_matches(term: &Value, labels: &Value) -> bool {
-    term["matchExpressions"].as_array().into_iter().flatten().all(|e| {
-        let v = labels.get(e["key"].as_str().unwrap_or("")).and_then(Value::as_str);
-        let vals: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        match e["operator"].as_str().unwrap_or("") {
-            "In" => v.is_some_and(|v| vals.contains(&v)),
-            "NotIn" => !v.is_some_and(|v| vals.contains(&v)),
-            "Exists" => v.is_some(),
-            "DoesNotExist" => v.is_none(),
-            "Gt" => v.and_then(|v| v.parse::<i64>().ok()).zip(vals.first().and_then(|x| x.parse::<i64>().ok())).is_some_and(|(a, b)| a > b),
-            "Lt" => v.and_then(|v| v.parse::<i64>().ok()).zip(vals.first().and_then(|x| x.parse::<i64>().ok())).is_some_and(|(a, b)| a < b),
-            _ => false,
-        }
-    })
+    term["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|e| {
+            let v = labels
+                .get(e["key"].as_str().unwrap_or(""))
+                .and_then(Value::as_str);
+            let vals: Vec<&str> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            match e["operator"].as_str().unwrap_or("") {
+                "In" => v.is_some_and(|v| vals.contains(&v)),
+                "NotIn" => !v.is_some_and(|v| vals.contains(&v)),
+                "Exists" => v.is_some(),
+                "DoesNotExist" => v.is_none(),
+                "Gt" => v
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .zip(vals.first().and_then(|x| x.parse::<i64>().ok()))
+                    .is_some_and(|(a, b)| a > b),
+                "Lt" => v
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .zip(vals.first().and_then(|x| x.parse::<i64>().ok()))
+                    .is_some_and(|(a, b)| a < b),
+                _ => false,
+            }
+        })
 }
 
 fn selector_matches(pod: &Value, node: &Value) -> bool {
     let labels = &node["metadata"]["labels"];
-    let sel_ok = pod["spec"]["nodeSelector"].as_object().into_iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
-    let terms = &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+    let sel_ok = pod["spec"]["nodeSelector"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let terms = &pod["spec"]["affinity"]["nodeAffinity"]
+        ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
     let aff_ok = match terms.as_array() {
         Some(ts) if !ts.is_empty() => ts.iter().any(|t| term_matches(t, labels)),
         _ => true,
@@ -49,7 +74,11 @@ fn selector_matches(pod: &Value, node: &Value) -> bool {
 }
 
 fn node_ready(n: &Value) -> bool {
-    n["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+    n["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
 /// Why `node` cannot take `pod` (None: it can), in kube-scheduler's words.
@@ -66,14 +95,21 @@ pub fn unfit_reason(pod: &Value, node: &Value) -> Option<String> {
     if !selector_matches(pod, node) {
         return Some("node(s) didn't match Pod's node affinity/selector".into());
     }
-    let tols = pod["spec"]["tolerations"].as_array().cloned().unwrap_or_default();
+    let tols = pod["spec"]["tolerations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for t in node["spec"]["taints"].as_array().into_iter().flatten() {
         let eff = t["effect"].as_str().unwrap_or("");
         if eff != "NoSchedule" && eff != "NoExecute" {
             continue;
         }
         if !tols.iter().any(|tol| tolerates(tol, t)) {
-            return Some(format!("node(s) had untolerated taint {{{}: {}}}", t["key"].as_str().unwrap_or(""), t["value"].as_str().unwrap_or("")));
+            return Some(format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                t["key"].as_str().unwrap_or(""),
+                t["value"].as_str().unwrap_or("")
+            ));
         }
     }
     None
@@ -85,7 +121,8 @@ pub fn reconcile(shared: &Arc<Shared>) {
         let s = c.lock();
         (s.list("/pods", ""), s.list("/nodes", ""))
     };
-    let mut load: BTreeMap<String, usize> = nodes.iter().map(|n| (name_of(n).to_string(), 0)).collect();
+    let mut load: BTreeMap<String, usize> =
+        nodes.iter().map(|n| (name_of(n).to_string(), 0)).collect();
     for p in &pods {
         if let Some(n) = p["spec"]["nodeName"].as_str() {
             *load.entry(n.to_string()).or_default() += 1;
@@ -93,10 +130,16 @@ pub fn reconcile(shared: &Arc<Shared>) {
     }
     let def = c.def("", "pods");
     for p in pods {
-        if !p["spec"]["nodeName"].as_str().unwrap_or("").is_empty() || !p["metadata"]["deletionTimestamp"].is_null() {
+        if !p["spec"]["nodeName"].as_str().unwrap_or("").is_empty()
+            || !p["metadata"]["deletionTimestamp"].is_null()
+        {
             continue;
         }
-        if p["spec"]["schedulerName"].as_str().unwrap_or("default-scheduler") != "default-scheduler" {
+        if p["spec"]["schedulerName"]
+            .as_str()
+            .unwrap_or("default-scheduler")
+            != "default-scheduler"
+        {
             continue;
         }
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
@@ -125,7 +168,13 @@ pub fn reconcile(shared: &Arc<Shared>) {
                         set_condition(&mut conds, json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null}));
                         o["status"]["conditions"] = json!(conds);
                     });
-                    c.record_event(&p, "Normal", "Scheduled", &format!("Successfully assigned {ns}/{name} to {node}"), "default-scheduler");
+                    c.record_event(
+                        &p,
+                        "Normal",
+                        "Scheduled",
+                        &format!("Successfully assigned {ns}/{name} to {node}"),
+                        "default-scheduler",
+                    );
                 }
             }
             None => {
@@ -133,11 +182,18 @@ pub fn reconcile(shared: &Arc<Shared>) {
                 let msg = if total == 0 {
                     "no nodes available to schedule pods".to_string()
                 } else {
-                    let parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+                    let parts: Vec<String> =
+                        reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
                     format!("0/{total} nodes are available: {}. preemption: 0/{total} nodes are available: {total} Preemption is not helpful for scheduling.", parts.join(", "))
                 };
-                let current = p["status"]["conditions"].as_array().into_iter().flatten()
-                    .find(|c| c["type"] == "PodScheduled").and_then(|c| c["message"].as_str()).unwrap_or("").to_string();
+                let current = p["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["type"] == "PodScheduled")
+                    .and_then(|c| c["message"].as_str())
+                    .unwrap_or("")
+                    .to_string();
                 if current != msg {
                     let _ = c.mutate(&def, &ns, &name, "status", "default-scheduler", |o| {
                         let mut conds = o["status"]["conditions"].as_array().cloned().unwrap_or_default();
@@ -158,10 +214,22 @@ mod tests {
     #[test]
     fn toleration_semantics() {
         let taint = json!({"key": "kubernetes.io/arch", "value": "arm64", "effect": "NoSchedule"});
-        assert!(tolerates(&json!({"key": "kubernetes.io/arch", "operator": "Equal", "value": "arm64", "effect": "NoSchedule"}), &taint));
-        assert!(tolerates(&json!({"key": "kubernetes.io/arch", "operator": "Exists"}), &taint));
+        assert!(tolerates(
+            &json!({"key": "kubernetes.io/arch", "operator": "Equal", "value": "arm64", "effect": "NoSchedule"}),
+            &taint
+        ));
+        assert!(tolerates(
+            &json!({"key": "kubernetes.io/arch", "operator": "Exists"}),
+            &taint
+        ));
         assert!(tolerates(&json!({"operator": "Exists"}), &taint));
-        assert!(!tolerates(&json!({"key": "kubernetes.io/arch", "value": "amd64"}), &taint));
-        assert!(!tolerates(&json!({"operator": "Exists", "effect": "NoExecute"}), &taint));
+        assert!(!tolerates(
+            &json!({"key": "kubernetes.io/arch", "value": "amd64"}),
+            &taint
+        ));
+        assert!(!tolerates(
+            &json!({"operator": "Exists", "effect": "NoExecute"}),
+            &taint
+        ));
     }
 }

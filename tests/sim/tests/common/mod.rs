@@ -13,7 +13,11 @@ pub fn require_tool(cmd: &str, package: &str) -> PathBuf {
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|d| d.join(cmd))
         .find(|p| p.is_file());
-    found.unwrap_or_else(|| panic!("`{cmd}` not found: install the Debian package `{package}` (apt-get install {package})"))
+    found.unwrap_or_else(|| {
+        panic!(
+            "`{cmd}` not found: install the Debian package `{package}` (apt-get install {package})"
+        )
+    })
 }
 
 /// A sim whose `busybox` image runs the host's programs (sh, echo, true...).
@@ -97,10 +101,21 @@ impl Kubectl {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("run kubectl");
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        let (o, e) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
-        assert!(out.status.success(), "kubectl {args:?} failed:\nstdout: {o}\nstderr: {e}");
+        let (o, e) = (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        );
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\nstdout: {o}\nstderr: {e}"
+        );
         o
     }
 
@@ -113,7 +128,9 @@ impl Kubectl {
                 return out;
             }
             if start.elapsed() > LONG {
-                panic!("timed out waiting for {what}: kubectl {args:?}\nstdout: {out}\nstderr: {err}");
+                panic!(
+                    "timed out waiting for {what}: kubectl {args:?}\nstdout: {out}\nstderr: {err}"
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -121,5 +138,7 @@ impl Kubectl {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
