@@ -573,3 +573,27 @@ fn the_kind_end_to_end_script_parses_and_says_it_is_not_run_here() {
         "the script's header must say it cannot run in our CI"
     );
 }
+
+#[test]
+fn helm_lint_strict_finds_nothing_to_fix() {
+    for sets in [
+        vec![],
+        vec![
+            "watchNamespace=team-a",
+            "metrics.serviceMonitor.enabled=true",
+        ],
+    ] {
+        let mut args = vec!["--lint"];
+        args.extend(sets.iter().flat_map(|s| ["--set", s]));
+        let report: Value = serde_json::from_str(&render(&args)).expect("lint report");
+        assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+        // Severity 1 is information ("icon is recommended"); 2 and up are
+        // warnings and errors.
+        for message in report["messages"].as_array().unwrap() {
+            assert!(
+                message["severity"].as_i64().unwrap() < 2,
+                "helm lint {sets:?}: {message}"
+            );
+        }
+    }
+}

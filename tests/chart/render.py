@@ -13,6 +13,7 @@ Other uses:
     python3 tests/chart/render.py --set watchNamespace=team-a
     python3 tests/chart/render.py --include-crds --namespace ops
     python3 tests/chart/render.py --rules                 # RBAC, one grant a line
+    python3 tests/chart/render.py --lint                  # `helm lint --strict`, as JSON
 
 Documents come out in the order `helm template` and `helm install` use
 (Helm's install order by kind, then by name), each after a `# Source:` line.
@@ -21,6 +22,7 @@ Documents come out in the order `helm template` and `helm install` use
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 
@@ -150,6 +152,8 @@ def main() -> None:
                         help="also print the chart's crds/ (as `helm template --include-crds`)")
     parser.add_argument("--manifest", action="store_true",
                         help="print deploy/multiarch-operator.yaml (default values)")
+    parser.add_argument("--lint", action="store_true",
+                        help="run `helm lint --strict` with the values given; print its report as JSON")
     parser.add_argument("--rules", action="store_true",
                         help="print the RBAC grants: verb, group, resource, names, scope")
     args = parser.parse_args()
@@ -160,6 +164,10 @@ def main() -> None:
     values: dict = {}
     for expression in args.set:
         merge(values, helm.parse_set_string(expression))
+    if args.lint:
+        report = helm.lint(CHART, values, strict=True, namespace=args.namespace)
+        sys.stdout.write(json.dumps(report, indent=1) + "\n")
+        return
     docs = render(values, args.namespace, args.release, args.include_crds)
     sys.stdout.write(rules(docs) if args.rules else as_yaml(docs))
 
