@@ -7,7 +7,7 @@
 //! tests can run in parallel and never touch the host's image storage.
 
 // Each test binary uses a different part of this module.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod images;
 pub mod registry;
