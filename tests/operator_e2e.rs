@@ -352,7 +352,14 @@ async fn one_failing_platform_fails_the_resource_saying_which_and_why() {
 async fn killing_the_operator_at_any_point_changes_nothing_in_the_end() {
     let mut world = World::start(TWO_NODES).await;
     let mut seen = Vec::new();
-    for (round, delay_ms) in [0u64, 250, 700, 1500].into_iter().enumerate() {
+    // Kill right after the apply, then as soon as each phase shows.
+    let points = [
+        None,
+        Some(Phase::Pending),
+        Some(Phase::Building),
+        Some(Phase::Merging),
+    ];
+    for (round, point) in points.into_iter().enumerate() {
         let name = format!("crash{round}");
         world
             .apply(
@@ -362,10 +369,20 @@ async fn killing_the_operator_at_any_point_changes_nothing_in_the_end() {
                 json!({}),
             )
             .await;
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let killed_at = match point {
+            None => None,
+            Some(phase) => {
+                eventually("the kill point", Duration::from_secs(60), || async {
+                    let current = world.get(&name).await.status.and_then(|s| s.phase);
+                    // A phase may pass quicker than one poll: take the next one.
+                    let reached = current.is_some_and(|c| phase_rank(c) >= phase_rank(phase));
+                    reached.then_some(current)
+                })
+                .await
+            }
+        };
         world.operator.kill();
-        let phase = world.get(&name).await.status.and_then(|s| s.phase);
-        seen.push(format!("{name}: killed at {phase:?}"));
+        seen.push(format!("{name}: wanted {point:?}, killed at {killed_at:?}"));
         // The cluster goes on without the operator for a while.
         tokio::time::sleep(Duration::from_millis(800)).await;
         world.operator.restart();
@@ -374,6 +391,15 @@ async fn killing_the_operator_at_any_point_changes_nothing_in_the_end() {
         assert_one_job_per_platform(&world, &name, 2).await;
     }
     println!("{}", seen.join("\n"));
+}
+
+fn phase_rank(phase: Phase) -> u8 {
+    match phase {
+        Phase::Pending => 0,
+        Phase::Building => 1,
+        Phase::Merging => 2,
+        Phase::Succeeded | Phase::Failed => 3,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
