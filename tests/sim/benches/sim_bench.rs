@@ -7,7 +7,9 @@
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube_sim::{Sim, SimConfig};
 use serde_json::json;
@@ -22,7 +24,10 @@ fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0)))
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+        })
         .unwrap_or(0)
 }
 
@@ -33,14 +38,25 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let rss_before = rss_kib();
-    let sim = Sim::start(SimConfig { images: vec![("busybox".into(), None)], ..Default::default() }).unwrap();
+    let sim = Sim::start(SimConfig {
+        images: vec![("busybox".into(), None)],
+        ..Default::default()
+    })
+    .unwrap();
     let client = sim.client();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/widget-crd.yaml");
-    let crd: CustomResourceDefinition = serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/widget-crd.yaml"
+    );
+    let crd: CustomResourceDefinition =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     crds.create(&PostParams::default(), &crd).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("sim.example.com", "v1", "Widget"), "widgets");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("sim.example.com", "v1", "Widget"),
+        "widgets",
+    );
     let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
     let jobs: Api<Job> = Api::default_namespaced(client.clone());
 
@@ -73,15 +89,28 @@ async fn main() {
     }
     list_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let t = Instant::now();
-    assert_eq!(jobs.list(&ListParams::default()).await.unwrap().items.len(), N);
+    assert_eq!(
+        jobs.list(&ListParams::default()).await.unwrap().items.len(),
+        N
+    );
     let job_list_ms = t.elapsed().as_secs_f64() * 1000.0;
 
     // Watch fan-out: WATCHERS watches from now; UPDATES status patches.
-    let rv = widgets.list(&ListParams::default().limit(1)).await.unwrap().metadata.resource_version.unwrap();
+    let rv = widgets
+        .list(&ListParams::default().limit(1))
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let mut handles = vec![];
     for _ in 0..WATCHERS {
-        let mut s = widgets.watch(&WatchParams::default().timeout(120), &rv).await.unwrap().boxed();
+        let mut s = widgets
+            .watch(&WatchParams::default().timeout(120), &rv)
+            .await
+            .unwrap()
+            .boxed();
         let tx = tx.clone();
         handles.push(tokio::spawn(async move {
             while let Ok(Some(ev)) = s.try_next().await {
@@ -97,12 +126,18 @@ async fn main() {
         let name = format!("w-{:04}", i % N);
         let p = json!({"status": {"phase": format!("p{i}")}});
         let t = Instant::now();
-        let o = widgets.patch_status(&name, &PatchParams::default(), &Patch::Merge(&p)).await.unwrap();
+        let o = widgets
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&p))
+            .await
+            .unwrap();
         sent.insert(o.metadata.resource_version.unwrap(), t);
     }
     let mut delays = vec![];
     while delays.len() < UPDATES * WATCHERS {
-        let Ok(Some((rv, at))) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await else { break };
+        let Ok(Some((rv, at))) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await
+        else {
+            break;
+        };
         if let Some(t0) = sent.get(&rv) {
             delays.push((at - *t0).as_secs_f64() * 1000.0);
         }
@@ -113,8 +148,18 @@ async fn main() {
     delays.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let rss = rss_kib();
     println!("kube-sim benchmark: {N} custom resources + {N} Jobs (suspended), {CONCURRENCY} requests in flight");
-    println!("  create throughput : {:.0} objects/s ({} objects in {:.2} s)", (2 * N) as f64 / create_s, 2 * N, create_s);
-    println!("  list {N} widgets   : median {:.1} ms, max {:.1} ms; list {N} jobs: {:.1} ms", pct(&list_ms, 0.5), list_ms[list_ms.len() - 1], job_list_ms);
+    println!(
+        "  create throughput : {:.0} objects/s ({} objects in {:.2} s)",
+        (2 * N) as f64 / create_s,
+        2 * N,
+        create_s
+    );
+    println!(
+        "  list {N} widgets   : median {:.1} ms, max {:.1} ms; list {N} jobs: {:.1} ms",
+        pct(&list_ms, 0.5),
+        list_ms[list_ms.len() - 1],
+        job_list_ms
+    );
     println!("  watch fan-out     : {} deliveries to {WATCHERS} watchers, median {:.2} ms, p99 {:.2} ms (write start to delivery)",
         delays.len(), pct(&delays, 0.5), pct(&delays, 0.99));
     println!("  resident memory   : {} MiB (process VmRSS: server, controllers and this client; {} MiB before start)", rss / 1024, rss_before / 1024);

@@ -355,6 +355,29 @@ async fn crd_status_subresource_generation_and_schema() {
         (s2.data["spec"]["size"].as_i64(), s2.metadata.generation),
         (Some(3), Some(2))
     );
+    // Server-side apply of status, as operators do.
+    let applied = json!({"apiVersion": "sim.example.com/v1", "kind": "Widget", "status": {"phase": "Applied", "observedGeneration": 2}});
+    let s3 = widgets
+        .patch_status(
+            "w",
+            &PatchParams::apply("widget-operator").force(),
+            &Patch::Apply(&applied),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (s3.data["status"]["phase"].as_str(), s3.metadata.generation),
+        (Some("Applied"), Some(2))
+    );
+    let mf = s3.metadata.managed_fields.unwrap();
+    let op = mf
+        .iter()
+        .find(|m| m.manager.as_deref() == Some("widget-operator"))
+        .unwrap();
+    assert_eq!(
+        (op.operation.as_deref(), op.subresource.as_deref()),
+        (Some("Apply"), Some("status"))
+    );
     // Metadata-only changes keep generation.
     let p = json!({"metadata": {"labels": {"x": "y"}}});
     assert_eq!(
