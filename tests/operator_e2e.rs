@@ -234,14 +234,23 @@ async fn a_missing_architecture_is_reported_within_seconds() {
         .unwrap();
     assert_eq!(ready.status, "False");
     assert!(ready.message.contains("linux/arm64"), "{}", ready.message);
-    let events = world.events("lonely").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("Unschedulable")
-                && e.type_.as_deref() == Some("Warning")),
-        "an Unschedulable warning event"
-    );
+    // The event follows the status write: wait for it too.
+    eventually(
+        "an Unschedulable warning event",
+        Duration::from_secs(10),
+        || async {
+            world
+                .events("lonely")
+                .await
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("Unschedulable")
+                        && e.type_.as_deref() == Some("Warning")
+                })
+                .then_some(())
+        },
+    )
+    .await;
     // A node of the missing architecture joins: the build completes.
     world
         .sim

@@ -24,7 +24,7 @@ if ((${#need[@]})); then
 fi
 
 echo "==> building the operator and the simulated cluster"
-cargo build --quiet --bin multiarch-operator --bin kube-sim
+cargo build --quiet --bin multiarch-operator && cargo build --quiet -p kube-sim --bin kube-sim
 bin="$root/target/debug"
 
 work=$(mktemp -d /tmp/multiarch-demo.XXXXXX)

@@ -166,11 +166,9 @@ fn controller(
         scoped::<MultiArchImage>(client, namespace),
         watcher::Config::default(),
     )
-    .with_config(
-        ControllerConfig::default()
-            .concurrency(concurrency)
-            .debounce(Duration::from_millis(200)),
-    )
+    // No debounce: reconciles are idempotent, and each step of a build waits
+    // on the one before, so any delay here adds to the time to index.
+    .with_config(ControllerConfig::default().concurrency(concurrency))
     .owns(scoped::<Job>(client, namespace), ours.clone())
     .watches(scoped::<Pod>(client, namespace), ours, |pod| {
         let name = pod.annotations().get(RESOURCE_ANNOTATION).cloned();

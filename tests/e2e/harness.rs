@@ -2,6 +2,9 @@
 //! the real operator binary as a child process, real buildah builds and the
 //! real merge, all on loopback.
 
+// The tests and the benchmark each use a different part of it.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -144,7 +147,7 @@ impl Operator {
     /// SIGTERM, then wait for a clean exit.
     pub fn stop_gracefully(&mut self) -> std::process::ExitStatus {
         let child = self.child.as_mut().expect("running");
-        unsafe_sigterm(child.id());
+        send_sigterm(child.id());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -157,6 +160,10 @@ impl Operator {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn log(&self) -> String {
@@ -174,7 +181,7 @@ impl Drop for Operator {
     }
 }
 
-fn unsafe_sigterm(pid: u32) {
+fn send_sigterm(pid: u32) {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
@@ -210,7 +217,8 @@ pub struct World {
     pub registry: Registry,
     pub client: Client,
     pub operator: Operator,
-    pub dir: tempfile::TempDir,
+    /// Holds the operator's log until the test ends.
+    _dir: tempfile::TempDir,
 }
 
 impl World {
@@ -226,7 +234,7 @@ impl World {
             registry,
             client,
             operator,
-            dir,
+            _dir: dir,
         }
     }
 
@@ -324,6 +332,18 @@ impl World {
             .await
             .map(|l| l.items)
             .unwrap_or_default()
+    }
+
+    /// Waits for an event of `reason` about the resource.
+    pub async fn wait_event(&self, name: &str, reason: &str) -> Event {
+        let what = format!("event {reason} about {name}");
+        eventually(&what, Duration::from_secs(15), || async {
+            self.events(name)
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+        })
+        .await
     }
 
     pub async fn job_names(&self) -> Vec<String> {
