@@ -106,13 +106,19 @@ fi
 
 echo
 echo "==> what a client of each platform pulls"
+# A client resolves the tag through the index to one image; its config blob
+# must be the one of the image that platform's build pushed.
+config_digest() { python3 -c 'import json,sys; print(json.load(sys.stdin)["config"]["digest"])'; }
 for arch in amd64 arm64; do
-  got=$(skopeo inspect --tls-verify=false --override-os linux --override-arch "$arch" \
-    --format '{{.Os}}/{{.Architecture}} {{.Digest}}' "docker://$registry/demo/hello:latest")
-  want=$(kubectl get multiarchimage hello -o jsonpath="{.status.platforms[?(@.platform==\"linux/$arch\")].digest}")
-  echo "linux/$arch -> $got"
-  if [ "$got" != "linux/$arch $want" ]; then
-    echo "a linux/$arch client got '$got', expected 'linux/$arch $want'" >&2
+  pushed=$(kubectl get multiarchimage hello -o jsonpath="{.status.platforms[?(@.platform==\"linux/$arch\")].digest}")
+  want=$(skopeo inspect --tls-verify=false --raw "docker://$registry/demo/hello@$pushed" | config_digest)
+  resolved=$(skopeo inspect --tls-verify=false --override-os linux --override-arch "$arch" --config --raw \
+    "docker://$registry/demo/hello:latest")
+  got="sha256:$(printf '%s' "$resolved" | sha256sum | cut -d' ' -f1)"
+  platform=$(printf '%s' "$resolved" | python3 -c 'import json,sys; c=json.load(sys.stdin); print(c["os"] + "/" + c["architecture"])')
+  echo "a linux/$arch client pulls $registry/demo/hello@$pushed (config $got, $platform)"
+  if [ "$got" != "$want" ] || [ "$platform" != "linux/$arch" ]; then
+    echo "a linux/$arch client got config $got ($platform), expected $want (linux/$arch)" >&2
     exit 1
   fi
 done

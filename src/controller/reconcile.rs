@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
@@ -137,7 +137,13 @@ async fn apply(
             reason: notice.reason.to_string(),
             note: Some(notice.note.clone()),
             action: "Reconcile".to_string(),
-            secondary: None,
+            secondary: notice.job.as_ref().map(|name| ObjectReference {
+                api_version: Some("batch/v1".into()),
+                kind: Some("Job".into()),
+                name: Some(name.clone()),
+                namespace: resource.namespace(),
+                ..ObjectReference::default()
+            }),
         };
         // An event lost is not worth failing the reconcile for.
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {

@@ -23,6 +23,9 @@ pub struct Notice {
     pub warning: bool,
     pub reason: &'static str,
     pub note: String,
+    /// The Job the event is about, if any: it keeps one platform's events
+    /// apart from another's (events are deduplicated per related object).
+    pub job: Option<String>,
 }
 
 /// What reconcile must do.
@@ -64,6 +67,7 @@ pub fn decide(
                 plan.build_id,
                 decision.delete.len()
             ),
+            job: None,
         });
     }
     let job_named = |name: &str| observed.jobs.iter().find(|j| j.name_any() == name);
@@ -229,6 +233,7 @@ pub fn invalid(
             warning: true,
             reason: "InvalidSpec",
             note: message,
+            job: None,
         }]
     };
     Decision {
@@ -592,6 +597,7 @@ fn notices(
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            job: None,
         });
     }
     for platform in &new.platforms {
@@ -637,6 +643,7 @@ fn notices(
                 warning,
                 reason,
                 note,
+                job: Some(platform.job.clone()),
             });
         }
     }
@@ -649,16 +656,19 @@ fn notices(
                 "every platform is built; merge Job {} pushes the index",
                 new.merge_job.as_deref().unwrap_or_default()
             ),
+            job: None,
         }),
         Some(Phase::Succeeded) if phase_changed => notices.push(Notice {
             warning: false,
             reason: "Succeeded",
             note: message.to_string(),
+            job: None,
         }),
         Some(Phase::Failed) if phase_changed => notices.push(Notice {
             warning: true,
             reason: "Failed",
             note: message.to_string(),
+            job: None,
         }),
         _ => {}
     }
