@@ -135,15 +135,15 @@ fn operator_grants() -> BTreeSet<Grant> {
         (
             "multiarch.dev",
             "multiarchimages",
-            &["get", "list", "watch"],
+            &["list", "watch"],
         ),
         ("multiarch.dev", "multiarchimages/status", &["patch"]),
         (
             "batch",
             "jobs",
-            &["get", "list", "watch", "create", "patch", "delete"],
+            &["list", "watch", "create", "patch", "delete"],
         ),
-        ("", "pods", &["get", "list", "watch"]),
+        ("", "pods", &["list", "watch"]),
         ("events.k8s.io", "events", &["create", "patch"]),
     ])
 }

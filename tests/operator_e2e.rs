@@ -570,3 +570,97 @@ async fn sigterm_stops_the_operator_cleanly_and_hands_over_the_lease() {
         .await;
     world.wait_phase("next", Phase::Succeeded).await;
 }
+
+/// The chart's RBAC rules, as `(verb, group, resource)` from Helm's own
+/// rendering (tests/chart/render.py); `core` is the empty group.
+fn chart_grants() -> std::collections::BTreeSet<(String, String, String)> {
+    let out = std::process::Command::new("python3")
+        .args(["tests/chart/render.py", "--rules"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("python3 (Debian package python3) runs tests/chart/render.py");
+    assert!(
+        out.status.success(),
+        "render.py --rules: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let group = if fields[1] == "core" { "" } else { fields[1] };
+            (
+                fields[0].to_string(),
+                group.to_string(),
+                fields[2].to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_rbac_covers_exactly_what_the_operator_does() {
+    let world = World::start(TWO_NODES).await;
+    let context = hello_context("rbac\n");
+    // A build to the end, then two spec changes mid-build: Jobs applied,
+    // superseded Jobs deleted, a repeated event patched.
+    world
+        .apply("rbac", &["linux/amd64", "linux/arm64"], &context, json!({}))
+        .await;
+    world.wait_phase("rbac", Phase::Succeeded).await;
+    world
+        .apply(
+            "rbac",
+            &["linux/amd64", "linux/arm64"],
+            &context,
+            json!({"tags": ["b"]}),
+        )
+        .await;
+    world
+        .apply(
+            "rbac",
+            &["linux/amd64", "linux/arm64"],
+            &context,
+            json!({"tags": ["c"]}),
+        )
+        .await;
+    world.wait_phase("rbac", Phase::Succeeded).await;
+    // Leases are renewed every lease-duration/3 seconds.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut used = std::collections::BTreeSet::new();
+    for r in world
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.user_agent.starts_with("multiarch-operator/"))
+    {
+        assert!(
+            r.code < 400 || r.code == 404 || r.code == 409,
+            "the operator got {}: {r:?}",
+            r.code
+        );
+        let resource = if r.subresource.is_empty() {
+            r.resource.clone()
+        } else {
+            format!("{}/{}", r.resource, r.subresource)
+        };
+        used.insert((r.verb.clone(), r.group.clone(), resource.clone()));
+        // An apply that creates the object is authorized as create as well.
+        if r.verb == "patch" && r.code == 201 {
+            used.insert(("create".to_string(), r.group.clone(), resource));
+        }
+    }
+    let granted = chart_grants();
+    let missing: Vec<_> = used.difference(&granted).collect();
+    let unused: Vec<_> = granted.difference(&used).collect();
+    assert!(
+        missing.is_empty(),
+        "the operator does what the chart does not grant: {missing:?}"
+    );
+    assert!(
+        unused.is_empty(),
+        "the chart grants what the operator never does: {unused:?}\nused: {used:?}"
+    );
+}

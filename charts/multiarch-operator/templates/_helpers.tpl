@@ -65,10 +65,10 @@ says why it is needed; nothing grants Secrets or ConfigMaps: build pods mount
 them, the operator never reads them. */}}
 {{- define "multiarch-operator.rules" -}}
 # MultiArchImages are the operator's input: it lists and watches them (its
-# cache), and gets one to reconcile it.
+# cache); it never needs a single get.
 - apiGroups: [multiarch.dev]
   resources: [multiarchimages]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 # It reports progress in the status subresource, by server-side apply.
 - apiGroups: [multiarch.dev]
   resources: [multiarchimages/status]
@@ -81,16 +81,17 @@ them, the operator never reads them. */}}
   resources: [multiarchimages/finalizers]
   verbs: [update]
 {{- end }}
-# The build and merge Jobs: applied server-side (create, patch), watched to
-# follow them, and deleted when a new generation supersedes their build.
+# The build and merge Jobs: applied server-side (patch; an apply that
+# creates the Job is authorized as create too), listed and watched to follow
+# them, and deleted when a new generation supersedes their build.
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 # The Jobs' Pods, read only: their scheduling state (an unschedulable
 # platform) and termination message (the pushed digest). No logs, no exec.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 # Events on MultiArchImages, so `kubectl describe` tells the story; patch
 # counts a repeated Event instead of creating a new one.
 - apiGroups: [events.k8s.io]
