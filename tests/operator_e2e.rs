@@ -664,3 +664,40 @@ async fn the_chart_rbac_covers_exactly_what_the_operator_does() {
         "the chart grants what the operator never does: {unused:?}\nused: {used:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespaced_operator_leaves_other_namespaces_alone() {
+    let world = World::start_with(TWO_NODES, &["--namespace", "team-a"]).await;
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(world.client.clone());
+    let team_a = serde_json::from_value(json!({"metadata": {"name": "team-a"}})).unwrap();
+    namespaces
+        .create(&Default::default(), &team_a)
+        .await
+        .unwrap();
+    let context = hello_context("scoped\n");
+    world
+        .apply("elsewhere", &["linux/amd64"], &context, json!({}))
+        .await;
+    world
+        .apply_in("team-a", "mine", &["linux/amd64"], &context, json!({}))
+        .await;
+    let team_a_api = world.mais_in("team-a");
+    eventually("the team-a build", harness::BUILD_TIMEOUT, || async {
+        let status = team_a_api.get("mine").await.ok()?.status?;
+        (status.phase == Some(Phase::Succeeded)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let elsewhere = world.get("elsewhere").await;
+    assert!(
+        elsewhere.status.is_none(),
+        "untouched outside team-a: {:?}",
+        elsewhere.status
+    );
+    assert!(world
+        .job_names()
+        .await
+        .iter()
+        .all(|j| !j.starts_with("elsewhere-")));
+}

@@ -81,6 +81,7 @@ pub async fn install_crd(client: &Client) {
 
 /// The operator, running as its own process against the simulated cluster.
 pub struct Operator {
+    extra: Vec<String>,
     child: Option<Child>,
     kubeconfig: PathBuf,
     log: PathBuf,
@@ -90,7 +91,13 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(sim: &Sim, log_dir: &Path) -> Operator {
+        Self::start_with(sim, log_dir, &[])
+    }
+
+    /// Starts it with extra `controller` flags.
+    pub fn start_with(sim: &Sim, log_dir: &Path, extra: &[&str]) -> Operator {
         let mut operator = Operator {
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             child: None,
             kubeconfig: sim.kubeconfig_path().to_path_buf(),
             log: log_dir.join("operator.log"),
@@ -121,6 +128,7 @@ impl Operator {
                 "4",
             ])
             .args(["--identity", &format!("e2e-{}", self.starts)])
+            .args(&self.extra)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .stdin(Stdio::null())
@@ -223,12 +231,17 @@ pub struct World {
 
 impl World {
     pub async fn start(nodes: &[(&str, &str)]) -> World {
+        Self::start_with(nodes, &[]).await
+    }
+
+    /// A world whose operator runs with extra `controller` flags.
+    pub async fn start_with(nodes: &[(&str, &str)], operator_flags: &[&str]) -> World {
         let registry = Registry::start_plain();
         let sim = start_sim(nodes);
         let client = sim.client();
         install_crd(&client).await;
         let dir = tempfile::tempdir().unwrap();
-        let operator = Operator::start(&sim, dir.path());
+        let operator = Operator::start_with(&sim, dir.path(), operator_flags);
         World {
             sim,
             registry,
@@ -239,7 +252,11 @@ impl World {
     }
 
     pub fn mais(&self) -> Api<MultiArchImage> {
-        Api::namespaced(self.client.clone(), NAMESPACE)
+        self.mais_in(NAMESPACE)
+    }
+
+    pub fn mais_in(&self, namespace: &str) -> Api<MultiArchImage> {
+        Api::namespaced(self.client.clone(), namespace)
     }
 
     pub fn jobs(&self) -> Api<Job> {
@@ -254,18 +271,31 @@ impl World {
         context: &[(&str, &str)],
         extra_spec: serde_json::Value,
     ) {
+        self.apply_in(NAMESPACE, name, platforms, context, extra_spec)
+            .await
+    }
+
+    /// Like `apply`, in another namespace.
+    pub async fn apply_in(
+        &self,
+        namespace: &str,
+        name: &str,
+        platforms: &[&str],
+        context: &[(&str, &str)],
+        extra_spec: serde_json::Value,
+    ) {
         let data: serde_json::Map<String, serde_json::Value> = context
             .iter()
             .map(|(k, v)| (k.to_string(), json!(v)))
             .collect();
         let config_map: ConfigMap = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": format!("{name}-context"), "namespace": NAMESPACE},
+            "metadata": {"name": format!("{name}-context"), "namespace": namespace},
             "data": data,
         }))
         .unwrap();
         let params = PatchParams::apply("e2e").force();
-        Api::<ConfigMap>::namespaced(self.client.clone(), NAMESPACE)
+        Api::<ConfigMap>::namespaced(self.client.clone(), namespace)
             .patch(
                 &format!("{name}-context"),
                 &params,
@@ -286,10 +316,10 @@ impl World {
         }
         let resource = json!({
             "apiVersion": "multiarch.dev/v1alpha1", "kind": "MultiArchImage",
-            "metadata": {"name": name, "namespace": NAMESPACE},
+            "metadata": {"name": name, "namespace": namespace},
             "spec": spec,
         });
-        self.mais()
+        self.mais_in(namespace)
             .patch(name, &params, &Patch::Apply(&resource))
             .await
             .expect("apply the MultiArchImage");
