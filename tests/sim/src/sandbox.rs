@@ -79,6 +79,8 @@ fn shadow_for(target: &str, covered: &[String]) -> Option<String> {
 }
 
 pub struct Plan<'a> {
+    /// The host program the container runs (its image's entrypoint).
+    pub program: &'a Path,
     pub mounts: &'a [Mount],
     pub term_file: &'a Path,
     pub term_path: &'a str,
@@ -166,6 +168,13 @@ pub fn bwrap_args(plan: &Plan) -> Vec<String> {
         push(&[flag, &m.src.to_string_lossy(), &m.dst]);
     }
     push(&["--bind", &plan.term_file.to_string_lossy(), plan.term_path]);
+    // The program is the container's image: it must be there even when it
+    // lives under a directory every container gets a fresh tmpfs of (a
+    // checkout under /tmp, say).
+    let program = plan.program.to_string_lossy().to_string();
+    if TMPFS.iter().any(|t| is_under(&program, t)) {
+        push(&["--ro-bind", &program, &program]);
+    }
     if let Some(w) = plan.workdir {
         if !exists(w) {
             push(&["--dir", w]);
@@ -209,5 +218,27 @@ mod tests {
         );
         assert_eq!(shadow_for("/tmp/x/y", &["/tmp".into()]), None);
         assert_eq!(shadow_for("/usr/bin", &[]), None);
+    }
+
+    #[test]
+    fn a_program_under_a_fresh_tmpfs_stays_visible() {
+        let args_for = |program: &str| {
+            let term = Path::new("/nonexistent-term");
+            bwrap_args(&Plan {
+                program: Path::new(program),
+                mounts: &[],
+                term_file: term,
+                term_path: "/dev/termination-log",
+                workdir: None,
+                hostname: "pod",
+                privileged: false,
+                add_caps: vec![],
+                private_dirs: vec![],
+            })
+            .join(" ")
+        };
+        let under_tmp = "/tmp/checkout/target/debug/tool";
+        assert!(args_for(under_tmp).contains(&format!("--ro-bind {under_tmp} {under_tmp}")));
+        assert!(!args_for("/usr/bin/buildah").contains("--ro-bind /usr/bin/buildah"));
     }
 }

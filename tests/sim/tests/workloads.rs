@@ -433,3 +433,56 @@ async fn deleting_pods_kills_processes_and_node_loss_retries() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_image_whose_program_lives_under_tmp_runs() {
+    require_bwrap();
+    // A checkout under /tmp (as CI's may be): every container gets a fresh
+    // /tmp, yet the mapped program must still be there.
+    let bin = tempfile::Builder::new()
+        .prefix("kube-sim-bin-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let program = bin.path().join("say-hello");
+    std::fs::write(
+        &program,
+        "#!/bin/sh\necho hello-from-tmp > /dev/termination-log\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let sim = kube_sim::Sim::start(kube_sim::SimConfig {
+        images: vec![("example.com/tool".into(), Some(bin.path().to_path_buf()))],
+        ..Default::default()
+    })
+    .unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(sim.client());
+    let p: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "tmp-tool"}, "spec": {"restartPolicy": "Never",
+        "containers": [{"name": "c", "image": "example.com/tool:1", "command": ["say-hello"]}]}}),
+    )
+    .unwrap();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    let message = eventually("the pod to finish", LONG, || {
+        let pods = pods.clone();
+        async move {
+            let status = pods.get("tmp-tool").await.ok()?.status?;
+            let terminated = status
+                .container_statuses?
+                .into_iter()
+                .next()?
+                .state?
+                .terminated?;
+            Some((terminated.exit_code, terminated.message.unwrap_or_default()))
+        }
+    })
+    .await;
+    assert_eq!(message, (0, "hello-from-tmp\n".to_string()));
+}
+
+fn require_bwrap() {
+    common::require_tool("bwrap", "bubblewrap");
+}

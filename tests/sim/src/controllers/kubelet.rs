@@ -971,6 +971,7 @@ async fn run_container(
         .filter_map(|s| s.as_str().map(String::from))
         .collect();
     let plan = Plan {
+        program: &exe,
         mounts: &mounts,
         term_file: &term_file,
         term_path: &term_path,
