@@ -132,11 +132,7 @@ fn grant_set(list: &[(&str, &str, &[&str])]) -> BTreeSet<Grant> {
 /// Exactly what the operator calls in the namespaces it watches.
 fn operator_grants() -> BTreeSet<Grant> {
     grant_set(&[
-        (
-            "multiarch.dev",
-            "multiarchimages",
-            &["list", "watch"],
-        ),
+        ("multiarch.dev", "multiarchimages", &["list", "watch"]),
         ("multiarch.dev", "multiarchimages/status", &["patch"]),
         (
             "batch",

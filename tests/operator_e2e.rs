@@ -7,93 +7,14 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{eventually, hello_context, World};
+use harness::{
+    assert_clients_get_their_platform, assert_one_job_per_platform, eventually, hello_context,
+    World,
+};
 use multiarch_operator::api::{Phase, PlatformPhase};
 use serde_json::json;
 
-use crate::common::inspect_for_platform;
-
 const TWO_NODES: &[(&str, &str)] = &[("sim-amd64", "linux/amd64"), ("sim-arm64", "linux/arm64")];
-
-/// Every build Job and the merge Job of the current build exist exactly once.
-async fn assert_one_job_per_platform(world: &World, name: &str, platforms: usize) {
-    let resource = world.get(name).await;
-    let build_id = resource.status.unwrap().build_id.unwrap();
-    let ours: Vec<String> = world
-        .job_names()
-        .await
-        .into_iter()
-        .filter(|j| j.starts_with(&format!("{name}-")))
-        .collect();
-    let current: Vec<&String> = ours.iter().filter(|j| j.contains(&build_id)).collect();
-    assert_eq!(
-        current.len(),
-        platforms + 1,
-        "one Job per platform and one merge Job: {ours:?}"
-    );
-    assert_eq!(
-        ours.len(),
-        current.len(),
-        "no Job of another build is left: {ours:?}"
-    );
-    for job in &current {
-        let creations = world
-            .sim
-            .history("batch/v1", "Job", harness::NAMESPACE, job)
-            .iter()
-            .filter(|version| version["metadata"]["generation"] == json!(1))
-            .filter_map(|version| version["metadata"]["uid"].as_str().map(String::from))
-            .collect::<std::collections::BTreeSet<_>>()
-            .len();
-        assert_eq!(creations, 1, "{job} was created once");
-    }
-}
-
-/// The index lists each platform's pushed image, and a client of each
-/// platform resolves the tag to an image of its own platform.
-fn assert_clients_get_their_platform(
-    name: &str,
-    resource: &multiarch_operator::api::MultiArchImage,
-) {
-    let status = resource.status.clone().unwrap();
-    for tag in &resource.spec.tags {
-        let reference = format!("{}:{tag}", resource.spec.image);
-        let raw = common::inspect_raw(&reference, None).unwrap();
-        let index: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-        let manifests = index["manifests"].as_array().unwrap();
-        assert_eq!(manifests.len(), status.platforms.len(), "{name}: {index}");
-        for (entry, platform) in manifests.iter().zip(&status.platforms) {
-            let p = &entry["platform"];
-            let mut spelled = format!(
-                "{}/{}",
-                p["os"].as_str().unwrap(),
-                p["architecture"].as_str().unwrap()
-            );
-            if let Some(v) = p["variant"].as_str() {
-                spelled = format!("{spelled}/{v}");
-            }
-            assert_eq!(
-                spelled, platform.platform,
-                "{name}: index order follows spec.platforms"
-            );
-            assert_eq!(
-                entry["digest"].as_str(),
-                platform.digest.as_deref(),
-                "{name}: {spelled}"
-            );
-            let resolved = inspect_for_platform(&reference, &platform.platform, None);
-            let mut got = format!("{}/{}", resolved.os, resolved.architecture);
-            if !resolved.variant.is_empty() {
-                got = format!("{got}/{}", resolved.variant);
-            }
-            assert_eq!(
-                got, platform.platform,
-                "{name}: a {} client of {reference}",
-                platform.platform
-            );
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_platforms_end_in_a_pushed_index() {
