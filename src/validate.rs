@@ -142,15 +142,15 @@ fn check_image(spec: &MultiArchImageSpec, report: &mut Report) {
             format!("is {} characters long; at most 255", image.len()),
         );
     }
+    // A tag sits after a ':' in the last path component ("host:5000/app"
+    // has a port, not a tag).
     let last = image.rsplit('/').next().unwrap_or(image);
     if image.contains('@') {
         report(
             "spec.image",
             format!("{image:?} contains a digest; give the repository only"),
         );
-    } else if last.contains(':') && image.contains('/')
-        || !image.contains('/') && image.contains(':')
-    {
+    } else if last.contains(':') {
         report(
             "spec.image",
             format!("{image:?} contains a tag; give the repository only and put tags in spec.tags"),

@@ -8,8 +8,8 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use super::{
-    labels, owner_reference, push_secret_volume, registry_host, staging_tag, BuilderImages,
-    DOCKER_CONFIG_DIR, PLATFORM_ANNOTATION, PLATFORM_LABEL, RESOURCE_ANNOTATION, SOURCE_DIR,
+    labels, owner_reference, push_secret_volume, staging_tag, BuilderImages, DOCKER_CONFIG_DIR,
+    PLATFORM_ANNOTATION, PLATFORM_LABEL, RESOURCE_ANNOTATION, SOURCE_DIR,
 };
 use crate::api::{BuilderStrategy, MultiArchImage, MultiArchImageSpec};
 use crate::platform::Platform;
@@ -40,9 +40,7 @@ pub fn build_job(
     }
     let mut init_containers = source_containers(spec, images, &mut volumes);
     let (pod_security, build, report) = match spec.builder.strategy {
-        BuilderStrategy::Buildkit => {
-            buildkit(spec, build_id, platform, images, &mut volumes, &mounts)
-        }
+        BuilderStrategy::Buildkit => buildkit(spec, platform, images, &mut volumes, &mounts),
         BuilderStrategy::Buildah => {
             buildah(spec, build_id, platform, images, &mut volumes, &mounts)
         }
@@ -209,7 +207,6 @@ fn join_path(base: &str, relative: &str) -> String {
 /// (it makes its own namespaces), state on an emptyDir; pushes by digest.
 fn buildkit(
     spec: &MultiArchImageSpec,
-    _build_id: &str,
     platform: &Platform,
     images: &BuilderImages,
     volumes: &mut Vec<Value>,
@@ -382,7 +379,6 @@ fn buildah(
             staging_tag(build_id, platform)
         ),
     ]);
-    debug_assert!(!registry_host(&spec.image).is_empty());
     let push = json!({
         "name": "push",
         "image": image,
