@@ -22,6 +22,10 @@ pub struct Faults {
     pub conflicts_status_only: bool,
     /// RNG seed used from the moment these faults are set.
     pub seed: u64,
+    /// Only requests whose User-Agent starts with this prefix are faulted
+    /// (None: every request). Lets a test fault the client under test while
+    /// its own set-up and assertions go through untouched.
+    pub user_agent_prefix: Option<String>,
 }
 
 impl Faults {
@@ -30,6 +34,13 @@ impl Faults {
             && self.latency.is_zero()
             && self.watch_cut_after.is_none()
             && self.conflict_rate <= 0.0
+    }
+
+    /// Whether a request from this User-Agent is subject to these faults.
+    pub fn applies_to(&self, user_agent: &str) -> bool {
+        self.user_agent_prefix
+            .as_deref()
+            .is_none_or(|prefix| user_agent.starts_with(prefix))
     }
 }
 

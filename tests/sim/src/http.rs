@@ -4,7 +4,7 @@
 
 use crate::api::{DeleteOpts, ListOpts, PatchType, WriteOpts};
 use crate::error::ApiError;
-use crate::faults::RequestRecord;
+use crate::faults::{Faults, RequestRecord};
 use crate::resources::ResDef;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::Shared;
@@ -334,11 +334,14 @@ async fn resource(
     rec.subresource = r.sub.clone();
     rec.namespace = r.ns.clone();
     rec.name = r.name.clone();
-    let faults = shared
+    let mut faults = shared
         .faults
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    if !faults.applies_to(ua) {
+        faults = Faults::default();
+    }
     if !faults.latency.is_zero() {
         tokio::time::sleep(faults.latency).await;
     }

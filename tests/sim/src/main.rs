@@ -81,6 +81,7 @@ fn main() -> anyhow::Result<()> {
             conflict_rate: s.fault_conflict_rate,
             conflicts_status_only: s.fault_conflicts_status_only,
             seed: s.seed,
+            user_agent_prefix: None,
         },
         ..Default::default()
     };

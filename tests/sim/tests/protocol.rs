@@ -769,6 +769,52 @@ async fn faults_and_request_log() {
     assert!(reqs.iter().any(|r| r.verb == "create" && r.code == 201));
 }
 
+#[tokio::test]
+async fn faults_can_be_scoped_to_one_user_agent() {
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let cms: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    cms.create(&PostParams::default(), &cm("s", json!({})))
+        .await
+        .unwrap();
+    sim.set_faults(Faults {
+        error_rate: 1.0,
+        error_code: 500,
+        user_agent_prefix: Some("faulty/".into()),
+        ..Default::default()
+    });
+    // Another client goes through untouched...
+    cms.get("s").await.unwrap();
+    let url = format!("{}/api/v1/namespaces/default/configmaps/s", sim.url());
+    let plain = raw_get_as(&url, "curious/1.0");
+    assert!(plain.starts_with("HTTP/1.1 200"), "{plain}");
+    // ...while the named one gets every fault.
+    let faulted = raw_get_as(&url, "faulty/1.0");
+    assert!(faulted.starts_with("HTTP/1.1 500"), "{faulted}");
+    let codes: Vec<(String, u16)> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "configmaps" && r.verb == "get")
+        .map(|r| (r.user_agent, r.code))
+        .collect();
+    assert!(codes.contains(&("faulty/1.0".into(), 500)), "{codes:?}");
+    assert!(codes.contains(&("curious/1.0".into(), 200)), "{codes:?}");
+}
+
+fn raw_get_as(url: &str, user_agent: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {user_agent}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 /// A raw HTTP GET (status line and headers), to see headers kube-rs hides.
 fn reqwest_get(url: &str) -> String {
     use std::io::{Read, Write};
