@@ -4,6 +4,8 @@
 pub mod api;
 pub mod controller;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod merge;
 pub mod platform;
 pub mod registry_auth;

@@ -80,7 +80,7 @@ fn split_registry(name: &str) -> Result<(String, String), String> {
     Ok((registry, repository))
 }
 
-fn check_host(host: &str) -> Result<(), String> {
+pub(crate) fn check_host(host: &str) -> Result<(), String> {
     let bad = || format!("invalid registry host {host:?}");
     let (name, port) = match host.rsplit_once(':') {
         Some((name, port)) => (name, Some(port)),

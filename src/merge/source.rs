@@ -92,34 +92,10 @@ pub async fn check(registries: &Registries, spec: SourceSpec) -> Result<CheckedS
 
     // A per-platform index (BuildKit with attestations): take the entry for
     // the platform, and the attestation manifests about it.
-    let index: SourceIndex = serde_json::from_slice(&top.bytes)
-        .map_err(|e| Problem::Unsupported(format!("the index is not valid JSON ({e})")))?;
-    let images: Vec<&Descriptor> = index
-        .manifests
-        .iter()
-        .filter(|d| !d.is_attestation())
-        .collect();
-    let Some(chosen) = images.iter().find(|d| {
-        d.platform
-            .as_ref()
-            .is_some_and(|p| p.matches(&spec.platform))
-    }) else {
-        let available: Vec<String> = images
-            .iter()
-            .map(|d| {
-                d.platform
-                    .as_ref()
-                    .map_or_else(|| "(no platform)".to_string(), IndexPlatform::spelled)
-            })
-            .collect();
-        return Err(Problem::NotInIndex {
-            available: if available.is_empty() {
-                "no images".to_string()
-            } else {
-                available.join(", ")
-            },
-        });
-    };
+    let IndexSelection {
+        chosen,
+        attestations: about_chosen,
+    } = select_from_index(&top.bytes, &spec.platform)?;
     let child = registries
         .fetch_manifest(&spec.reference.clone_with_digest(chosen.digest.clone()))
         .await?;
@@ -132,15 +108,11 @@ pub async fn check(registries: &Registries, spec: SourceSpec) -> Result<CheckedS
     let (image, os_version) = check_image(registries, &spec, child).await?;
     let mut manifests = vec![image];
     let mut attestations = Vec::new();
-    for attestation in index
-        .manifests
-        .iter()
-        .filter(|d| d.attests() == Some(chosen.digest.as_str()))
-    {
+    for attestation in about_chosen {
         let reference = spec.reference.clone_with_digest(attestation.digest.clone());
         let manifest = registries.fetch_manifest(&reference).await?;
         manifests.push(with_blobs(manifest)?);
-        attestations.push(attestation.clone());
+        attestations.push(attestation);
     }
     Ok(CheckedSource {
         entry: PlatformEntry {
@@ -165,20 +137,76 @@ async fn check_image(
     let config_bytes = registries
         .fetch_blob(&spec.reference, &parsed.config.digest)
         .await?;
-    let config: ImageConfig = serde_json::from_slice(&config_bytes)
+    let os_version = check_config(&config_bytes, &spec.platform)?;
+    Ok((image, os_version))
+}
+
+/// What a per-platform index holds for one platform: the first image entry
+/// for it, and the attestation entries about that image, in index order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexSelection {
+    pub chosen: Descriptor,
+    pub attestations: Vec<Descriptor>,
+}
+
+/// Parses an index (or manifest list) body and picks the entry for
+/// `platform` and the attestations about it. Pure, so it is fuzzed.
+pub fn select_from_index(bytes: &[u8], platform: &Platform) -> Result<IndexSelection, Problem> {
+    let index: SourceIndex = serde_json::from_slice(bytes)
+        .map_err(|e| Problem::Unsupported(format!("the index is not valid JSON ({e})")))?;
+    let images: Vec<&Descriptor> = index
+        .manifests
+        .iter()
+        .filter(|d| !d.is_attestation())
+        .collect();
+    let Some(chosen) = images
+        .iter()
+        .find(|d| d.platform.as_ref().is_some_and(|p| p.matches(platform)))
+    else {
+        let available: Vec<String> = images
+            .iter()
+            .map(|d| {
+                d.platform
+                    .as_ref()
+                    .map_or_else(|| "(no platform)".to_string(), IndexPlatform::spelled)
+            })
+            .collect();
+        return Err(Problem::NotInIndex {
+            available: if available.is_empty() {
+                "no images".to_string()
+            } else {
+                available.join(", ")
+            },
+        });
+    };
+    let attestations = index
+        .manifests
+        .iter()
+        .filter(|d| d.attests() == Some(chosen.digest.as_str()))
+        .cloned()
+        .collect();
+    Ok(IndexSelection {
+        chosen: (*chosen).clone(),
+        attestations,
+    })
+}
+
+/// Parses an image config body and checks that it is `platform`; returns
+/// its non-empty `os.version` (Windows images). Pure, so it is fuzzed.
+pub fn check_config(bytes: &[u8], platform: &Platform) -> Result<Option<String>, Problem> {
+    let config: ImageConfig = serde_json::from_slice(bytes)
         .map_err(|e| Problem::Unsupported(format!("the image config is not valid JSON ({e})")))?;
-    if !spec
-        .platform
-        .matches_config(&config.os, &config.architecture, config.variant.as_deref())
-    {
+    if !platform.matches_config(&config.os, &config.architecture, config.variant.as_deref()) {
         return Err(Problem::WrongPlatform {
             actual: config.spelled(),
         });
     }
-    Ok((image, config.os_version.filter(|v| !v.is_empty())))
+    Ok(config.os_version.filter(|v| !v.is_empty()))
 }
 
-fn with_blobs(manifest: RawManifest) -> Result<ManifestWithBlobs, Problem> {
+/// Parses an image manifest body: its config and the layers to copy
+/// (foreign layers, which have `urls`, are left out). Pure, so it is fuzzed.
+pub fn with_blobs(manifest: RawManifest) -> Result<ManifestWithBlobs, Problem> {
     let parsed: ImageManifest = serde_json::from_slice(&manifest.bytes).map_err(|e| {
         Problem::Unsupported(format!(
             "the manifest {} is not valid ({e})",
