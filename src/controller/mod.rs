@@ -89,10 +89,10 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
     ));
 
     let resources: Api<MultiArchImage> = scoped(&client, args.namespace.as_deref());
-    resources
-        .list(&ListParams::default().limit(1))
-        .await
-        .map_err(Error::CrdMissing)?;
+    tokio::select! {
+        checked = check_crd(&resources) => checked?,
+        () = stopped(stop_rx.clone()) => return Ok(()),
+    }
     health.ready.store(true, Ordering::Relaxed);
 
     let leader = args.leader_elect.then(|| LeaderConfig {
@@ -139,6 +139,33 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
     }
     server.abort();
     outcome
+}
+
+/// Checks that the CRD is served. An API server that fails or throttles
+/// for a while (5xx, 429, no connection) is waited out, not taken for a
+/// missing CRD: the operator stays unready and tries again.
+async fn check_crd(resources: &Api<MultiArchImage>) -> Result<()> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match resources.list(&ListParams::default().limit(1)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_transient(&e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "the API server is not answering well; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(Error::CrdMissing(e)),
+        }
+    }
+}
+
+/// An error worth retrying: the server failed or throttled, or did not answer.
+fn is_transient(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
 }
 
 /// A client from the in-cluster config or KUBECONFIG, naming itself in the

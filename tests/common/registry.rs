@@ -31,6 +31,26 @@ pub struct Registry {
     lifeline: Option<ChildStdin>,
 }
 
+/// Runs `docker-registry serve CONFIG` under the supervising `sh`,
+/// appending to `log`; returns the supervisor and its lifeline.
+fn spawn_supervised(binary: &Path, config: &Path, log: &Path) -> (Child, Option<ChildStdin>) {
+    let mut supervisor = Command::new("sh")
+        .args([
+            "-c",
+            r#""$0" serve "$1" >>"$2" 2>&1 </dev/null & pid=$!; read _ignored; kill "$pid"; wait "$pid""#,
+        ])
+        .arg(binary)
+        .arg(config)
+        .arg(log)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start docker-registry");
+    let lifeline = supervisor.stdin.take();
+    (supervisor, lifeline)
+}
+
 impl Registry {
     /// A registry without authentication.
     pub fn start_plain() -> Registry {
@@ -81,20 +101,7 @@ impl Registry {
         )
         .expect("write registry config");
         let log = dir.path().join("registry.log");
-        let mut supervisor = Command::new("sh")
-            .args([
-                "-c",
-                r#""$0" serve "$1" >"$2" 2>&1 </dev/null & pid=$!; read _ignored; kill "$pid"; wait "$pid""#,
-            ])
-            .arg(&binary)
-            .arg(&config)
-            .arg(&log)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        let lifeline = supervisor.stdin.take();
+        let (supervisor, lifeline) = spawn_supervised(&binary, &config, &log);
         Registry {
             host: format!("127.0.0.1:{port}"),
             credentials,
@@ -107,6 +114,40 @@ impl Registry {
     fn stop(&mut self) {
         self.lifeline.take();
         let _ = self.supervisor.wait();
+    }
+
+    /// Stops the registry process (as an outage would), keeping its port,
+    /// configuration and storage for [`Registry::serve_again`].
+    pub fn stop_serving(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http_status(&self.host, "/v2/").is_some() {
+            assert!(Instant::now() < deadline, "the registry did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether something answers on the registry's port.
+    pub fn is_serving(&self) -> bool {
+        http_status(&self.host, "/v2/").is_some()
+    }
+
+    /// Starts the registry again on the same port with the same storage
+    /// (after [`Registry::stop_serving`]); waits until it answers.
+    pub fn serve_again(&mut self) {
+        assert!(self.lifeline.is_none(), "the registry is still serving");
+        let binary = require_tool("docker-registry", "docker-registry");
+        let config = self.dir.path().join("config.yml");
+        let log = self.dir.path().join("registry.log");
+        let (supervisor, lifeline) = spawn_supervised(&binary, &config, &log);
+        self.supervisor = supervisor;
+        self.lifeline = lifeline;
+        assert!(
+            self.wait_until_ready(Duration::from_secs(30)),
+            "docker-registry did not start again on {}; its log:\n{}",
+            self.host,
+            self.log()
+        );
     }
 
     fn wait_until_ready(&self, timeout: Duration) -> bool {
