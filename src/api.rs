@@ -27,6 +27,19 @@ pub const BUILD_ARG_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
 /// A multi-stage target (a stage name).
 pub const TARGET_PATTERN: &str = r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$";
 
+/// CEL: a path relative to the source that stays inside it (no leading
+/// `/`, no `..` segment). A CEL refusal names the field, not the value.
+pub const RELATIVE_PATH_RULE: &str = "!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')";
+pub const RELATIVE_PATH_MESSAGE: &str =
+    "must be a relative path inside the source: no leading '/' and no '..' segment";
+/// CEL: no password (any scheme) and no user (http/https) in a git URL. A CEL
+/// refusal echoes the type (`"string"`), never the value, so the secret in a
+/// refused URL is not repeated back.
+pub const GIT_URL_WITHOUT_CREDENTIALS_RULE: &str =
+    "!self.matches('^https?://[^/]*@') && !self.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@')";
+/// The longest build argument value, in bytes.
+pub const MAX_BUILD_ARG_VALUE: usize = 4096;
+
 pub const MAX_PLATFORMS: usize = 16;
 pub const MAX_TAGS: usize = 32;
 
@@ -81,12 +94,24 @@ pub struct MultiArchImageSpec {
 
     /// Sub-folder of the source used as the build context.
     #[serde(default = "default_context_dir")]
-    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(
+        length(min = 1, max = 1024),
+        extend("x-kubernetes-validations" = [{
+            "rule": RELATIVE_PATH_RULE,
+            "message": RELATIVE_PATH_MESSAGE,
+        }])
+    )]
     pub context_dir: String,
 
     /// Path of the Dockerfile inside `contextDir`.
     #[serde(default = "default_dockerfile")]
-    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(
+        length(min = 1, max = 1024),
+        extend("x-kubernetes-validations" = [{
+            "rule": RELATIVE_PATH_RULE,
+            "message": RELATIVE_PATH_MESSAGE,
+        }])
+    )]
     pub dockerfile: String,
 
     /// Stage of a multi-stage Dockerfile to build; the last stage when empty.
@@ -96,7 +121,10 @@ pub struct MultiArchImageSpec {
 
     /// Build arguments (`ARG` values), passed to the builder as arguments.
     #[serde(default)]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend(
+        "maxProperties" = 64,
+        "additionalProperties" = {"type": "string", "maxLength": MAX_BUILD_ARG_VALUE},
+    ))]
     pub build_args: BTreeMap<String, String>,
 
     /// Which builder runs in the build Jobs.
@@ -166,7 +194,11 @@ pub struct GitSource {
     /// credentials: put those in `secretRef`.
     #[schemars(
         pattern(r"^(https?://|ssh://|git@)[^\s]+$"),
-        length(min = 1, max = 2048)
+        length(min = 1, max = 2048),
+        extend("x-kubernetes-validations" = [{
+            "rule": GIT_URL_WITHOUT_CREDENTIALS_RULE,
+            "message": "must not embed credentials; put them in a Secret named by spec.source.git.secretRef",
+        }])
     )]
     pub url: String,
     /// Branch, tag or commit to build; the remote's default branch when empty.

@@ -92,7 +92,60 @@ pub struct Plan<'a> {
     pub private_dirs: Vec<(String, PathBuf)>,
 }
 
+/// `p` with every host symlink among its existing prefixes followed
+/// (`/var/run/x` → `/run/x` where `/var/run -> /run`): a mount point must
+/// name the real directory, or bwrap would shadow (or create through) the
+/// symlink.
+fn resolve_host_symlinks(p: &str) -> String {
+    let mut resolved = PathBuf::from("/");
+    let mut hops = 0;
+    let mut rest: Vec<String> = p
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .rev()
+        .collect();
+    while let Some(c) = rest.pop() {
+        let next = resolved.join(&c);
+        match std::fs::read_link(&next) {
+            Ok(target) if hops < 40 => {
+                hops += 1;
+                let target = resolved.join(target);
+                for t in target
+                    .to_string_lossy()
+                    .split('/')
+                    .filter(|c| !c.is_empty())
+                    .rev()
+                {
+                    rest.push(t.to_string());
+                }
+                resolved = PathBuf::from("/");
+            }
+            _ if c == ".." => {
+                resolved.pop();
+            }
+            _ if c == "." => {}
+            _ => resolved = next,
+        }
+    }
+    resolved.to_string_lossy().to_string()
+}
+
 pub fn bwrap_args(plan: &Plan) -> Vec<String> {
+    let resolved_mounts: Vec<Mount> = plan
+        .mounts
+        .iter()
+        .map(|m| Mount {
+            dst: resolve_host_symlinks(&m.dst),
+            ..m.clone()
+        })
+        .collect();
+    let plan = &Plan {
+        mounts: &resolved_mounts,
+        add_caps: plan.add_caps.clone(),
+        private_dirs: plan.private_dirs.clone(),
+        ..*plan
+    };
     let mut a: Vec<String> = vec![];
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
     // The root: the host's top-level entries, bound one by one onto bwrap's tmpfs root.
@@ -208,6 +261,23 @@ pub fn bwrap_args(plan: &Plan) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_follow_host_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink("real", dir.path().join("rel")).unwrap();
+        let base = dir.path().to_string_lossy().to_string();
+        for link in ["link", "rel"] {
+            assert_eq!(
+                resolve_host_symlinks(&format!("{base}/{link}/multiarch/docker")),
+                format!("{}/multiarch/docker", real.display())
+            );
+        }
+        assert_eq!(resolve_host_symlinks("/no/such/dir"), "/no/such/dir");
+    }
 
     #[test]
     fn shadows_only_host_dirs() {
