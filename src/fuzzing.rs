@@ -20,8 +20,11 @@ use crate::merge::{reference, source};
 use crate::platform::{Platform, KNOWN_ARCH, KNOWN_OS};
 use crate::registry_auth::{ConfigError, Credential, DockerConfig};
 
+/// A property: panics when `data` breaks it.
+pub type Property = fn(&[u8]);
+
 /// The names of the targets, which are also the corpus folders.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Property)] = &[
     ("image_reference", image_reference),
     ("platform", platform),
     ("docker_config", docker_config),
@@ -73,6 +76,9 @@ pub fn deliberate_difference(theirs: &Reference) -> Option<&'static str> {
     }
     if theirs.tag().is_some_and(|t| !t.is_ascii()) {
         return Some("non-ASCII tags: oci-spec's regex has a Unicode \\w, distribution's is ASCII");
+    }
+    if theirs.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+        return Some("upper case in a Docker Hub path: oci-spec's regex takes `Ab-c/d` as a host then puts it in the repository unchecked; docker refuses it");
     }
     if reference::check_host(theirs.registry()).is_err() {
         return Some("a first component that names a host (has '.' or ':', or is localhost) must be a valid host[:port]; oci-client then takes it as a path component");
@@ -356,7 +362,7 @@ pub fn manifest(data: &[u8]) {
 
 fn check_assembly(entries: &[PlatformEntry]) {
     let first = index::assemble(entries);
-    let second = index::assemble(&entries.to_vec());
+    let second = index::assemble(entries);
     assert_eq!(first, second, "assembly is not deterministic");
     let Ok(assembled) = first else {
         return;
