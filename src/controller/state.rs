@@ -350,9 +350,25 @@ pub fn observe_platform(
             ),
             other => format!("Job failed ({other})"),
         };
-        status.message = truncate(&match detail {
-            Some(detail) => format!("{head}: {detail}"),
-            None => head,
+        let mounts = mounted_objects(job);
+        let push_secret = mounts.iter().find(|m| m.contains("spec.pushSecret"));
+        status.message = truncate(&match (detail, mounts.clone()) {
+            // The builder could not read the mounted push secret.
+            (Some(detail), _) if detail.contains(render::DOCKER_CONFIG_DIR) && push_secret.is_some() => {
+                format!(
+                    "{head}: {detail} (check {})",
+                    push_secret.map(String::as_str).unwrap_or_default()
+                )
+            }
+            (Some(detail), _) => format!("{head}: {detail}"),
+            (None, mounts) if mounts.is_empty() => head,
+            // Nothing reported why: a pod stuck before its first container
+            // (a volume that cannot be mounted) says so only in its events.
+            (None, mounts) => format!(
+                "{head}; no container reported a result: a pod never starts while a volume it mounts is missing, so check {} in namespace {}",
+                mounts.join(" and "),
+                job.namespace().unwrap_or_default()
+            ),
         });
         return status;
     }
@@ -374,6 +390,36 @@ pub fn observe_platform(
         status.phase = PlatformPhase::Building;
     }
     status
+}
+
+/// The Secrets and ConfigMap a build Job's pod mounts, each with the spec
+/// field that names it (the volume names are those `render` gives them).
+fn mounted_objects(job: &Job) -> Vec<String> {
+    let volumes = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.volumes.as_ref());
+    volumes
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let secret = v.secret.as_ref().and_then(|s| s.secret_name.as_deref());
+            let config_map = v.config_map.as_ref().map(|c| c.name.as_str());
+            match (v.name.as_str(), secret, config_map) {
+                ("push-secret", Some(name), _) => Some(format!(
+                    "Secret {name:?} (spec.pushSecret: type kubernetes.io/dockerconfigjson, key .dockerconfigjson)"
+                )),
+                ("git-credentials", Some(name), _) => {
+                    Some(format!("Secret {name:?} (spec.source.git.secretRef)"))
+                }
+                ("source", _, Some(name)) => {
+                    Some(format!("ConfigMap {name:?} (spec.source.configMap)"))
+                }
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 fn pod_phase(pod: &Pod) -> &str {

@@ -428,3 +428,63 @@ fn termination_messages_are_checked_before_use() {
         assert_eq!(parse_digest(bad), None, "{bad}");
     }
 }
+
+#[test]
+fn a_deadline_without_a_reason_names_what_the_pod_mounts() {
+    let mut w = World::new().with_jobs([failed("DeadlineExceeded"), json!([])]);
+    let mut job = serde_json::to_value(&w.jobs[0]).unwrap();
+    job["spec"]["template"]["spec"] = json!({"containers": [], "volumes": [
+        {"name": "workspace", "emptyDir": {}},
+        {"name": "push-secret", "secret": {"secretName": "regcred"}},
+        {"name": "source", "configMap": {"name": "ctx"}},
+    ]});
+    w.jobs[0] = serde_json::from_value(job).unwrap();
+    let d = w.decide();
+    let message = &d.status.platforms[0].message;
+    assert!(
+        message.starts_with("exceeded spec.activeDeadlineSeconds (3600s); "),
+        "{message}"
+    );
+    for needle in [
+        "Secret \"regcred\" (spec.pushSecret",
+        "ConfigMap \"ctx\" (spec.source.configMap)",
+        "in namespace ci",
+    ] {
+        assert!(message.contains(needle), "{needle}: {message}");
+    }
+    // With a container's own reason, that reason is the message.
+    let mut w = World::new().with_jobs([failed("DeadlineExceeded"), json!([])]);
+    w.pods.push(pod(
+        &w.name(0),
+        Some("amd-1"),
+        json!({"phase": "Failed", "initContainerStatuses": [terminated("build", 1, "Error", "boom")]}),
+    ));
+    let message = w.decide().status.platforms[0].message.clone();
+    assert!(
+        message.ends_with("container build exited with code 1 (Error): boom"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_unreadable_push_secret_is_named() {
+    // A builder that cannot read the push secret's config.json: the message
+    // names the Secret and the field.
+    let mut w = World::new().with_jobs([failed("BackoffLimitExceeded"), json!([])]);
+    let mut job = serde_json::to_value(&w.jobs[0]).unwrap();
+    job["spec"]["template"]["spec"] = json!({"containers": [], "volumes": [
+        {"name": "push-secret", "secret": {"secretName": "opaque"}},
+    ]});
+    w.jobs[0] = serde_json::from_value(job).unwrap();
+    w.pods.push(pod(
+        &w.name(0),
+        Some("amd-1"),
+        json!({"phase": "Failed", "containerStatuses": [terminated("push", 125, "Error",
+            "Error: checking authfile: stat /var/run/multiarch/docker/config.json: no such file or directory")]}),
+    ));
+    let message = w.decide().status.platforms[0].message.clone();
+    assert!(
+        message.ends_with("no such file or directory (check Secret \"opaque\" (spec.pushSecret: type kubernetes.io/dockerconfigjson, key .dockerconfigjson))"),
+        "{message}"
+    );
+}
