@@ -312,10 +312,14 @@ fn check_paths(spec: &MultiArchImageSpec, report: &mut Report) {
                 format!("{name:?} is not a valid build argument name"),
             );
         }
-        if value.len() > 4096 {
+        if value.len() > api::MAX_BUILD_ARG_VALUE {
             report(
                 &field,
-                format!("value is {} bytes long; at most 4096", value.len()),
+                format!(
+                    "value is {} bytes long; at most {}",
+                    value.len(),
+                    api::MAX_BUILD_ARG_VALUE
+                ),
             );
         }
     }

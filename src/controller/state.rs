@@ -83,7 +83,14 @@ pub fn decide(
         let previous = same_build
             .then(|| old.platforms.iter().find(|p| p.job == name))
             .flatten();
-        platforms.push(observe_platform(platform, &name, current, &pods, previous));
+        platforms.push(observe_platform(
+            platform,
+            &name,
+            current,
+            &pods,
+            previous,
+            &observed.now,
+        ));
     }
 
     let failed: Vec<&PlatformStatus> = platforms
@@ -285,6 +292,7 @@ pub fn observe_platform(
     job: Option<&Job>,
     pods: &[&Pod],
     previous: Option<&PlatformStatus>,
+    now: &Time,
 ) -> PlatformStatus {
     let mut status = PlatformStatus {
         platform: platform.to_string(),
@@ -386,10 +394,51 @@ pub fn observe_platform(
         }
         return status;
     }
+    if let Some(waited) = not_started_for(pod, now) {
+        // A cluster reports a volume that cannot mount only in the pod's
+        // events: say what to check rather than stay silent until the deadline.
+        let mounts = mounted_objects(job);
+        let check = if mounts.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; a missing volume keeps a pod there: check {} in namespace {}",
+                mounts.join(" and "),
+                job.namespace().unwrap_or_default()
+            )
+        };
+        status.message = truncate(&format!(
+            "pod {} on node {} has started no container after {waited}s{check}",
+            pod.name_any(),
+            status.node.as_deref().unwrap_or("?")
+        ));
+        return status;
+    }
     if status.node.is_some() {
         status.phase = PlatformPhase::Building;
     }
     status
+}
+
+/// How long a scheduled pod may wait for its first container before the
+/// platform's message says so.
+const NOT_STARTED_AFTER_SECONDS: i64 = 60;
+
+/// Seconds a scheduled pod has waited without starting any container, once
+/// that exceeds `NOT_STARTED_AFTER_SECONDS`.
+fn not_started_for(pod: &Pod, now: &Time) -> Option<i64> {
+    pod.spec.as_ref()?.node_name.as_ref()?;
+    if pod_phase(pod) != "Pending" {
+        return None;
+    }
+    let started = all_statuses(pod).iter().any(|c| {
+        c.state
+            .as_ref()
+            .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+    });
+    let created = pod.metadata.creation_timestamp.as_ref()?;
+    let waited = now.0.duration_since(created.0).as_secs();
+    (!started && waited > NOT_STARTED_AFTER_SECONDS).then_some(waited)
 }
 
 /// The Secrets and ConfigMap a build Job's pod mounts, each with the spec

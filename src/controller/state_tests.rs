@@ -488,3 +488,42 @@ fn an_unreadable_push_secret_is_named() {
         "{message}"
     );
 }
+
+#[test]
+fn a_pod_that_never_starts_says_what_to_check() {
+    let mut w = World::new().with_jobs([json!([]), json!([])]);
+    // The rendered Job, whose pod mounts the ConfigMap context.
+    w.jobs[0] = w.plan.build_jobs[0].clone();
+    let mut stuck = pod(
+        &w.name(0),
+        Some("amd-1"),
+        json!({"phase": "Pending",
+        "initContainerStatuses": [{"name": "build", "image": "x", "imageID": "", "ready": false,
+            "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]}),
+    );
+    stuck.metadata.creation_timestamp =
+        Some(Time(Timestamp::from_second(1_800_000_000 - 300).unwrap()));
+    w.pods.push(stuck);
+    // Just scheduled: nothing to say yet.
+    w.pods
+        .push(pod(&w.name(1), Some("arm-1"), json!({"phase": "Pending"})));
+    let d = w.decide();
+    let amd = &d.status.platforms[0];
+    assert_eq!(amd.phase, PlatformPhase::Pending);
+    assert!(
+        amd.message.contains("has started no container after 300s"),
+        "{}",
+        amd.message
+    );
+    assert!(
+        amd.message
+            .contains("ConfigMap \"ctx\" (spec.source.configMap)"),
+        "{}",
+        amd.message
+    );
+    assert!(d.status.platforms[1].message.is_empty());
+    assert!(d
+        .notices
+        .iter()
+        .any(|n| n.reason == "PlatformWaiting" && n.warning));
+}
