@@ -68,17 +68,9 @@ async fn two_platforms_end_in_a_pushed_index() {
     assert_clients_get_their_platform("hello", &done);
     assert_one_job_per_platform(&world, "hello", 2).await;
 
-    let reasons: Vec<String> = world
-        .events("hello")
-        .await
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
+    // Events follow the status writes: wait for each.
     for reason in ["BuildStarted", "PlatformBuilt", "Merging", "Succeeded"] {
-        assert!(
-            reasons.iter().any(|r| r == reason),
-            "event {reason} in {reasons:?}"
-        );
+        world.wait_event("hello", reason).await;
     }
     let metrics = world.operator.metrics();
     assert!(metrics.contains("multiarch_reconciles_total"), "{metrics}");
@@ -272,10 +264,7 @@ async fn one_failing_platform_fails_the_resource_saying_which_and_why() {
     assert_eq!(stalled.status, "True");
     let tags = common::inspect_raw(&format!("{}:latest", failed.spec.image), None);
     assert!(tags.is_err(), "nothing pushed under the tags");
-    let events = world.events("half").await;
-    assert!(events
-        .iter()
-        .any(|e| e.reason.as_deref() == Some("PlatformFailed")));
+    world.wait_event("half", "PlatformFailed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,10 +365,7 @@ async fn a_spec_change_mid_build_supersedes_the_old_build() {
     )
     .await;
     assert_one_job_per_platform(&world, "moving", 2).await;
-    let events = world.events("moving").await;
-    assert!(events
-        .iter()
-        .any(|e| e.reason.as_deref() == Some("Superseded")));
+    world.wait_event("moving", "Superseded").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
