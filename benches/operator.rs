@@ -75,24 +75,11 @@ fn single_platform_build(
         std::fs::write(context.path().join(file), content).unwrap();
     }
     let started = Instant::now();
-    common::run_checked(
-        buildah
-            .command()
-            .args([
-                "bud",
-                "--quiet",
-                "--platform",
-                platform,
-                "--format",
-                "oci",
-                "--tag",
-                "localhost/bench:latest",
-            ])
-            .arg("--signature-policy")
-            .arg(common::tools::permissive_policy())
-            .arg("--file")
-            .arg(context.path().join("Dockerfile"))
-            .arg(context.path()),
+    buildah.build(
+        platform,
+        &context.path().join("Dockerfile"),
+        context.path(),
+        "localhost/bench:latest",
     );
     let destination = registry.repo(&format!("baseline/r{run}:{}", platform.replace('/', "-")));
     buildah.push(

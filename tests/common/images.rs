@@ -76,6 +76,18 @@ impl Buildah {
         )
         .expect("write Containerfile");
         let name = format!("localhost/fixture-{}:latest", platform.replace('/', "-"));
+        self.build(
+            platform,
+            &context.path().join("Containerfile"),
+            context.path(),
+            &name,
+        );
+        name
+    }
+
+    /// `buildah bud` of `containerfile` in `context` for `platform`, as an
+    /// OCI image tagged `name` in this buildah's private storage.
+    pub fn build(&self, platform: &str, containerfile: &Path, context: &Path, name: &str) {
         run_checked(
             self.command()
                 .args([
@@ -86,15 +98,14 @@ impl Buildah {
                     "--format",
                     "oci",
                     "-t",
-                    &name,
+                    name,
                     "-f",
                 ])
-                .arg(context.path().join("Containerfile"))
+                .arg(containerfile)
                 .arg("--signature-policy")
                 .arg(permissive_policy())
-                .arg(context.path()),
+                .arg(context),
         );
-        name
     }
 
     /// Pushes a local image to `destination` (`HOST:PORT/REPO:TAG`, plain
