@@ -11,6 +11,8 @@ pub enum Error {
     Config(String),
     #[error("{0} has no namespace")]
     MissingNamespace(String),
+    #[error("the watch caches of Jobs and Pods closed (the operator is stopping)")]
+    CacheClosed,
     #[error("lost the leader lease {0}")]
     LeaseLost(String),
     #[error("serving metrics and health on {addr}: {source}")]
@@ -33,6 +35,7 @@ impl Error {
             Error::Config(_) => "config",
             Error::MissingNamespace(_) => "invalid_object",
             Error::LeaseLost(_) => "lease_lost",
+            Error::CacheClosed => "cache_closed",
             Error::Serve { .. } => "serve",
         }
     }

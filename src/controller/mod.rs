@@ -15,8 +15,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
@@ -34,6 +34,17 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub images: BuilderImages,
+    /// The operator's Jobs and their Pods, as last watched.
+    pub caches: Caches,
+}
+
+/// Watch caches of the operator's Jobs and Pods, so a reconcile reads them
+/// from memory instead of listing them from the API server.
+pub struct Caches {
+    pub jobs: Store<Job>,
+    pub pods: Store<Pod>,
+    /// True once both caches hold their first full list.
+    pub ready: watch::Receiver<bool>,
 }
 
 /// Flags of `multiarch-operator controller`.
@@ -108,6 +119,7 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
             () = stopped(stop_rx.clone()) => return Ok(()),
         }
     }
+    let (controller, caches) = controller(&client, args.namespace.as_deref(), args.concurrency);
     let context = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(
@@ -119,8 +131,9 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         ),
         metrics,
         images: args.images.clone().into(),
+        caches,
     });
-    let controller = controller(&client, args.namespace.as_deref(), args.concurrency)
+    let controller = controller
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(reconcile, error_policy, context)
         .for_each(|_| async {});
@@ -183,26 +196,75 @@ async fn client() -> Result<Client> {
 
 /// The Controller: MultiArchImages, the Jobs they own, and the Jobs' Pods
 /// (whose scheduling and termination messages drive the status).
+///
+/// The Job and Pod watches run in tasks of their own, filling the caches and
+/// forwarding each change to the Controller: a reconcile may wait for the
+/// caches without starving the very streams that fill them.
 fn controller(
     client: &Client,
     namespace: Option<&str>,
     concurrency: u16,
-) -> Controller<MultiArchImage> {
+) -> (Controller<MultiArchImage>, Caches) {
     let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    Controller::new(
+    let (jobs, job_changes) = cached_watch(scoped::<Job>(client, namespace), ours.clone());
+    let (pods, pod_changes) = cached_watch(scoped::<Pod>(client, namespace), ours);
+    let (ready_tx, ready) = watch::channel(false);
+    let (jobs_ready, pods_ready) = (jobs.clone(), pods.clone());
+    // One waiter per store: a Store wakes only its latest waiter.
+    tokio::spawn(async move {
+        if jobs_ready.wait_until_ready().await.is_ok()
+            && pods_ready.wait_until_ready().await.is_ok()
+        {
+            let _ = ready_tx.send(true);
+        }
+    });
+    let controller = Controller::new(
         scoped::<MultiArchImage>(client, namespace),
         watcher::Config::default(),
     )
     // No debounce: reconciles are idempotent, and each step of a build waits
     // on the one before, so any delay here adds to the time to index.
     .with_config(ControllerConfig::default().concurrency(concurrency))
-    .owns(scoped::<Job>(client, namespace), ours.clone())
-    .watches(scoped::<Pod>(client, namespace), ours, |pod| {
+    .owns_stream(job_changes)
+    .watches_stream(pod_changes, |pod| {
         let name = pod.annotations().get(RESOURCE_ANNOTATION).cloned();
         let namespace = pod.namespace();
         name.zip(namespace)
             .map(|(name, ns)| ObjectRef::<MultiArchImage>::new(&name).within(&ns))
-    })
+    });
+    (controller, Caches { jobs, pods, ready })
+}
+
+/// A watch feeding a cache, run in its own task; its changes come out of
+/// the returned stream.
+fn cached_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    let changes = watcher(api, config)
+        .default_backoff()
+        .modify(|object| object.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects();
+    tokio::spawn(changes.for_each(move |change| {
+        let _ = tx.unbounded_send(change);
+        futures::future::ready(())
+    }));
+    (store, rx)
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>

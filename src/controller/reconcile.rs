@@ -8,7 +8,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
@@ -18,7 +18,7 @@ use super::state::{self, Decision, Observed};
 use super::Context;
 use crate::api::{MultiArchImage, MultiArchImageStatus, Phase, PlatformPhase};
 use crate::error::{Error, Result};
-use crate::render::{self, BUILD_ID_LABEL};
+use crate::render::{self, BUILD_ID_LABEL, NAME_LABEL};
 use crate::telemetry::PhaseLabels;
 
 /// The field manager of everything the controller applies.
@@ -41,24 +41,36 @@ pub async fn reconcile(resource: Arc<MultiArchImage>, ctx: Arc<Context>) -> Resu
     }
 
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    let jobs = jobs_api
-        .list(&ListParams::default().labels(&render::resource_selector(&resource.name_any())))
-        .await?
-        .items;
+    let caches = &ctx.caches;
+    caches
+        .ready
+        .clone()
+        .wait_for(|ready| *ready)
+        .await
+        .map_err(|_| Error::CacheClosed)?;
+    let name_label = render::name_label_value(&resource.name_any());
+    let ours = |labels: &std::collections::BTreeMap<String, String>, ns: Option<String>| {
+        ns.as_deref() == Some(namespace.as_str()) && labels.get(NAME_LABEL) == Some(&name_label)
+    };
+    let jobs: Vec<Job> = caches
+        .jobs
+        .state_filter(|j| ours(j.labels(), j.namespace()))
+        .iter()
+        .map(|j| Job::clone(j))
+        .collect();
     let now = Time(Timestamp::now());
     let decision = match render::plan(&resource, &ctx.images) {
         Err(errors) => state::invalid(&resource, &build_id, &errors.to_string(), &jobs, &now),
         Ok(plan) => {
-            let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-            let selector = format!(
-                "{},{BUILD_ID_LABEL}={}",
-                render::resource_selector(&resource.name_any()),
-                plan.build_id
-            );
-            let pods = pods_api
-                .list(&ListParams::default().labels(&selector))
-                .await?
-                .items;
+            let pods: Vec<Pod> = caches
+                .pods
+                .state_filter(|p| {
+                    ours(p.labels(), p.namespace())
+                        && p.labels().get(BUILD_ID_LABEL) == Some(&plan.build_id)
+                })
+                .iter()
+                .map(|p| Pod::clone(p))
+                .collect();
             let observed = Observed {
                 jobs: &jobs,
                 pods: &pods,

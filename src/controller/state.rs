@@ -136,30 +136,32 @@ pub fn decide(
                     "every platform is built; pushing the image index".to_string(),
                 )
             }
-            Some(job) => match merge_outcome(job, &pods_of(observed.pods, &merge_name)) {
-                MergeOutcome::Running(note) => (Phase::Merging, "Merging", note),
-                MergeOutcome::Failed(why) => (
-                    Phase::Failed,
-                    "MergeFailed",
-                    truncate(&format!("merge failed: {why}")),
-                ),
-                MergeOutcome::Pushed(digest) => {
-                    status.short_digest = Some(short_digest(&digest));
-                    status.image = Some(format!("{}@{digest}", resource.spec.image));
-                    status.digest = Some(digest.clone());
-                    let tags: Vec<String> = resource
-                        .spec
-                        .tags
-                        .iter()
-                        .map(|t| format!("{}:{t}", resource.spec.image))
-                        .collect();
-                    (
-                        Phase::Succeeded,
-                        "Succeeded",
-                        format!("pushed image index {digest} to {}", tags.join(", ")),
-                    )
+            Some(job) => {
+                match merge_outcome(job, &pods_of(observed.pods, &merge_name), &observed.now) {
+                    MergeOutcome::Running(note) => (Phase::Merging, "Merging", note),
+                    MergeOutcome::Failed(why) => (
+                        Phase::Failed,
+                        "MergeFailed",
+                        truncate(&format!("merge failed: {why}")),
+                    ),
+                    MergeOutcome::Pushed(digest) => {
+                        status.short_digest = Some(short_digest(&digest));
+                        status.image = Some(format!("{}@{digest}", resource.spec.image));
+                        status.digest = Some(digest.clone());
+                        let tags: Vec<String> = resource
+                            .spec
+                            .tags
+                            .iter()
+                            .map(|t| format!("{}:{t}", resource.spec.image))
+                            .collect();
+                        (
+                            Phase::Succeeded,
+                            "Succeeded",
+                            format!("pushed image index {digest} to {}", tags.join(", ")),
+                        )
+                    }
                 }
-            },
+            }
         }
     } else if observed
         .jobs
@@ -323,15 +325,23 @@ pub fn observe_platform(
         if let Some(pod) = succeeded {
             status.node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         }
-        match succeeded.and_then(|p| reported_digest(p)) {
-            Some(digest) => {
+        match succeeded.map(|p| reported_digest(p)) {
+            Some(Some(digest)) => {
                 status.phase = PlatformPhase::Succeeded;
                 status.digest = Some(digest);
             }
-            None => {
+            Some(None) => {
                 status.phase = PlatformPhase::Failed;
                 status.message =
                     "the build finished but reported no image digest in its termination message"
+                        .into();
+            }
+            // The Job's news can come before its pod's: wait for the pod.
+            None if !result_overdue(job, now) => status.phase = PlatformPhase::Building,
+            None => {
+                status.phase = PlatformPhase::Failed;
+                status.message =
+                    "the build Job completed but its succeeded pod, which carries the image digest, is gone"
                         .into();
             }
         }
@@ -418,6 +428,17 @@ pub fn observe_platform(
         status.phase = PlatformPhase::Building;
     }
     status
+}
+
+/// How long after a Job completes its succeeded pod may still be unseen (the
+/// Job's and the pod's changes arrive separately) before it counts as gone.
+const RESULT_GRACE_SECONDS: i64 = 30;
+
+fn result_overdue(job: &Job, now: &Time) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.completion_time.as_ref())
+        .is_some_and(|done| now.0.duration_since(done.0).as_secs() > RESULT_GRACE_SECONDS)
 }
 
 /// How long a scheduled pod may wait for its first container before the
@@ -605,11 +626,16 @@ enum MergeOutcome {
     Pushed(String),
 }
 
-fn merge_outcome(job: &Job, pods: &[&Pod]) -> MergeOutcome {
+fn merge_outcome(job: &Job, pods: &[&Pod], now: &Time) -> MergeOutcome {
     if job_condition(job, "Complete").is_some() {
-        return match pods.iter().find_map(|p| reported_digest(p)) {
-            Some(digest) => MergeOutcome::Pushed(digest),
-            None => MergeOutcome::Failed("the merge finished but reported no index digest".into()),
+        let succeeded = pods.iter().find(|p| pod_phase(p) == "Succeeded");
+        return match succeeded.map(|p| reported_digest(p)) {
+            Some(Some(digest)) => MergeOutcome::Pushed(digest),
+            Some(None) => MergeOutcome::Failed("the merge finished but reported no index digest".into()),
+            None if !result_overdue(job, now) => MergeOutcome::Running("reading the merge's result".into()),
+            None => MergeOutcome::Failed(
+                "the merge Job completed but its succeeded pod, which carries the index digest, is gone".into(),
+            ),
         };
     }
     if job_condition(job, "Failed").is_some() || job_condition(job, "FailureTarget").is_some() {

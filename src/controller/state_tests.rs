@@ -527,3 +527,23 @@ fn a_pod_that_never_starts_says_what_to_check() {
         .iter()
         .any(|n| n.reason == "PlatformWaiting" && n.warning));
 }
+
+#[test]
+fn a_completed_job_waits_a_moment_for_its_pod_to_be_seen() {
+    // The Job's change can arrive before its pod's: not a failure yet.
+    let w = World::new().with_jobs([complete(), json!([])]);
+    let d = w.decide();
+    assert_eq!(d.status.platforms[0].phase, PlatformPhase::Building);
+    assert_eq!(d.status.phase, Some(Phase::Building));
+    // Long after completion with no succeeded pod in sight, it is one.
+    let mut late = World::new().with_jobs([complete(), json!([])]);
+    late.jobs[0].status.as_mut().unwrap().completion_time =
+        Some(Time(Timestamp::from_second(1_800_000_000 - 3600).unwrap()));
+    let d = late.decide();
+    assert_eq!(d.status.platforms[0].phase, PlatformPhase::Failed);
+    assert!(
+        d.status.platforms[0].message.contains("succeeded pod"),
+        "{}",
+        d.status.platforms[0].message
+    );
+}
