@@ -148,14 +148,6 @@ pub fn registry_host(repository: &str) -> &str {
     }
 }
 
-/// Labels selecting every Job of one resource.
-pub fn resource_selector(resource_name: &str) -> String {
-    format!(
-        "{MANAGED_BY_LABEL}={MANAGED_BY},{NAME_LABEL}={}",
-        name_label_value(resource_name)
-    )
-}
-
 fn labels(resource: &MultiArchImage, build_id: &str, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
