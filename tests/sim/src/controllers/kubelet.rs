@@ -541,6 +541,31 @@ fn write_keys(
     Ok(())
 }
 
+/// A volume made of an object's keys (a Secret or a ConfigMap): its source,
+/// the field naming the object, the kind for messages, the store path and
+/// how to read its keys.
+type KeyVolume<'a> = (
+    &'a Value,
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Value) -> Vec<(String, Vec<u8>)>,
+);
+
+fn key_volume(volume: &Value) -> Option<KeyVolume<'_>> {
+    if let Some(source) = volume.get("secret") {
+        return Some((source, "secretName", "secret", "/secrets", secret_entries));
+    }
+    let source = volume.get("configMap")?;
+    Some((
+        source,
+        "name",
+        "configmap",
+        "/configmaps",
+        configmap_entries,
+    ))
+}
+
 fn secret_entries(s: &Value) -> Vec<(String, Vec<u8>)> {
     s["data"]
         .as_object()
@@ -591,32 +616,18 @@ fn prepare_volumes(ctx: &PodCtx) -> Result<Vec<Volume>, String> {
                 dir,
                 read_only: false,
             });
-        } else if let Some(s) = v.get("secret") {
-            let sname = s["secretName"].as_str().unwrap_or("");
-            let mode = s["defaultMode"].as_u64().unwrap_or(420) as u32;
-            match c.lock().get("/secrets", &ctx.ns, sname) {
-                Some(sec) => write_keys(&dir, &secret_entries(&sec), s["items"].as_array(), mode)
-                    .map_err(|e| fail(&e.to_string()))?,
-                None if s["optional"] == true => {
+        } else if let Some((source, object_name, kind, path, entries)) = key_volume(v) {
+            let oname = source[object_name].as_str().unwrap_or("");
+            let mode = source["defaultMode"].as_u64().unwrap_or(420) as u32;
+            match c.lock().get(path, &ctx.ns, oname) {
+                Some(object) => {
+                    write_keys(&dir, &entries(&object), source["items"].as_array(), mode)
+                        .map_err(|e| fail(&e.to_string()))?
+                }
+                None if source["optional"] == true => {
                     std::fs::create_dir_all(&dir).map_err(|e| fail(&e.to_string()))?
                 }
-                None => return Err(fail(&format!("secret \"{sname}\" not found"))),
-            }
-            out.push(Volume {
-                name,
-                dir,
-                read_only: true,
-            });
-        } else if let Some(s) = v.get("configMap") {
-            let cname = s["name"].as_str().unwrap_or("");
-            let mode = s["defaultMode"].as_u64().unwrap_or(420) as u32;
-            match c.lock().get("/configmaps", &ctx.ns, cname) {
-                Some(cm) => write_keys(&dir, &configmap_entries(&cm), s["items"].as_array(), mode)
-                    .map_err(|e| fail(&e.to_string()))?,
-                None if s["optional"] == true => {
-                    std::fs::create_dir_all(&dir).map_err(|e| fail(&e.to_string()))?
-                }
-                None => return Err(fail(&format!("configmap \"{cname}\" not found"))),
+                None => return Err(fail(&format!("{kind} \"{oname}\" not found"))),
             }
             out.push(Volume {
                 name,
