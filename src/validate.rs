@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::api::{self, MultiArchImage, MultiArchImageSpec};
 use crate::platform::Platform;
+use crate::reference::{self, Repository};
 
 /// One problem, at one field path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,23 +76,23 @@ pub fn parse_manifests(text: &str) -> Result<Vec<MultiArchImage>, String> {
     Ok(found)
 }
 
-static REPOSITORY: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::REPOSITORY_PATTERN).unwrap());
 static TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::TAG_PATTERN).unwrap());
 static OBJECT_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(api::OBJECT_NAME_PATTERN).unwrap());
 static BUILD_ARG: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::BUILD_ARG_PATTERN).unwrap());
 static TARGET: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::TARGET_PATTERN).unwrap());
+static GIT_URL: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::GIT_URL_PATTERN).unwrap());
 static GIT_REVISION: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$").unwrap());
+    LazyLock::new(|| Regex::new(api::GIT_REVISION_PATTERN).unwrap());
 static LABEL_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$").unwrap());
-static IMAGE_REFERENCE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$").unwrap());
 
-/// The platforms of a valid resource, normalised and in the order given.
+/// What validation learnt of a valid resource, as types: the platforms,
+/// normalised and in the order given, and the repository parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Validated {
     pub platforms: Vec<Platform>,
+    pub image: Repository,
 }
 
 /// Checks a resource; every problem is returned, each naming its field.
@@ -105,62 +106,34 @@ pub fn validate(resource: &MultiArchImage) -> Result<Validated, ValidationErrors
     };
     match resource.metadata.name.as_deref() {
         None | Some("") => report("metadata.name", "must be set".into()),
-        Some(name) if !OBJECT_NAME.is_match(name) || name.len() > 253 => report(
-            "metadata.name",
-            format!("{name:?} is not a valid object name"),
-        ),
+        Some(name) if !OBJECT_NAME.is_match(name) || name.len() > api::MAX_OBJECT_NAME_LENGTH => {
+            report(
+                "metadata.name",
+                format!("{name:?} is not a valid object name"),
+            )
+        }
         Some(_) => {}
     }
     let spec = &resource.spec;
-    check_image(spec, &mut report);
+    let image = check_image(spec, &mut report);
     check_tags(spec, &mut report);
     let platforms = check_platforms(spec, &mut report);
     check_source(spec, &mut report);
     check_paths(spec, &mut report);
     check_builder(spec, &mut report);
     check_scheduling(spec, &mut report);
-    if errors.is_empty() {
-        Ok(Validated { platforms })
-    } else {
-        Err(ValidationErrors(errors))
+    match image {
+        Some(image) if errors.is_empty() => Ok(Validated { platforms, image }),
+        _ => Err(ValidationErrors(errors)),
     }
 }
 
 type Report<'a> = dyn FnMut(&str, String) + 'a;
 
-fn check_image(spec: &MultiArchImageSpec, report: &mut Report) {
-    let image = &spec.image;
-    if image.is_empty() {
-        return report(
-            "spec.image",
-            "must be set, e.g. registry.example.com/team/app".into(),
-        );
-    }
-    if image.len() > 255 {
-        return report(
-            "spec.image",
-            format!("is {} characters long; at most 255", image.len()),
-        );
-    }
-    // A tag sits after a ':' in the last path component ("host:5000/app"
-    // has a port, not a tag).
-    let last = image.rsplit('/').next().unwrap_or(image);
-    if image.contains('@') {
-        report(
-            "spec.image",
-            format!("{image:?} contains a digest; give the repository only"),
-        );
-    } else if last.contains(':') {
-        report(
-            "spec.image",
-            format!("{image:?} contains a tag; give the repository only and put tags in spec.tags"),
-        );
-    } else if !REPOSITORY.is_match(image) {
-        report(
-            "spec.image",
-            format!("{image:?} is not a valid repository (lower-case path components, optional registry host[:port])"),
-        );
-    }
+fn check_image(spec: &MultiArchImageSpec, report: &mut Report) -> Option<Repository> {
+    reference::parse_repository(&spec.image)
+        .map_err(|e| report("spec.image", e.to_string()))
+        .ok()
 }
 
 fn check_tags(spec: &MultiArchImageSpec, report: &mut Report) {
@@ -204,6 +177,17 @@ fn check_platforms(spec: &MultiArchImageSpec, report: &mut Report) -> Vec<Platfo
     let mut platforms: Vec<Platform> = Vec::new();
     for (i, text) in spec.platforms.iter().enumerate() {
         let field = format!("spec.platforms[{i}]");
+        if text.len() > api::MAX_PLATFORM_LENGTH {
+            report(
+                &field,
+                format!(
+                    "is {} characters long; at most {}",
+                    text.len(),
+                    api::MAX_PLATFORM_LENGTH
+                ),
+            );
+            continue;
+        }
         match Platform::parse(text) {
             Err(e) => report(&field, e.to_string()),
             Ok(p) => {
@@ -228,10 +212,16 @@ fn check_source(spec: &MultiArchImageSpec, report: &mut Report) {
         ),
         (Some(git), None) => {
             let url = &git.url;
-            let known_scheme = ["https://", "http://", "ssh://", "git@"]
-                .iter()
-                .any(|s| url.starts_with(s));
-            if !known_scheme || url.chars().any(char::is_whitespace) {
+            if url.len() > api::MAX_GIT_URL_LENGTH {
+                report(
+                    "spec.source.git.url",
+                    format!(
+                        "is {} characters long; at most {}",
+                        url.len(),
+                        api::MAX_GIT_URL_LENGTH
+                    ),
+                );
+            } else if !GIT_URL.is_match(url) {
                 report(
                     "spec.source.git.url",
                     format!("{url:?} is not an https://, http://, ssh:// or git@host:path URL"),
@@ -245,7 +235,10 @@ fn check_source(spec: &MultiArchImageSpec, report: &mut Report) {
                 );
             }
             if let Some(rev) = &git.revision {
-                if !GIT_REVISION.is_match(rev) || rev.contains("..") || rev.len() > 255 {
+                if !GIT_REVISION.is_match(rev)
+                    || rev.contains("..")
+                    || rev.len() > api::MAX_REVISION_LENGTH
+                {
                     report(
                         "spec.source.git.revision",
                         format!("{rev:?} is not a valid branch, tag or commit name"),
@@ -288,20 +281,24 @@ fn check_paths(spec: &MultiArchImageSpec, report: &mut Report) {
                 field,
                 format!("{path:?} must stay inside the source (no '..')"),
             );
-        } else if path.chars().any(|c| c.is_control()) || path.len() > 1024 {
+        } else if path.chars().any(|c| c.is_control()) || path.len() > api::MAX_PATH_LENGTH {
             report(field, format!("{path:?} is not a valid path"));
         }
     }
-    if !TARGET.is_match(&spec.target) || spec.target.len() > 128 {
+    if !TARGET.is_match(&spec.target) || spec.target.len() > api::MAX_TARGET_LENGTH {
         report(
             "spec.target",
             format!("{:?} is not a valid stage name", spec.target),
         );
     }
-    if spec.build_args.len() > 64 {
+    if spec.build_args.len() > api::MAX_BUILD_ARGS {
         report(
             "spec.buildArgs",
-            format!("has {} entries; at most 64", spec.build_args.len()),
+            format!(
+                "has {} entries; at most {}",
+                spec.build_args.len(),
+                api::MAX_BUILD_ARGS
+            ),
         );
     }
     for (name, value) in &spec.build_args {
@@ -327,10 +324,19 @@ fn check_paths(spec: &MultiArchImageSpec, report: &mut Report) {
 
 fn check_builder(spec: &MultiArchImageSpec, report: &mut Report) {
     if let Some(image) = &spec.builder.image {
-        if !IMAGE_REFERENCE.is_match(image) || image.len() > 512 {
+        if image.len() > api::MAX_BUILDER_IMAGE_LENGTH {
             report(
                 "spec.builder.image",
-                format!("{image:?} is not a valid image reference"),
+                format!(
+                    "is {} characters long; at most {}",
+                    image.len(),
+                    api::MAX_BUILDER_IMAGE_LENGTH
+                ),
+            );
+        } else if let Err(reason) = reference::parse(image) {
+            report(
+                "spec.builder.image",
+                format!("{image:?} is not a valid image reference: {reason}"),
             );
         }
     }
@@ -375,19 +381,26 @@ fn check_scheduling(spec: &MultiArchImageSpec, report: &mut Report) {
             }
         }
     }
-    if !(1..=86400).contains(&spec.active_deadline_seconds) {
+    let deadlines = api::MIN_ACTIVE_DEADLINE_SECONDS..=api::MAX_ACTIVE_DEADLINE_SECONDS;
+    if !deadlines.contains(&spec.active_deadline_seconds) {
         report(
             "spec.activeDeadlineSeconds",
             format!(
-                "{} must be between 1 and 86400",
-                spec.active_deadline_seconds
+                "{} must be between {} and {}",
+                spec.active_deadline_seconds,
+                deadlines.start(),
+                deadlines.end()
             ),
         );
     }
-    if !(0..=10).contains(&spec.backoff_limit) {
+    if !(0..=api::MAX_BACKOFF_LIMIT).contains(&spec.backoff_limit) {
         report(
             "spec.backoffLimit",
-            format!("{} must be between 0 and 10", spec.backoff_limit),
+            format!(
+                "{} must be between 0 and {}",
+                spec.backoff_limit,
+                api::MAX_BACKOFF_LIMIT
+            ),
         );
     }
 }
@@ -402,7 +415,7 @@ fn valid_label_key(key: &str) -> bool {
 }
 
 fn check_object_name(field: &str, name: &str, report: &mut Report) {
-    if name.is_empty() || name.len() > 253 || !OBJECT_NAME.is_match(name) {
+    if name.is_empty() || name.len() > api::MAX_OBJECT_NAME_LENGTH || !OBJECT_NAME.is_match(name) {
         report(field, format!("{name:?} is not a valid object name"));
     }
 }

@@ -17,7 +17,6 @@
 //!    stderr.
 
 pub mod index;
-pub mod reference;
 pub mod registry;
 pub mod source;
 
@@ -246,7 +245,7 @@ fn parse_request(args: &MergeArgs) -> Result<Request, Vec<MergeError>> {
 }
 
 fn parse_reference(written: &str) -> Result<Reference, String> {
-    reference::parse(written)
+    crate::reference::parse(written)
 }
 
 async fn merge(

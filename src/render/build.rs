@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 use super::{
     labels, owner_reference, push_secret_volume, staging_tag, BuilderImages, DOCKER_CONFIG_DIR,
-    PLATFORM_ANNOTATION, PLATFORM_LABEL, RESOURCE_ANNOTATION, SOURCE_DIR,
+    GIT_CREDENTIALS_VOLUME, PLATFORM_ANNOTATION, PLATFORM_LABEL, RESOURCE_ANNOTATION, SOURCE_DIR,
+    SOURCE_VOLUME, WORKSPACE_VOLUME,
 };
 use crate::api::{BuilderStrategy, MultiArchImage, MultiArchImageSpec};
 use crate::platform::Platform;
@@ -32,8 +33,8 @@ pub fn build_job(
     let mut labels = labels(resource, build_id, "build");
     labels.insert(PLATFORM_LABEL.into(), platform.slug());
 
-    let mut volumes = vec![json!({"name": "workspace", "emptyDir": {}})];
-    let mut mounts = vec![json!({"name": "workspace", "mountPath": "/workspace"})];
+    let mut volumes = vec![json!({"name": WORKSPACE_VOLUME, "emptyDir": {}})];
+    let mut mounts = vec![json!({"name": WORKSPACE_VOLUME, "mountPath": "/workspace"})];
     if let Some((volume, mount)) = push_secret_volume(spec) {
         volumes.push(volume);
         mounts.push(mount);
@@ -109,20 +110,20 @@ fn source_containers(
     volumes: &mut Vec<Value>,
 ) -> Vec<Value> {
     if let Some(config_map) = &spec.source.config_map {
-        volumes.push(json!({"name": "source", "configMap": {"name": config_map.name}}));
+        volumes.push(json!({"name": SOURCE_VOLUME, "configMap": {"name": config_map.name}}));
         return Vec::new();
     }
     let Some(git) = &spec.source.git else {
         return Vec::new();
     };
-    let mut mounts = vec![json!({"name": "workspace", "mountPath": "/workspace"})];
+    let mut mounts = vec![json!({"name": WORKSPACE_VOLUME, "mountPath": "/workspace"})];
     let mut env = vec![json!({"name": "HOME", "value": "/workspace/home"})];
     if let Some(secret) = &git.secret_ref {
-        volumes.push(json!({"name": "git-credentials", "secret": {
+        volumes.push(json!({"name": GIT_CREDENTIALS_VOLUME, "secret": {
             "secretName": secret.name, "defaultMode": 0o400, "optional": false,
         }}));
         mounts.push(
-            json!({"name": "git-credentials", "mountPath": GIT_SECRET_DIR, "readOnly": true}),
+            json!({"name": GIT_CREDENTIALS_VOLUME, "mountPath": GIT_SECRET_DIR, "readOnly": true}),
         );
         env.extend([
             json!({"name": "GIT_CONFIG_COUNT", "value": "1"}),
@@ -185,7 +186,7 @@ fn source_containers(
 fn source_mounts(spec: &MultiArchImageSpec, mounts: &[Value]) -> Vec<Value> {
     let mut mounts = mounts.to_vec();
     if spec.source.config_map.is_some() {
-        mounts.push(json!({"name": "source", "mountPath": SOURCE_DIR, "readOnly": true}));
+        mounts.push(json!({"name": SOURCE_VOLUME, "mountPath": SOURCE_DIR, "readOnly": true}));
     }
     mounts
 }

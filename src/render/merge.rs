@@ -5,30 +5,81 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use super::{
-    build::restricted_container, labels, owner_reference, push_secret_volume, registry_host,
-    BuilderImages, DOCKER_CONFIG_DIR, RESOURCE_ANNOTATION,
+    build::restricted_container, labels, owner_reference, push_secret_volume, BuilderImages,
+    DOCKER_CONFIG_DIR, RESOURCE_ANNOTATION,
 };
 use crate::api::MultiArchImage;
 use crate::platform::Platform;
+use crate::validate::Validated;
 
 /// Architectures the operator image (which runs the merge) is published for.
 pub const MERGE_IMAGE_ARCHITECTURES: &[&str] = &["amd64", "arm64"];
 
-/// The merge Job, given each platform's pushed digest in spec order.
-pub fn merge_job(
+/// The container of the merge Job.
+pub const MERGE_CONTAINER: &str = "merge";
+
+/// The merge Job of one build, rendered whole but for the per-platform
+/// digests, which are known only once every platform has pushed.
+#[derive(Clone, Debug)]
+pub struct MergeTemplate {
+    job: Job,
+    repository: String,
+    platforms: Vec<Platform>,
+}
+
+impl MergeTemplate {
+    pub fn new(
+        resource: &MultiArchImage,
+        valid: &Validated,
+        build_id: &str,
+        images: &BuilderImages,
+    ) -> Self {
+        MergeTemplate {
+            job: merge_job(resource, valid, build_id, images),
+            repository: resource.spec.image.clone(),
+            platforms: valid.platforms.clone(),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        self.job.name_any()
+    }
+
+    /// The merge Job, given each platform's pushed digest in plan order.
+    pub fn job(&self, digests: &[String]) -> Job {
+        let images = self
+            .platforms
+            .iter()
+            .zip(digests)
+            .flat_map(|(platform, digest)| {
+                [
+                    "--platform-image".to_string(),
+                    format!("{platform}={}@{digest}", self.repository),
+                ]
+            });
+        let mut job = self.job.clone();
+        let container = job
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+            .and_then(|s| s.containers.first_mut())
+            .expect("the merge Job has its container");
+        let args = container.args.get_or_insert_with(Vec::new);
+        // Right after the subcommand, in index order.
+        args.splice(1..1, images);
+        job
+    }
+}
+
+/// The merge Job without its `--platform-image` arguments.
+fn merge_job(
     resource: &MultiArchImage,
+    valid: &Validated,
     build_id: &str,
-    digests: &[(Platform, String)],
     images: &BuilderImages,
 ) -> Job {
     let spec = &resource.spec;
     let mut args: Vec<String> = vec!["merge".into()];
-    for (platform, digest) in digests {
-        args.extend([
-            "--platform-image".into(),
-            format!("{platform}={}@{digest}", spec.image),
-        ]);
-    }
     for tag in &spec.tags {
         args.extend(["--target".into(), format!("{}:{tag}", spec.image)]);
     }
@@ -43,10 +94,7 @@ pub fn merge_job(
         ]);
     }
     if spec.insecure_registry {
-        args.extend([
-            "--insecure-registry".into(),
-            registry_host(&spec.image).to_string(),
-        ]);
+        args.extend(["--insecure-registry".into(), valid.image.registry.clone()]);
     }
     args.extend(["--digest-file".into(), "/dev/termination-log".into()]);
 
@@ -95,7 +143,7 @@ pub fn merge_job(
                     "tolerations": tolerations,
                     "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532},
                     "containers": [{
-                        "name": "merge",
+                        "name": MERGE_CONTAINER,
                         "image": images.merge,
                         "imagePullPolicy": "IfNotPresent",
                         "command": ["multiarch-operator"],
