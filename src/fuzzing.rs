@@ -362,8 +362,8 @@ pub fn manifest(data: &[u8]) {
 }
 
 fn check_assembly(entries: &[PlatformEntry]) {
-    let first = index::assemble(entries);
-    let second = index::assemble(entries);
+    let first = index::assemble(entries, &Default::default());
+    let second = index::assemble(entries, &Default::default());
     assert_eq!(first, second, "assembly is not deterministic");
     let Ok(assembled) = first else {
         return;

@@ -126,6 +126,12 @@ pub fn parse_repository(written: &str) -> Result<Repository, RepositoryError> {
     })
 }
 
+/// The registry and repository a reference names: two references with the
+/// same key are in the same repository (whatever their tags or digests).
+pub fn repository_key(reference: &Reference) -> (&str, &str) {
+    (reference.resolve_registry(), reference.repository())
+}
+
 /// Whether the first component of a name is a registry host, as docker
 /// decides it: it has a `.` or a `:`, or is `localhost`.
 fn is_host(first: &str) -> bool {

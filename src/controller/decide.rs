@@ -69,7 +69,7 @@ pub enum Note {
     ResultGone,
     /// The Job failed.
     Failed {
-        job: JobFacts,
+        job: Box<JobFacts>,
         reason: JobFailure,
         detail: Option<PodFailure>,
     },
@@ -269,7 +269,7 @@ pub fn platform_view(
             view.phase = PlatformPhase::Failed;
             view.completion_time = at.clone();
             view.note = Some(Note::Failed {
-                job: job.clone(),
+                job: Box::new(job.clone()),
                 reason: reason.clone(),
                 detail: pods.iter().find_map(|p| p.failure.clone()),
             });

@@ -20,13 +20,14 @@ pub mod index;
 pub mod registry;
 pub mod source;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write as _;
 use std::path::PathBuf;
 
 use oci_client::Reference;
 
 use crate::platform::{Platform, PlatformError};
+use crate::reference::repository_key;
 use crate::registry_auth::{ConfigError, DockerConfig};
 use registry::{Problem, Registries};
 use source::{CheckedSource, SourceSpec};
@@ -46,6 +47,10 @@ pub struct MergeArgs {
     /// HOST:PORT of a registry reached over plain HTTP; repeatable.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// KEY=VALUE annotation of the index (an OCI index; a Docker manifest
+    /// list has none); repeatable.
+    #[arg(long = "annotation")]
+    pub annotations: Vec<String>,
     /// Also write the index digest to this file (the Job passes /dev/termination-log).
     #[arg(long)]
     pub digest_file: Option<std::path::PathBuf>,
@@ -83,6 +88,8 @@ pub enum MergeError {
     },
     #[error("target {target}: malformed reference: {reason}")]
     MalformedTarget { target: String, reason: String },
+    #[error("--annotation {0:?}: expected KEY=VALUE with a non-empty KEY without white space")]
+    MalformedAnnotation(String),
     #[error("--registry-config: {0}")]
     RegistryConfig(#[from] ConfigError),
     #[error("--digest-file {path}: {source}")]
@@ -98,6 +105,13 @@ pub enum MergeError {
     },
     #[error("target {target}: {problem}")]
     Target { target: String, problem: Problem },
+    #[error("target {target}: copying {platform} ({source_reference}) into it: {problem}")]
+    Copy {
+        target: String,
+        platform: Platform,
+        source_reference: String,
+        problem: Problem,
+    },
     #[error(transparent)]
     MixedMediaTypes(#[from] index::MixedMediaTypes),
 }
@@ -111,6 +125,7 @@ impl MergeError {
                 | MergeError::MalformedReference { .. }
                 | MergeError::DuplicatePlatform { .. }
                 | MergeError::MalformedTarget { .. }
+                | MergeError::MalformedAnnotation(_)
                 | MergeError::RegistryConfig(_)
         )
     }
@@ -123,27 +138,23 @@ struct Target {
     reference: Reference,
 }
 
-/// The arguments, parsed and checked for form.
+/// Everything one merge needs, parsed and checked for form.
 struct Request {
     sources: Vec<SourceSpec>,
     targets: Vec<Target>,
     config: DockerConfig,
+    insecure_registries: Vec<String>,
+    annotations: BTreeMap<String, String>,
+    digest_file: Option<PathBuf>,
 }
 
 /// Runs the merge; returns the process exit code.
 pub async fn run(args: MergeArgs) -> i32 {
-    let config_for_redaction = std::cell::RefCell::new(DockerConfig::default());
-    let report = |errors: &[MergeError]| {
-        let config = config_for_redaction.borrow();
-        for error in errors {
-            // Belt and braces: no message may carry a secret of the config.
-            eprintln!("error: {}", config.redact(&error.to_string()));
-        }
-    };
     let request = match parse_request(&args) {
         Ok(request) => request,
         Err(errors) => {
-            report(&errors);
+            // No credential was loaded: nothing to redact.
+            report(&errors, &DockerConfig::default());
             return if errors.iter().all(MergeError::is_usage) {
                 EXIT_USAGE
             } else {
@@ -151,16 +162,23 @@ pub async fn run(args: MergeArgs) -> i32 {
             };
         }
     };
-    *config_for_redaction.borrow_mut() = request.config.clone();
-    match merge(request, args.insecure_registries, args.digest_file).await {
+    match merge(&request).await {
         Ok(digest) => {
             println!("{digest}");
             EXIT_OK
         }
         Err(errors) => {
-            report(&errors);
+            report(&errors, &request.config);
             EXIT_FAILED
         }
+    }
+}
+
+/// Prints the errors; belt and braces, no message may carry a secret of
+/// the config.
+fn report(errors: &[MergeError], config: &DockerConfig) {
+    for error in errors {
+        eprintln!("error: {}", config.redact(&error.to_string()));
     }
 }
 
@@ -226,6 +244,15 @@ fn parse_request(args: &MergeArgs) -> Result<Request, Vec<MergeError>> {
             }),
         }
     }
+    let mut annotations = BTreeMap::new();
+    for written in &args.annotations {
+        match written.split_once('=') {
+            Some((key, value)) if !key.is_empty() && !key.contains(char::is_whitespace) => {
+                annotations.insert(key.to_string(), value.to_string());
+            }
+            _ => errors.push(MergeError::MalformedAnnotation(written.clone())),
+        }
+    }
     let config = match &args.registry_config {
         Some(path) => DockerConfig::load(path).unwrap_or_else(|e| {
             errors.push(e.into());
@@ -238,6 +265,9 @@ fn parse_request(args: &MergeArgs) -> Result<Request, Vec<MergeError>> {
             sources,
             targets,
             config,
+            insecure_registries: args.insecure_registries.clone(),
+            annotations,
+            digest_file: args.digest_file.clone(),
         })
     } else {
         Err(errors)
@@ -248,20 +278,12 @@ fn parse_reference(written: &str) -> Result<Reference, String> {
     crate::reference::parse(written)
 }
 
-async fn merge(
-    request: Request,
-    insecure_registries: Vec<String>,
-    digest_file: Option<PathBuf>,
-) -> Result<String, Vec<MergeError>> {
-    let Request {
-        sources,
-        targets,
-        config,
-    } = request;
-    let registries = Registries::new(config, insecure_registries);
+async fn merge(request: &Request) -> Result<String, Vec<MergeError>> {
+    let targets = &request.targets;
+    let registries = Registries::new(request.config.clone(), request.insecure_registries.clone());
 
     // Opened now, so that an unwritable path stops us before any push.
-    let mut digest_out = match &digest_file {
+    let mut digest_out = match &request.digest_file {
         Some(path) => Some(std::fs::File::create(path).map_err(|source| {
             vec![MergeError::DigestFile {
                 path: path.clone(),
@@ -271,9 +293,12 @@ async fn merge(
         None => None,
     };
 
-    let checked = check_everything(&registries, sources, &targets).await?;
+    let checked = check_everything(&registries, &request.sources, targets).await?;
     let entries: Vec<_> = checked.iter().map(|c| c.entry.clone()).collect();
-    let assembled = index::assemble(&entries).map_err(|e| vec![e.into()])?;
+    let assembled = index::assemble(&entries, &request.annotations).map_err(|e| vec![e.into()])?;
+    if !request.annotations.is_empty() && assembled.media_type != index::OCI_INDEX {
+        eprintln!("merge: a Docker manifest list has no annotations; --annotation is left out");
+    }
     eprintln!(
         "merge: index {} ({}, {} entries)",
         assembled.digest,
@@ -283,24 +308,19 @@ async fn merge(
 
     // Children first, once per target repository, so no registry ever holds
     // an index whose manifests it lacks.
-    let mut repositories_done: HashSet<(String, String)> = HashSet::new();
-    for target in &targets {
-        let key = (
-            target.reference.resolve_registry().to_string(),
-            target.reference.repository().to_string(),
-        );
-        if !repositories_done.insert(key) {
+    let mut repositories_done: HashSet<(&str, &str)> = HashSet::new();
+    for target in targets {
+        if !repositories_done.insert(repository_key(&target.reference)) {
             continue;
         }
         let copies = checked.iter().map(|source| async {
             source::copy_into(&registries, source, &target.reference)
                 .await
-                .map_err(|problem| MergeError::Target {
+                .map_err(|problem| MergeError::Copy {
                     target: target.written.clone(),
-                    problem: Problem::Other(format!(
-                        "copying {} ({}) into it: {problem}",
-                        source.spec.platform, source.spec.written
-                    )),
+                    platform: source.spec.platform.clone(),
+                    source_reference: source.spec.written.clone(),
+                    problem,
                 })
         });
         let failures: Vec<MergeError> = futures::future::join_all(copies)
@@ -313,7 +333,7 @@ async fn merge(
         }
     }
 
-    for target in &targets {
+    for target in targets {
         registries
             .push_manifest(&target.reference, &assembled.bytes, assembled.media_type)
             .await
@@ -326,7 +346,7 @@ async fn merge(
         eprintln!("merge: pushed {} -> {}", target.written, assembled.digest);
     }
 
-    if let (Some(file), Some(path)) = (digest_out.as_mut(), &digest_file) {
+    if let (Some(file), Some(path)) = (digest_out.as_mut(), &request.digest_file) {
         file.write_all(assembled.digest.as_bytes())
             .and_then(|()| file.flush())
             .map_err(|source| {
@@ -342,28 +362,11 @@ async fn merge(
 /// Checks every source and target concurrently; all problems, or none.
 async fn check_everything(
     registries: &Registries,
-    sources: Vec<SourceSpec>,
+    sources: &[SourceSpec],
     targets: &[Target],
 ) -> Result<Vec<CheckedSource>, Vec<MergeError>> {
     let mut errors = Vec::new();
-    for spec in &sources {
-        if let Err(problem) = registries.authenticate(&spec.reference).await {
-            errors.push(source_error(spec, problem));
-        }
-    }
-    for target in targets {
-        if let Err(problem) = registries.authenticate(&target.reference).await {
-            errors.push(MergeError::Target {
-                target: target.written.clone(),
-                problem,
-            });
-        }
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-
-    let source_checks = sources.into_iter().map(|spec| async move {
+    let source_checks = sources.iter().cloned().map(|spec| async move {
         let result = source::check(registries, spec.clone()).await;
         if let Ok(checked) = &result {
             let attestations = match checked.entry.attestations.len() {
@@ -428,6 +431,7 @@ mod tests {
             targets: targets.iter().map(|s| s.to_string()).collect(),
             registry_config: None,
             insecure_registries: vec![],
+            annotations: vec![],
             digest_file: None,
         }
     }
@@ -463,6 +467,29 @@ mod tests {
         assert!(messages[4].contains("not a digest"));
         assert!(messages[5].contains("no scheme"));
         assert!(errors.iter().all(MergeError::is_usage));
+    }
+
+    #[test]
+    fn annotations_are_key_value_pairs() {
+        let mut with = args(
+            &[&format!("linux/amd64=127.0.0.1:5000/app@{DIGEST}")],
+            &["127.0.0.1:5000/app:latest"],
+        );
+        with.annotations = vec![
+            "org.opencontainers.image.source=https://example.com/app.git".into(),
+            "org.opencontainers.image.revision=".into(),
+        ];
+        let request = parse_request(&with).ok().unwrap();
+        assert_eq!(
+            request.annotations["org.opencontainers.image.source"],
+            "https://example.com/app.git"
+        );
+        assert_eq!(request.annotations["org.opencontainers.image.revision"], "");
+        with.annotations = vec!["no-equals".into(), "=value".into(), "a key=v".into()];
+        let errors = parse_request(&with).err().unwrap();
+        assert_eq!(errors.len(), 3);
+        assert!(errors.iter().all(MergeError::is_usage));
+        assert!(errors[0].to_string().contains("\"no-equals\""));
     }
 
     #[test]
