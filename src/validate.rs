@@ -66,8 +66,7 @@ pub fn parse_manifests(text: &str) -> Result<Vec<MultiArchImage>, String> {
                 api_version.unwrap_or("<none>")
             ));
         }
-        let resource =
-            serde_json::from_value(value).map_err(|e| format!("document {}: {e}", index + 1))?;
+        let resource = typed(value).map_err(|e| format!("document {}: {e}", index + 1))?;
         found.push(resource);
     }
     if found.is_empty() {
@@ -77,9 +76,47 @@ pub fn parse_manifests(text: &str) -> Result<Vec<MultiArchImage>, String> {
 }
 
 static TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::TAG_PATTERN).unwrap());
+/// The typed resource of a document, as strictly as `kubectl apply` sends
+/// it (server-side field validation `Strict`): a wrong type or a missing
+/// field is named by its path, and an unknown field is refused.
+fn typed(value: serde_json::Value) -> Result<MultiArchImage, String> {
+    let mut unknown = Vec::new();
+    // The type meta was checked above; the derived type reads it apart.
+    let mut note_unknown = |path: serde_ignored::Path| {
+        let path = path.to_string();
+        if path != "apiVersion" && path != "kind" {
+            unknown.push(path);
+        }
+    };
+    let deserializer = serde_ignored::Deserializer::new(value, &mut note_unknown);
+    let resource: MultiArchImage = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde names a missing field in its message, at the path of the
+        // object that lacks it: say the field's own path, as the API does.
+        match inner
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split_once('`'))
+        {
+            Some((field, _)) if path == "." => format!("{field}: Required value"),
+            Some((field, _)) => format!("{path}.{field}: Required value"),
+            None => format!("{path}: {inner}"),
+        }
+    })?;
+    match unknown.first() {
+        None => Ok(resource),
+        Some(_) => Err(unknown
+            .iter()
+            .map(|path| format!("{path}: unknown field"))
+            .collect::<Vec<_>>()
+            .join("; ")),
+    }
+}
+
 static OBJECT_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(api::OBJECT_NAME_PATTERN).unwrap());
 static BUILD_ARG: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::BUILD_ARG_PATTERN).unwrap());
+static PLATFORM: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::PLATFORM_PATTERN).unwrap());
 static TARGET: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::TARGET_PATTERN).unwrap());
 static GIT_URL: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::GIT_URL_PATTERN).unwrap());
 static GIT_REVISION: LazyLock<Regex> =
@@ -185,6 +222,15 @@ fn check_platforms(spec: &MultiArchImageSpec, report: &mut Report) -> Vec<Platfo
                     text.len(),
                     api::MAX_PLATFORM_LENGTH
                 ),
+            );
+            continue;
+        }
+        if !PLATFORM.is_match(text) {
+            // Aliases are normalised, but written in lower case as the CRD
+            // schema requires.
+            report(
+                &field,
+                format!("{text:?} is not of the form os/arch[/variant] in lower case (for example linux/arm64)"),
             );
             continue;
         }
