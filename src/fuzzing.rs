@@ -11,6 +11,7 @@ use std::str::FromStr;
 use base64::Engine;
 use oci_client::Reference;
 
+use crate::merge::credentials::{ConfigError, Credential, DockerConfig};
 use crate::merge::index::{
     self, Descriptor, IndexPlatform, PlatformEntry, SourceIndex, ACCEPTED_MANIFEST_TYPES,
     DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX,
@@ -19,7 +20,6 @@ use crate::merge::registry::{declared_media_type, RawManifest};
 use crate::merge::source;
 use crate::platform::{Platform, KNOWN_ARCH, KNOWN_OS};
 use crate::reference;
-use crate::registry_auth::{ConfigError, Credential, DockerConfig};
 
 /// A property: panics when `data` breaks it.
 pub type Property = fn(&[u8]);

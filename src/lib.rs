@@ -9,7 +9,6 @@ pub mod fuzzing;
 pub mod merge;
 pub mod platform;
 pub mod reference;
-pub mod registry_auth;
 pub mod render;
 pub mod telemetry;
 pub mod validate;

@@ -8,7 +8,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use super::index::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
-use crate::registry_auth::DockerConfig;
+use crate::merge::credentials::DockerConfig;
 
 /// What went wrong with one source or target, in words a user can act on.
 /// Never holds a credential: oci-client's errors carry URLs and registry
