@@ -260,7 +260,7 @@ async fn at_rest(count: usize) {
         }))
         .unwrap();
         let stored = api.create(&PostParams::default(), &resource).await.unwrap();
-        let build_id = multiarch_operator::render::build_id(&stored.spec);
+        let build_id = multiarch_operator::render::build_id(&stored.spec, &Default::default());
         let digest = format!("sha256:{}", "ab".repeat(32));
         let status = json!({
             "apiVersion": "multiarch.dev/v1alpha1", "kind": "MultiArchImage",

@@ -64,6 +64,14 @@ pub const MIN_ACTIVE_DEADLINE_SECONDS: i64 = 1;
 pub const MAX_ACTIVE_DEADLINE_SECONDS: i64 = 86400;
 pub const MAX_BACKOFF_LIMIT: i32 = 10;
 
+/// `kubectl annotate mai NAME multiarch.dev/retry=<any new value>`: rerun
+/// the failed platforms and the merge of the current build; platforms that
+/// succeeded keep their digests.
+pub const RETRY_ANNOTATION: &str = "multiarch.dev/retry";
+/// `kubectl annotate mai NAME multiarch.dev/rebuild=<any new value>`: build
+/// every platform again; the value is part of the build id.
+pub const REBUILD_ANNOTATION: &str = "multiarch.dev/rebuild";
+
 /// A request to build one image for several platforms natively and publish
 /// them under one multi-architecture image index.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -274,8 +282,11 @@ pub struct MultiArchImageStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Short hash of the spec that shapes the build; the same spec gives the
-    /// same id, and nothing is rebuilt.
+    /// Hash (16 hex digits) of what shapes the image: the fields of the spec
+    /// that decide the output, the resolved commit and the
+    /// `multiarch.dev/rebuild` value. Same inputs, same id: nothing is
+    /// rebuilt, and an operator upgrade never changes it. Job names carry its
+    /// first 8 digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_id: Option<String>,
     /// Platforms built / platforms requested, e.g. `2/2`.
@@ -296,6 +307,9 @@ pub struct MultiArchImageStatus {
     /// `image@digest`: pull this to get exactly what was built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The `multiarch.dev/retry` value last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_retry: Option<String>,
     /// `Ready` (kstatus), `Reconciling` and `Stalled`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

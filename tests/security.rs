@@ -286,7 +286,12 @@ fn resource(namespace: &str, spec: Value) -> MultiArchImage {
 fn all_jobs(resource: &MultiArchImage) -> Vec<Job> {
     let images = BuilderImages::default();
     let valid = validate(resource).expect("valid");
-    let plan = render::plan(resource, &valid, render::build_id(&resource.spec), &images);
+    let plan = render::plan(
+        resource,
+        &valid,
+        render::build_id(&resource.spec, &Default::default()),
+        &images,
+    );
     let digests: Vec<String> = plan
         .platforms
         .iter()

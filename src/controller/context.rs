@@ -1,7 +1,9 @@
 //! What every reconcile shares: the client, the event recorder, the
 //! metrics, the images to run, and the watch caches of Jobs and Pods.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -20,6 +22,34 @@ pub struct Context {
     pub images: BuilderImages,
     /// The operator's Jobs and their Pods, as last watched.
     pub caches: Caches,
+    /// Failed reconciles in a row, per resource.
+    pub backoff: Backoff,
+}
+
+/// Per-resource back-off of failed reconciles: 5 s, doubling to 5 min, so
+/// one resource the API server keeps refusing neither spins nor slows the
+/// others; reset by a reconcile that succeeds.
+#[derive(Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<(String, String), u32>>,
+}
+
+impl Backoff {
+    pub const FIRST: Duration = Duration::from_secs(5);
+    pub const MAX: Duration = Duration::from_secs(300);
+
+    /// Counts a failure of `key` (namespace, name); the delay before the next try.
+    pub fn failed(&self, key: (String, String)) -> Duration {
+        let mut failures = self.failures.lock().expect("the back-off lock");
+        let count = failures.entry(key).or_insert(0);
+        *count = count.saturating_add(1);
+        let factor = 2u32.saturating_pow(count.saturating_sub(1).min(16));
+        Self::FIRST.saturating_mul(factor).min(Self::MAX)
+    }
+
+    pub fn succeeded(&self, key: &(String, String)) {
+        self.failures.lock().expect("the back-off lock").remove(key);
+    }
 }
 
 /// Watch caches of the operator's Jobs and Pods, so a reconcile reads them

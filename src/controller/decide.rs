@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::observe::{
     JobFacts, JobFailure, JobOutcome, Observation, PodFacts, PodFailure, PodPhase, Waiting,
 };
-use crate::api::{PlatformPhase, PlatformStatus};
+use crate::api::{MultiArchImageStatus, PlatformPhase, PlatformStatus};
 use crate::platform::Platform;
 use crate::render::Plan;
 use crate::validate::ValidationErrors;
@@ -65,8 +65,9 @@ pub enum Note {
     },
     /// Finished, but no digest in the termination message.
     NoDigest,
-    /// Completed long ago, and its succeeded pod is nowhere.
-    ResultGone,
+    /// The Job completed, but its pod (and so its digest) is gone before
+    /// the digest was seen: the platform builds again.
+    Rerun,
     /// The Job failed.
     Failed {
         job: Box<JobFacts>,
@@ -97,13 +98,14 @@ pub enum MergeStep {
     Pushing,
     /// The Job completed; its pod's result is not seen yet.
     ReadingResult,
+    /// The Job completed, and its pod is gone before its digest was seen.
+    Rerun,
     Waiting(Note),
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum MergeFailure {
     NoDigest,
-    ResultGone,
     Failed(Option<PodFailure>),
 }
 
@@ -120,29 +122,44 @@ impl Progress {
 }
 
 /// Decides the next step of a valid resource. `previous` is the status the
-/// resource carries, if it describes this same build.
+/// resource carries, if it describes this same build: a digest seen once
+/// lives there, and is used from there (a finished pod may be collected,
+/// its node scaled away).
 pub fn decide(
     plan: &Plan,
     observed: &Observation,
-    previous: Option<&[PlatformStatus]>,
+    previous: Option<&MultiArchImageStatus>,
 ) -> Decision {
     let mut create = Vec::new();
+    let mut rerun = Vec::new();
     let mut platforms = Vec::new();
     for (platform, desired) in plan.platforms.iter().zip(&plan.build_jobs) {
         let name = kube::ResourceExt::name_any(desired);
-        let job = observed.job(&name);
-        if job.is_none() {
+        let before = previous.and_then(|p| p.platforms.iter().find(|s| s.job == name));
+        if let Some(built) =
+            before.filter(|b| b.phase == PlatformPhase::Succeeded && b.digest.is_some())
+        {
+            platforms.push(kept(platform, built));
+            continue;
+        }
+        let live = observed.job(&name);
+        if live.is_none() {
             create.push(desired.clone());
         }
-        let before = previous.and_then(|p| p.iter().find(|s| s.job == name));
-        platforms.push(platform_view(
+        // A Job being deleted (one that is run again) is replaced once gone.
+        let job = live.filter(|j| !j.deleting);
+        let view = platform_view(
             platform,
             &name,
             job,
             &observed.pods_of(&name),
             before.and_then(|b| b.start_time.clone()),
             &observed.now,
-        ));
+        );
+        if view.note == Some(Note::Rerun) {
+            rerun.push(name.clone());
+        }
+        platforms.push(view);
     }
 
     let ready = platforms
@@ -150,12 +167,19 @@ pub fn decide(
         .filter(|p| p.phase == PlatformPhase::Succeeded)
         .count();
     let mut merge_job = None;
+    let pushed = previous.and_then(|p| p.digest.clone());
     let progress = if platforms.iter().any(|p| p.phase == PlatformPhase::Failed) {
         Progress::PlatformsFailed
     } else if ready == platforms.len() {
         let name = plan.merge.name();
         merge_job = Some(name.clone());
-        match observed.job(&name) {
+        match observed.job(&name).filter(|j| !j.deleting) {
+            // The index was pushed and its digest kept: done, whatever
+            // became of the merge Job's pod.
+            _ if pushed.is_some() => Progress::Succeeded {
+                digest: pushed.unwrap_or_default(),
+            },
+            None if observed.job(&name).is_some() => Progress::Merging(MergeStep::Pushing),
             None => {
                 let digests: Vec<String> = platforms
                     .iter()
@@ -164,7 +188,14 @@ pub fn decide(
                 create.push(plan.merge.job(&digests));
                 Progress::MergeStarting
             }
-            Some(job) => merge_progress(job, &observed.pods_of(&name), &observed.now),
+            Some(job) => {
+                let progress = merge_progress(job, &observed.pods_of(&name), &observed.now);
+                if progress == Progress::Merging(MergeStep::Rerun) {
+                    // Pushing is idempotent: the merge runs again.
+                    rerun.push(name.clone());
+                }
+                progress
+            }
         }
     } else if observed
         .jobs
@@ -175,13 +206,29 @@ pub fn decide(
     } else {
         Progress::Pending
     };
+    let mut delete = superseded(observed, &plan.build_id);
+    delete.extend(rerun);
     Decision {
         build_id: plan.build_id.clone(),
         create,
-        delete: superseded(observed, &plan.build_id),
+        delete,
         platforms,
         progress,
         merge_job,
+    }
+}
+
+/// A platform whose digest the status holds already.
+fn kept(platform: &Platform, built: &PlatformStatus) -> PlatformView {
+    PlatformView {
+        platform: platform.clone(),
+        job: built.job.clone(),
+        phase: PlatformPhase::Succeeded,
+        node: built.node.clone(),
+        digest: built.digest.clone(),
+        start_time: built.start_time.clone(),
+        completion_time: built.completion_time.clone(),
+        note: None,
     }
 }
 
@@ -258,9 +305,11 @@ pub fn platform_view(
                 }
                 // The Job's news can come before its pod's: wait for the pod.
                 None if !overdue(at.as_ref(), now) => view.phase = PlatformPhase::Building,
+                // Gone before its digest was seen (collected, its node
+                // removed): build it again rather than fail a good build.
                 None => {
-                    view.phase = PlatformPhase::Failed;
-                    view.note = Some(Note::ResultGone);
+                    view.phase = PlatformPhase::Pending;
+                    view.note = Some(Note::Rerun);
                 }
             }
             return view;
@@ -316,7 +365,7 @@ fn merge_progress(job: &JobFacts, pods: &[&PodFacts], now: &Time) -> Progress {
                 Some(Some(digest)) => Progress::Succeeded { digest },
                 Some(None) => Progress::MergeFailed(MergeFailure::NoDigest),
                 None if !overdue(at.as_ref(), now) => Progress::Merging(MergeStep::ReadingResult),
-                None => Progress::MergeFailed(MergeFailure::ResultGone),
+                None => Progress::Merging(MergeStep::Rerun),
             }
         }
         JobOutcome::Failed { .. } => Progress::MergeFailed(MergeFailure::Failed(

@@ -119,6 +119,7 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         metrics,
         images: args.images.clone().into(),
         caches,
+        backoff: Default::default(),
     });
     let controller = controller
         .graceful_shutdown_on(stopped(stop_rx.clone()))

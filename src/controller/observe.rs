@@ -178,6 +178,7 @@ pub enum WaitingReason {
     ErrImagePull,
     ImagePullBackOff,
     InvalidImageName,
+    ErrImageNeverPull,
     CreateContainerConfigError,
     CreateContainerError,
 }
@@ -188,6 +189,7 @@ impl WaitingReason {
             "ErrImagePull" => WaitingReason::ErrImagePull,
             "ImagePullBackOff" => WaitingReason::ImagePullBackOff,
             "InvalidImageName" => WaitingReason::InvalidImageName,
+            "ErrImageNeverPull" => WaitingReason::ErrImageNeverPull,
             "CreateContainerConfigError" => WaitingReason::CreateContainerConfigError,
             "CreateContainerError" => WaitingReason::CreateContainerError,
             _ => return None,
@@ -199,15 +201,23 @@ impl WaitingReason {
             WaitingReason::ErrImagePull => "ErrImagePull",
             WaitingReason::ImagePullBackOff => "ImagePullBackOff",
             WaitingReason::InvalidImageName => "InvalidImageName",
+            WaitingReason::ErrImageNeverPull => "ErrImageNeverPull",
             WaitingReason::CreateContainerConfigError => "CreateContainerConfigError",
             WaitingReason::CreateContainerError => "CreateContainerError",
         }
     }
 
-    /// Whether the container will not start without a change (a missing
-    /// Secret, a wrong image).
+    /// Whether the container will never start without a change to the
+    /// spec. The kubelet retries every other reason by itself: a pull
+    /// back-off clears when a registry blip or a rate limit does, a missing
+    /// Secret key when the Secret appears. Those are reported and waited
+    /// out until the Job's deadline. Follows pkg/kubelet/images/types.go
+    /// (ErrInvalidImageName, ErrImageNeverPull are never retried).
     pub fn is_fatal(self) -> bool {
-        !matches!(self, WaitingReason::ErrImagePull)
+        matches!(
+            self,
+            WaitingReason::InvalidImageName | WaitingReason::ErrImageNeverPull
+        )
     }
 }
 

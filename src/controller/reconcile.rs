@@ -23,9 +23,9 @@ use super::context::Context;
 use super::decide::{decide, invalid};
 use super::observe::Observation;
 use super::report::report;
-use crate::api::{MultiArchImage, Phase};
+use crate::api::{MultiArchImage, Phase, REBUILD_ANNOTATION};
 use crate::error::{Error, Result};
-use crate::render::{self, BUILD_ID_LABEL, NAME_LABEL};
+use crate::render::{self, BuildInputs, BUILD_ID_LABEL, NAME_LABEL};
 use crate::validate::validate;
 
 /// While a build runs, look again at least this often, even without events.
@@ -40,7 +40,14 @@ pub async fn reconcile(resource: Arc<MultiArchImage>, ctx: Arc<Context>) -> Resu
         // Owner references let the garbage collector remove the Jobs.
         return Ok(Action::await_change());
     }
-    let build_id = render::build_id(&resource.spec);
+    let inputs = BuildInputs {
+        commit: None,
+        rebuild: resource
+            .annotations()
+            .get(REBUILD_ANNOTATION)
+            .map(String::as_str),
+    };
+    let build_id = render::build_id(&resource.spec, &inputs);
     if is_settled(&resource, &build_id) {
         return Ok(Action::await_change());
     }
@@ -68,13 +75,13 @@ pub async fn reconcile(resource: Arc<MultiArchImage>, ctx: Arc<Context>) -> Resu
             let previous = resource
                 .status
                 .as_ref()
-                .filter(|s| s.build_id.as_deref() == Some(plan.build_id.as_str()))
-                .map(|s| s.platforms.as_slice());
+                .filter(|s| s.build_id.as_deref() == Some(plan.build_id.as_str()));
             (decide(&plan, &observed, previous), plan.mounts)
         }
     };
     let report = report(&resource, &decision, &mounts, &now);
     let applied = apply(&resource, &decision, &report, &ctx).await?;
+    ctx.backoff.succeeded(&key(&resource));
     Ok(if applied.done {
         Action::await_change()
     } else {
@@ -127,14 +134,45 @@ fn is_settled(resource: &MultiArchImage, build_id: &str) -> bool {
     })
 }
 
-/// Failed reconciles are retried soon; the error is counted by kind.
+fn key(resource: &MultiArchImage) -> (String, String) {
+    (
+        resource.namespace().unwrap_or_default(),
+        resource.name_any(),
+    )
+}
+
+/// Failed reconciles are retried with a per-resource back-off; the error
+/// is counted by kind.
 pub fn error_policy(resource: Arc<MultiArchImage>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(name = %resource.name_any(), namespace = ?resource.namespace(), error = %error, "reconcile failed");
+    let delay = ctx.backoff.failed(key(&resource));
+    tracing::warn!(name = %resource.name_any(), namespace = ?resource.namespace(), error = %error, retry_in = ?delay, "reconcile failed");
     ctx.metrics
         .errors
         .get_or_create(&crate::telemetry::ErrorLabels {
             kind: error.kind().to_string(),
         })
         .inc();
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::context::Backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn back_off_doubles_per_resource_up_to_five_minutes_and_resets() {
+        let backoff = Backoff::default();
+        let a = ("ci".to_string(), "a".to_string());
+        let delays: Vec<u64> = (0..9)
+            .map(|_| backoff.failed(a.clone()).as_secs())
+            .collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(
+            backoff.failed(("ci".into(), "b".into())),
+            Duration::from_secs(5)
+        );
+        backoff.succeeded(&a);
+        assert_eq!(backoff.failed(a), Duration::from_secs(5));
+    }
 }

@@ -89,18 +89,38 @@ pub fn build_job(
         "spec": {
             "backoffLimit": spec.backoff_limit,
             "activeDeadlineSeconds": spec.active_deadline_seconds,
+            // A disruption (eviction, preemption, node drain, spot reclaim)
+            // is not the build's fault: retried without counting against
+            // backoffLimit. Follows pkg/controller/job/pod_failure_policy.go.
+            "podFailurePolicy": {"rules": [{
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            }]},
             "template": {
                 "metadata": {
                     "labels": labels,
-                    "annotations": {
-                        PLATFORM_ANNOTATION: platform.to_string(),
-                        RESOURCE_ANNOTATION: resource.name_any(),
-                    },
+                    "annotations": pod_annotations(platform, resource),
                 },
                 "spec": pod_spec,
             },
         },
     }))
+}
+
+/// The build pod's annotations: which resource and platform it works for,
+/// and the requests that keep it whole until it finishes. Autoscalers
+/// (Karpenter consolidation, cluster-autoscaler scale-down) would otherwise
+/// move it, and a service mesh's sidecar would keep the pod running after
+/// the build, so the Job would never complete.
+fn pod_annotations(platform: &Platform, resource: &MultiArchImage) -> Value {
+    json!({
+        PLATFORM_ANNOTATION: platform.to_string(),
+        RESOURCE_ANNOTATION: resource.name_any(),
+        "karpenter.sh/do-not-disrupt": "true",
+        "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
+        "sidecar.istio.io/inject": "false",
+        "linkerd.io/inject": "disabled",
+    })
 }
 
 /// Init containers that put the build context at `SOURCE_DIR`.

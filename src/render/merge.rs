@@ -124,11 +124,20 @@ fn merge_job(
         "spec": {
             // A registry hiccup gets retried; the push is idempotent.
             "backoffLimit": 3,
+            "podFailurePolicy": {"rules": [{
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            }]},
             "activeDeadlineSeconds": 600,
             "template": {
                 "metadata": {
                     "labels": labels,
-                    "annotations": {RESOURCE_ANNOTATION: resource.name_any()},
+                    // A mesh sidecar would keep the pod running after the push.
+                    "annotations": {
+                        RESOURCE_ANNOTATION: resource.name_any(),
+                        "sidecar.istio.io/inject": "false",
+                        "linkerd.io/inject": "disabled",
+                    },
                 },
                 "spec": {
                     "restartPolicy": "Never",

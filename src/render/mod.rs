@@ -3,6 +3,7 @@
 //! them and the controller applies the very same objects.
 
 mod build;
+mod build_id;
 mod merge;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use crate::platform::Platform;
 use crate::validate::{self, Validated, ValidationErrors};
 
 pub use build::build_job;
+pub use build_id::{build_id, short as short_id, BuildInputs, BUILD_ID_LENGTH};
 pub use merge::MergeTemplate;
 
 /// Label every object of the operator carries.
@@ -103,13 +105,6 @@ impl From<ImageArgs> for BuilderImages {
     }
 }
 
-/// The short hash of everything in the spec that shapes the build Jobs and
-/// their output: the same spec gives the same id, so nothing is rebuilt.
-pub fn build_id(spec: &MultiArchImageSpec) -> String {
-    let canonical = serde_json::to_vec(spec).expect("the spec serialises");
-    hex::encode(&Sha256::digest(&canonical)[..4])
-}
-
 /// A Kubernetes name of at most 63 characters: `<name>-<suffix>`, the name
 /// shortened (and made unique by a hash of it) when needed.
 pub fn object_name(resource_name: &str, suffix: &str) -> String {
@@ -134,17 +129,21 @@ pub fn name_label_value(resource_name: &str) -> String {
 }
 
 pub fn build_job_name(resource_name: &str, build_id: &str, platform: &Platform) -> String {
-    object_name(resource_name, &format!("{build_id}-{}", platform.slug()))
+    let id = build_id::short(build_id);
+    object_name(resource_name, &format!("{id}-{}", platform.slug()))
 }
 
 pub fn merge_job_name(resource_name: &str, build_id: &str) -> String {
-    object_name(resource_name, &format!("{build_id}-merge"))
+    object_name(
+        resource_name,
+        &format!("{}-merge", build_id::short(build_id)),
+    )
 }
 
 /// The staging tag a platform's image is pushed under before the merge, for
 /// builders that cannot push by digest alone.
 pub fn staging_tag(build_id: &str, platform: &Platform) -> String {
-    format!("mai-{build_id}-{}", platform.slug())
+    format!("mai-{}-{}", build_id::short(build_id), platform.slug())
 }
 
 fn labels(resource: &MultiArchImage, build_id: &str, component: &str) -> BTreeMap<String, String> {
@@ -285,7 +284,8 @@ pub fn render_yaml(
     images: &BuilderImages,
 ) -> Result<String, ValidationErrors> {
     let valid = validate::validate(resource)?;
-    let plan = plan(resource, &valid, build_id(&resource.spec), images);
+    let inputs = BuildInputs::default();
+    let plan = plan(resource, &valid, build_id(&resource.spec, &inputs), images);
     let placeholders: Vec<String> = plan
         .platforms
         .iter()

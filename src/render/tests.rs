@@ -38,7 +38,12 @@ fn resource(yaml: &str) -> MultiArchImage {
 /// The plan of a valid fixture, through the same steps the controller takes.
 fn planned(r: &MultiArchImage) -> Plan {
     let valid = validate::validate(r).expect("the fixture is valid");
-    plan(r, &valid, build_id(&r.spec), &BuilderImages::default())
+    plan(
+        r,
+        &valid,
+        build_id(&r.spec, &BuildInputs::default()),
+        &BuilderImages::default(),
+    )
 }
 
 /// Every key of a rendered Job survives the typed round trip (nulls, which
@@ -115,7 +120,10 @@ fn job_metadata_names_labels_and_owner() {
     let job = &plan.build_jobs[2];
     let meta = &job.metadata;
     let name = meta.name.clone().unwrap();
-    assert_eq!(name, format!("cowsay-{}-linux-arm-v7", plan.build_id));
+    assert_eq!(
+        name,
+        format!("cowsay-{}-linux-arm-v7", short_id(&plan.build_id))
+    );
     assert_eq!(meta.namespace.as_deref(), Some("ci"));
     let labels = meta.labels.clone().unwrap();
     assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY);
@@ -168,7 +176,7 @@ fn buildah_gets_every_field_as_an_argument() {
         p.last().unwrap(),
         &format!(
             "docker://registry.example.com:5000/tools/cowsay:mai-{}-linux-arm64",
-            plan.build_id
+            short_id(&plan.build_id)
         )
     );
     let env = push.env.clone().unwrap();
@@ -223,6 +231,9 @@ fn git_source_is_cloned_then_checked_out_with_credentials() {
         (".dockerconfigjson", "config.json")
     );
 }
+
+const GOLDEN_FULL: &str = "620f8daadf27fdc1";
+const GOLDEN_BUILDKIT: &str = "e1264f0c896e7a35";
 
 const BUILDKIT: &str = r#"
 apiVersion: multiarch.dev/v1alpha1
@@ -292,7 +303,7 @@ fn merge_job_lists_platforms_in_order_and_every_tag() {
     let job = plan.merge.job(&digests);
     assert_eq!(
         job.metadata.name.clone().unwrap(),
-        format!("cowsay-{}-merge", plan.build_id)
+        format!("cowsay-{}-merge", short_id(&plan.build_id))
     );
     let c = &pod(&job).containers[0];
     assert_eq!(c.image.as_deref(), Some(DEFAULT_MERGE_IMAGE));
@@ -328,6 +339,46 @@ fn merge_job_lists_platforms_in_order_and_every_tag() {
 }
 
 #[test]
+fn disruptions_do_not_count_and_pods_are_left_whole() {
+    let r = resource(FULL);
+    let plan = planned(&r);
+    let merge = plan.merge.job(&[]);
+    for job in plan.build_jobs.iter().chain([&merge]) {
+        let spec = job.spec.as_ref().unwrap();
+        let rules = &spec.pod_failure_policy.as_ref().unwrap().rules;
+        assert_eq!(rules[0].action, "Ignore");
+        let on = rules[0].on_pod_conditions.as_ref().unwrap();
+        assert_eq!(on[0].type_, "DisruptionTarget");
+        let annotations = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .clone()
+            .unwrap();
+        assert_eq!(annotations["sidecar.istio.io/inject"], "false");
+        assert_eq!(annotations["linkerd.io/inject"], "disabled");
+    }
+    let annotations = plan.build_jobs[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .clone()
+        .unwrap();
+    assert_eq!(annotations["karpenter.sh/do-not-disrupt"], "true");
+    assert_eq!(
+        annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"],
+        "false"
+    );
+}
+
+#[test]
 fn names_stay_within_63_characters_and_unique() {
     let long = "a".repeat(250);
     let other = format!("{}b", "a".repeat(249));
@@ -345,19 +396,64 @@ fn names_stay_within_63_characters_and_unique() {
 }
 
 #[test]
-fn build_id_follows_the_spec_only() {
+fn build_id_follows_what_shapes_the_image_only() {
+    let id = |r: &MultiArchImage| build_id(&r.spec, &BuildInputs::default());
     let a = resource(BUILDKIT);
     let mut b = a.clone();
     b.metadata.uid = Some("another".into());
     b.metadata.generation = Some(7);
-    assert_eq!(
-        build_id(&a.spec),
-        build_id(&b.spec),
-        "metadata does not count"
-    );
+    assert_eq!(id(&a), id(&b), "metadata does not count");
+    // How a build runs does not change what it makes.
+    b.spec.backoff_limit = 5;
+    b.spec.active_deadline_seconds = 60;
+    b.spec.node_selector.insert("pool".into(), "fast".into());
+    b.spec.push_secret = Some(crate::api::LocalObjectRef {
+        name: "other".into(),
+    });
+    assert_eq!(id(&a), id(&b), "scheduling and secrets do not count");
+    // Tags are a set; aliases of a platform are one platform.
+    b.spec.tags.reverse();
+    b.spec.platforms = a
+        .spec
+        .platforms
+        .iter()
+        .map(|p| p.replace("arm64", "aarch64"))
+        .collect();
+    assert_eq!(id(&a), id(&b));
     b.spec.build_args.insert("NEW".into(), "1".into());
-    assert_ne!(build_id(&a.spec), build_id(&b.spec));
-    assert_eq!(build_id(&a.spec).len(), 8);
+    assert_ne!(id(&a), id(&b));
+    assert_eq!(id(&a).len(), BUILD_ID_LENGTH);
+    let with = |inputs: BuildInputs| build_id(&a.spec, &inputs);
+    assert_ne!(
+        with(BuildInputs {
+            rebuild: Some("1"),
+            ..Default::default()
+        }),
+        id(&a)
+    );
+    assert_ne!(
+        with(BuildInputs {
+            commit: Some("0123456789abcdef0123456789abcdef01234567"),
+            ..Default::default()
+        }),
+        id(&a)
+    );
+}
+
+/// The ids of the fixtures, pinned: an operator release must not change
+/// the id of an unchanged resource (that would rebuild every image). A new
+/// canonical form is a new version, with these ids kept.
+#[test]
+fn build_ids_are_stable_across_releases() {
+    let id = |yaml: &str| build_id(&resource(yaml).spec, &BuildInputs::default());
+    let golden = [(FULL, "FULL"), (BUILDKIT, "BUILDKIT")].map(|(yaml, name)| (name, id(yaml)));
+    assert_eq!(
+        golden,
+        [
+            ("FULL", GOLDEN_FULL.to_string()),
+            ("BUILDKIT", GOLDEN_BUILDKIT.to_string())
+        ],
+    );
 }
 
 #[test]

@@ -438,7 +438,9 @@ pub async fn assert_one_job_per_platform(world: &World, name: &str, platforms: u
         .into_iter()
         .filter(|j| j.starts_with(&format!("{name}-")))
         .collect();
-    let current: Vec<&String> = ours.iter().filter(|j| j.contains(&build_id)).collect();
+    // Job names carry the short form of the build id.
+    let short = multiarch_operator::render::short_id(&build_id);
+    let current: Vec<&String> = ours.iter().filter(|j| j.contains(short)).collect();
     assert_eq!(
         current.len(),
         platforms + 1,

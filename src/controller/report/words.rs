@@ -59,8 +59,8 @@ pub fn platform_message(view: &PlatformView, mounts: &[Mounted]) -> String {
         Note::NoDigest => {
             "the build finished but reported no image digest in its termination message".into()
         }
-        Note::ResultGone => {
-            "the build Job completed but its succeeded pod, which carries the image digest, is gone"
+        Note::Rerun => {
+            "building again: the build Job completed, but its pod, which carries the image digest, was gone before the digest was seen"
                 .into()
         }
         Note::Failed {
@@ -144,6 +144,7 @@ pub fn progress_message(
             match step {
                 MergeStep::Pushing => "pushing the image index".to_string(),
                 MergeStep::ReadingResult => "reading the merge's result".to_string(),
+                MergeStep::Rerun => "pushing the image index again: the merge's pod was gone before its digest was seen".to_string(),
                 MergeStep::Waiting(Note::Waiting(waiting)) => {
                     format!("merge waiting: {}", waiting_text(waiting))
                 }
@@ -172,7 +173,6 @@ pub fn progress_message(
                 "merge failed: {}",
                 match failure {
                     MergeFailure::NoDigest => "the merge finished but reported no index digest".to_string(),
-                    MergeFailure::ResultGone => "the merge Job completed but its succeeded pod, which carries the index digest, is gone".to_string(),
                     MergeFailure::Failed(detail) => detail
                         .as_ref()
                         .map(failure_text)
