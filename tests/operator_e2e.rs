@@ -228,7 +228,7 @@ async fn one_failing_platform_fails_the_resource_saying_which_and_why() {
         )
         .await;
     let failed = world.wait_phase("half", Phase::Failed).await;
-    let status = failed.status.unwrap();
+    let status = failed.status.clone().unwrap();
     let arm = status
         .platforms
         .iter()
@@ -265,6 +265,73 @@ async fn one_failing_platform_fails_the_resource_saying_which_and_why() {
     let tags = common::inspect_raw(&format!("{}:latest", failed.spec.image), None);
     assert!(tags.is_err(), "nothing pushed under the tags");
     world.wait_event("half", "PlatformFailed").await;
+
+    // amd64 goes on building after arm64 failed, and keeps what it built.
+    let amd = eventually("amd64 to be built", Duration::from_secs(60), || async {
+        let status = world.get("half").await.status?;
+        status
+            .platforms
+            .into_iter()
+            .find(|p| p.platform == "linux/amd64" && p.phase == PlatformPhase::Succeeded)
+    })
+    .await;
+    let amd_job = world.jobs().get(&amd.job).await.unwrap();
+    // Fix the context, then retry without a spec change, as README says:
+    // `kubectl annotate mai half multiarch.dev/retry=1`.
+    let mut fixed = per_arch_context();
+    fixed.push(("arm64.txt", "arm64\n"));
+    world
+        .apply(
+            "half",
+            &["linux/amd64", "linux/arm64"],
+            &fixed,
+            json!({"backoffLimit": 0}),
+        )
+        .await;
+    let home = tempfile::tempdir().unwrap();
+    let annotate = std::process::Command::new(common::require_tool("kubectl", "kubernetes-client"))
+        .args([
+            "annotate",
+            "mai",
+            "half",
+            "multiarch.dev/retry=1",
+            "-n",
+            harness::NAMESPACE,
+        ])
+        .env("KUBECONFIG", world.sim.kubeconfig_path())
+        .env("HOME", home.path())
+        .output()
+        .expect("run kubectl");
+    assert!(
+        annotate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&annotate.stderr)
+    );
+    let done = eventually("the retry to succeed", Duration::from_secs(90), || async {
+        let resource = world.get("half").await;
+        let status = resource.status.clone()?;
+        let retried = status.last_handled_retry.as_deref() == Some("1");
+        (retried && status.phase == Some(Phase::Succeeded)).then_some(resource)
+    })
+    .await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(
+        status.build_id,
+        failed.status.as_ref().unwrap().build_id,
+        "the same build"
+    );
+    let amd_after = status
+        .platforms
+        .iter()
+        .find(|p| p.platform == "linux/amd64")
+        .unwrap();
+    assert_eq!(amd_after.digest, amd.digest, "amd64 keeps its digest");
+    let amd_job_after = world.jobs().get(&amd.job).await.unwrap();
+    assert_eq!(
+        amd_job_after.metadata.uid, amd_job.metadata.uid,
+        "amd64 was not rebuilt"
+    );
+    harness::assert_clients_get_their_platform("half", &done);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

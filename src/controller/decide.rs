@@ -33,6 +33,8 @@ pub struct Decision {
     pub progress: Progress,
     /// The merge Job, once every platform is built.
     pub merge_job: Option<String>,
+    /// The `multiarch.dev/retry` value acted on, for the status.
+    pub attempt: Option<String>,
 }
 
 /// Where one platform stands.
@@ -125,13 +127,36 @@ impl Progress {
 /// resource carries, if it describes this same build: a digest seen once
 /// lives there, and is used from there (a finished pod may be collected,
 /// its node scaled away).
+///
+/// `retry` is the `multiarch.dev/retry` value the resource carries: a new
+/// one, on a failed build, runs the failed platforms and the merge again.
+/// Jobs are made under the attempt they belong to; a failed Job of an
+/// earlier attempt is deleted and made again, everything else is kept.
 pub fn decide(
     plan: &Plan,
     observed: &Observation,
     previous: Option<&MultiArchImageStatus>,
+    retry: Option<&str>,
 ) -> Decision {
+    let handled = previous.and_then(|p| p.last_handled_retry.clone());
+    let attempt = match retry {
+        Some(value) if handled.as_deref() != Some(value) => Some(value.to_string()),
+        _ => handled,
+    };
+    // A failed Job of an earlier attempt counts as gone.
+    let stale = |job: &&JobFacts| {
+        matches!(job.outcome, JobOutcome::Failed { .. }) && job.attempt != attempt
+    };
     let mut create = Vec::new();
-    let mut rerun = Vec::new();
+    let mut rerun: Vec<String> = observed
+        .jobs
+        .iter()
+        .filter(|j| j.build_id.as_deref() == Some(plan.build_id.as_str()) && !j.deleting)
+        .filter(stale)
+        .map(|j| j.name.clone())
+        .collect();
+    let current = |name: &str| observed.job(name).filter(|j| !stale(j));
+    let made = |job: &Job| with_attempt(job.clone(), attempt.as_deref());
     let mut platforms = Vec::new();
     for (platform, desired) in plan.platforms.iter().zip(&plan.build_jobs) {
         let name = kube::ResourceExt::name_any(desired);
@@ -144,10 +169,10 @@ pub fn decide(
         }
         let live = observed.job(&name);
         if live.is_none() {
-            create.push(desired.clone());
+            create.push(made(desired));
         }
-        // A Job being deleted (one that is run again) is replaced once gone.
-        let job = live.filter(|j| !j.deleting);
+        // A Job being deleted (one that runs again) is replaced once gone.
+        let job = current(&name).filter(|j| !j.deleting);
         let view = platform_view(
             platform,
             &name,
@@ -173,7 +198,7 @@ pub fn decide(
     } else if ready == platforms.len() {
         let name = plan.merge.name();
         merge_job = Some(name.clone());
-        match observed.job(&name).filter(|j| !j.deleting) {
+        match current(&name).filter(|j| !j.deleting) {
             // The index was pushed and its digest kept: done, whatever
             // became of the merge Job's pod.
             _ if pushed.is_some() => Progress::Succeeded {
@@ -185,7 +210,7 @@ pub fn decide(
                     .iter()
                     .map(|p| p.digest.clone().unwrap_or_default())
                     .collect();
-                create.push(plan.merge.job(&digests));
+                create.push(made(&plan.merge.job(&digests)));
                 Progress::MergeStarting
             }
             Some(job) => {
@@ -215,7 +240,22 @@ pub fn decide(
         platforms,
         progress,
         merge_job,
+        attempt,
     }
+}
+
+/// A Job made under `attempt`.
+fn with_attempt(mut job: Job, attempt: Option<&str>) -> Job {
+    if let Some(attempt) = attempt {
+        job.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                crate::api::RETRY_ANNOTATION.to_string(),
+                attempt.to_string(),
+            );
+    }
+    job
 }
 
 /// A platform whose digest the status holds already.
@@ -234,7 +274,12 @@ fn kept(platform: &Platform, built: &PlatformStatus) -> PlatformView {
 
 /// The decision for a resource whose spec is invalid: nothing runs, and
 /// the Jobs of an earlier build stop.
-pub fn invalid(build_id: &str, errors: ValidationErrors, observed: &Observation) -> Decision {
+pub fn invalid(
+    build_id: &str,
+    errors: ValidationErrors,
+    observed: &Observation,
+    attempt: Option<String>,
+) -> Decision {
     Decision {
         build_id: build_id.to_string(),
         create: Vec::new(),
@@ -242,6 +287,7 @@ pub fn invalid(build_id: &str, errors: ValidationErrors, observed: &Observation)
         platforms: Vec::new(),
         progress: Progress::Invalid(errors),
         merge_job: None,
+        attempt,
     }
 }
 

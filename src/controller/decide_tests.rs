@@ -146,7 +146,12 @@ impl World {
             .status
             .as_ref()
             .filter(|s| s.build_id.as_deref() == Some(self.plan.build_id.as_str()));
-        let decision = decide(&self.plan, &observed, previous);
+        let retry = self
+            .resource
+            .annotations()
+            .get("multiarch.dev/retry")
+            .map(String::as_str);
+        let decision = decide(&self.plan, &observed, previous, retry);
         step(&self.resource, decision, &self.plan.mounts)
     }
     fn condition(d: &Step, type_: &str) -> Option<Condition> {
@@ -476,7 +481,7 @@ fn an_invalid_spec_fails_naming_the_field() {
     let errors = crate::validate::validate(&r).unwrap_err();
     let jobs = [job("app-0ld1d000-linux-amd64", "0ld1d000", json!([]))];
     let observed = Observation::of(&jobs, &[], now());
-    let d = step(&r, invalid("abcd1234", errors, &observed), &[]);
+    let d = step(&r, invalid("abcd1234", errors, &observed, None), &[]);
     assert_eq!(d.status.phase, Some(Phase::Failed));
     let ready = d
         .status
@@ -627,4 +632,55 @@ fn a_completed_job_waits_a_moment_for_its_pod_to_be_seen() {
     );
     assert_eq!(d.delete, [late.name(0)]);
     assert_eq!(d.status.phase, Some(Phase::Building));
+}
+
+#[test]
+fn a_retry_reruns_only_the_failed_platform() {
+    let mut w = World::new().with_jobs([complete(), failed("BackoffLimitExceeded")]);
+    w.pods.push(succeeded_pod(&w.name(0), "amd-1", &digest(1)));
+    let failed_build = w.decide();
+    assert_eq!(failed_build.status.phase, Some(Phase::Failed));
+    w.resource.status = Some(failed_build.status);
+    // The same observation again: nothing changes without a retry.
+    assert!(w.decide().delete.is_empty());
+
+    w.resource
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("multiarch.dev/retry".into(), "1".into());
+    let retried = w.decide();
+    assert_eq!(retried.delete, [w.name(1)], "only the failed Job goes");
+    assert!(
+        retried.create.is_empty(),
+        "its successor waits for it to go"
+    );
+    assert_eq!(retried.status.last_handled_retry.as_deref(), Some("1"));
+    assert_eq!(retried.status.phase, Some(Phase::Building));
+    let amd = &retried.status.platforms[0];
+    assert_eq!(
+        (amd.phase, amd.digest.clone()),
+        (PlatformPhase::Succeeded, Some(digest(1)))
+    );
+    assert_eq!(retried.status.platforms[1].phase, PlatformPhase::Pending);
+
+    // Seen again before the deletion shows: the failed Job of the earlier
+    // attempt does not fail the build again.
+    w.resource.status = Some(retried.status);
+    let racing = w.decide();
+    assert_eq!(racing.status.phase, Some(Phase::Building));
+    assert_eq!(racing.delete, [w.name(1)]);
+
+    // Gone: made again under the new attempt; amd64 is not rebuilt.
+    w.jobs.remove(1);
+    let again = w.decide();
+    assert_eq!(again.create.len(), 1);
+    assert_eq!(again.create[0].name_any(), w.name(1));
+    assert_eq!(
+        again.create[0]
+            .annotations()
+            .get("multiarch.dev/retry")
+            .map(String::as_str),
+        Some("1")
+    );
 }

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
+use crate::api::RETRY_ANNOTATION;
 use crate::render::BUILD_ID_LABEL;
 
 /// The label the Job controller puts on its pods.
@@ -63,6 +64,8 @@ pub struct JobFacts {
     pub failed_pods: i32,
     pub backoff_limit: i32,
     pub active_deadline_seconds: i64,
+    /// The `multiarch.dev/retry` value the Job was made under.
+    pub attempt: Option<String>,
 }
 
 /// Where a Job stands, from its conditions.
@@ -120,6 +123,7 @@ impl JobFacts {
             active_deadline_seconds: spec
                 .and_then(|s| s.active_deadline_seconds)
                 .unwrap_or_default(),
+            attempt: job.annotations().get(RETRY_ANNOTATION).cloned(),
         }
     }
 }

@@ -23,7 +23,7 @@ use super::context::Context;
 use super::decide::{decide, invalid};
 use super::observe::Observation;
 use super::report::report;
-use crate::api::{MultiArchImage, Phase, REBUILD_ANNOTATION};
+use crate::api::{MultiArchImage, Phase, PlatformPhase, REBUILD_ANNOTATION, RETRY_ANNOTATION};
 use crate::error::{Error, Result};
 use crate::render::{self, BuildInputs, BUILD_ID_LABEL, NAME_LABEL};
 use crate::validate::validate;
@@ -48,7 +48,11 @@ pub async fn reconcile(resource: Arc<MultiArchImage>, ctx: Arc<Context>) -> Resu
             .map(String::as_str),
     };
     let build_id = render::build_id(&resource.spec, &inputs);
-    if is_settled(&resource, &build_id) {
+    let retry = resource
+        .annotations()
+        .get(RETRY_ANNOTATION)
+        .map(String::as_str);
+    if is_settled(&resource, &build_id, retry) {
         return Ok(Action::await_change());
     }
     ctx.caches
@@ -61,7 +65,11 @@ pub async fn reconcile(resource: Arc<MultiArchImage>, ctx: Arc<Context>) -> Resu
     let (decision, mounts) = match validate(&resource) {
         Err(errors) => {
             let observed = observe(&ctx, &resource, &namespace, None, now.clone());
-            (invalid(&build_id, errors, &observed), Vec::new())
+            let handled = resource
+                .status
+                .as_ref()
+                .and_then(|s| s.last_handled_retry.clone());
+            (invalid(&build_id, errors, &observed, handled), Vec::new())
         }
         Ok(valid) => {
             let plan = render::plan(&resource, &valid, build_id, &ctx.images);
@@ -76,7 +84,7 @@ pub async fn reconcile(resource: Arc<MultiArchImage>, ctx: Arc<Context>) -> Resu
                 .status
                 .as_ref()
                 .filter(|s| s.build_id.as_deref() == Some(plan.build_id.as_str()));
-            (decide(&plan, &observed, previous), plan.mounts)
+            (decide(&plan, &observed, previous, retry), plan.mounts)
         }
     };
     let report = report(&resource, &decision, &mounts, &now);
@@ -125,12 +133,23 @@ fn observe(
     Observation::of(&jobs, &pods, now)
 }
 
-/// A finished build of the current spec needs nothing more.
-fn is_settled(resource: &MultiArchImage, build_id: &str) -> bool {
+/// A finished build of the current spec, with no new retry asked for,
+/// needs nothing more. A failed build is finished once no platform is
+/// still building: the others' digests are kept for a retry.
+fn is_settled(resource: &MultiArchImage, build_id: &str, retry: Option<&str>) -> bool {
     resource.status.as_ref().is_some_and(|s| {
+        let platforms_done = s
+            .platforms
+            .iter()
+            .all(|p| matches!(p.phase, PlatformPhase::Succeeded | PlatformPhase::Failed));
         s.build_id.as_deref() == Some(build_id)
             && s.observed_generation == resource.metadata.generation
-            && matches!(s.phase, Some(Phase::Succeeded | Phase::Failed))
+            && match s.phase {
+                Some(Phase::Succeeded) => true,
+                Some(Phase::Failed) => platforms_done,
+                _ => false,
+            }
+            && (retry.is_none() || retry == s.last_handled_retry.as_deref())
     })
 }
 

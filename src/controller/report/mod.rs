@@ -79,6 +79,7 @@ pub fn report(
         phase: Some(phase),
         observed_generation: generation,
         build_id: Some(decision.build_id.clone()),
+        last_handled_retry: decision.attempt.clone(),
         conditions: conditions(&old, generation, phase, reason, &message, now),
         ..MultiArchImageStatus::default()
     };
