@@ -110,7 +110,13 @@ pub fn default_job(job: &mut Value) {
     set_default(spec, "backoffLimit", json!(6));
     set_default(spec, "completionMode", json!("NonIndexed"));
     set_default(spec, "suspend", json!(false));
-    set_default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    // With a podFailurePolicy only Failed pods are replaced (JobSpec defaults).
+    let replacement = if spec.get("podFailurePolicy").is_some_and(|p| !p.is_null()) {
+        "Failed"
+    } else {
+        "TerminatingOrFailed"
+    };
+    set_default(spec, "podReplacementPolicy", json!(replacement));
     let manual = spec.get("manualSelector") == Some(&json!(true));
     if !manual {
         if spec.get("selector").is_none() {
@@ -143,6 +149,7 @@ pub fn validate_job(job: &Value) -> Vec<FieldError> {
             format!("Unsupported value: \"{rp}\": supported values: \"OnFailure\", \"Never\""),
         ));
     }
+    errs.extend(crate::controllers::pod_failure_policy::validate(&job["spec"]));
     errs.extend(validate_pod_spec(
         &job["spec"]["template"]["spec"],
         "spec.template.spec",
