@@ -623,6 +623,25 @@ async fn configmap_volumes_are_projected_like_the_kubelet() {
     // An optional source that does not exist: an empty projection.
     assert!(ts.is_match(lines[9]), "{msg}");
     assert_eq!(lines[10], "..data");
+
+    // A running pod sees an update of its ConfigMap (a new ..data target).
+    let watch = "old=$(readlink /cfg/..data); for i in $(seq 1 150); do \
+        if [ \"$(cat /cfg/a.txt)\" = updated ] && [ \"$(readlink /cfg/..data)\" != \"$old\" ]; then exit 0; fi; sleep 0.2; done; exit 1";
+    let extra = json!({"containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", watch],
+            "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]}],
+        "volumes": [{"name": "cfg", "configMap": {"name": "cfg"}}]});
+    pods.create(&PostParams::default(), &pod("follow", "", extra))
+        .await
+        .unwrap();
+    phase(&pods, "follow", "Running").await;
+    cms.patch(
+        "cfg",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"a.txt": "updated"}})),
+    )
+    .await
+    .unwrap();
+    phase(&pods, "follow", "Succeeded").await;
 }
 
 #[tokio::test]

@@ -378,6 +378,17 @@ async fn run_pod(shared: &Arc<Shared>, pod: Value, mut stop: watch::Receiver<boo
             }
         }
     };
+    // Secret and ConfigMap volumes follow their sources while the pod runs
+    // (the kubelet re-projects on each pod sync).
+    {
+        let ctx = ctx.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            while !sleep_or_stop(volumes::RESYNC, &mut stop).await {
+                volumes::refresh(&ctx);
+            }
+        });
+    }
     let restart_policy = ctx.pod["spec"]["restartPolicy"]
         .as_str()
         .unwrap_or("Always")

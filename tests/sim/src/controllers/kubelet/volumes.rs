@@ -202,6 +202,34 @@ pub(super) fn configmap_entries(cm: &Value) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// How often a running pod's Secret and ConfigMap volumes are re-projected
+/// (the kubelet's sync period is 1 min plus its cache's TTL; shorter here).
+pub(super) const RESYNC: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Re-project the Secret and ConfigMap volumes whose sources exist (the
+/// atomic writer leaves unchanged payloads alone).
+pub(super) fn refresh(ctx: &PodCtx) {
+    let c = &ctx.shared.cluster;
+    for v in ctx.pod["spec"]["volumes"].as_array().into_iter().flatten() {
+        let Some((source, object_name, kind, path, entries)) = key_volume(v) else {
+            continue;
+        };
+        let oname = source[object_name].as_str().unwrap_or("");
+        let Some(object) = c.lock().get(path, &ctx.ns, oname) else {
+            continue;
+        };
+        let mode = source["defaultMode"].as_u64().unwrap_or(0o644) as u32;
+        let optional = source["optional"] == true;
+        let dir = ctx
+            .dir
+            .join("volumes")
+            .join(v["name"].as_str().unwrap_or(""));
+        if let Ok(files) = payload(&entries(&object), source["items"].as_array(), mode, optional, kind) {
+            let _ = atomic_write(&dir, &files);
+        }
+    }
+}
+
 pub(super) fn prepare_volumes(ctx: &PodCtx) -> Result<Vec<Volume>, String> {
     let c = &ctx.shared.cluster;
     let mut out = vec![];
