@@ -149,7 +149,9 @@ pub fn validate_job(job: &Value) -> Vec<FieldError> {
             format!("Unsupported value: \"{rp}\": supported values: \"OnFailure\", \"Never\""),
         ));
     }
-    errs.extend(crate::controllers::pod_failure_policy::validate(&job["spec"]));
+    errs.extend(crate::controllers::pod_failure_policy::validate(
+        &job["spec"],
+    ));
     errs.extend(validate_pod_spec(
         &job["spec"]["template"]["spec"],
         "spec.template.spec",

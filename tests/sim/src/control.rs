@@ -54,11 +54,19 @@ pub fn node(cmd: NodeCmd) -> anyhow::Result<()> {
             let (name, platform) = node
                 .split_once('=')
                 .context("node must be NAME=os/arch[/variant]")?;
-            request(&kc, "POST", "/kube-sim/nodes", &json!({"name": name, "platform": platform, "taints": taints}))?
+            request(
+                &kc,
+                "POST",
+                "/kube-sim/nodes",
+                &json!({"name": name, "platform": platform, "taints": taints}),
+            )?
         }
-        NodeAction::Remove { name } => {
-            request(&kc, "DELETE", &format!("/kube-sim/nodes/{name}"), &Value::Null)?
-        }
+        NodeAction::Remove { name } => request(
+            &kc,
+            "DELETE",
+            &format!("/kube-sim/nodes/{name}"),
+            &Value::Null,
+        )?,
         NodeAction::Drain { name } => request(
             &kc,
             "POST",
@@ -116,7 +124,8 @@ fn request(kubeconfig: &Path, method: &str, path: &str, body: &Value) -> anyhow:
     } else {
         body.to_string()
     };
-    let mut s = std::net::TcpStream::connect(&addr).with_context(|| format!("connecting to {addr}"))?;
+    let mut s =
+        std::net::TcpStream::connect(&addr).with_context(|| format!("connecting to {addr}"))?;
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-sim-cli\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",

@@ -105,7 +105,9 @@ pub fn evict(shared: &Shared, ns: &str, name: &str, body: &Value) -> Result<Valu
         }
         c.delete(&pdef, ns, name, &opts)?;
     }
-    Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
+    Ok(
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    )
 }
 
 fn pods_on(shared: &Shared, node: &str) -> Vec<Arc<Value>> {

@@ -457,9 +457,7 @@ async fn serve_resource(
         ));
     }
     match verb {
-        "get" if r.sub == "log" => {
-            crate::podlogs::logs(shared, &r.ns, &r.name, q).await
-        }
+        "get" if r.sub == "log" => crate::podlogs::logs(shared, &r.ns, &r.name, q).await,
         "get" => {
             let o = c.get(def, &r.ns, &r.name)?;
             if table {

@@ -5,12 +5,12 @@
 //! processes inside bubblewrap sandboxes. See README.md for what it
 //! simplifies.
 
+pub mod admin;
 pub mod api;
 pub mod apply;
 pub mod builtin;
 pub mod cel;
 pub mod controllers;
-pub mod admin;
 pub mod discovery;
 pub mod disruption;
 pub mod error;

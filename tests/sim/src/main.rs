@@ -170,9 +170,9 @@ fn parse_pull_fault(s: &str) -> anyhow::Result<PullFailure> {
         .next()
         .ok_or_else(|| anyhow::anyhow!("--fault-image-pull must be IMAGE=COUNT[=MESSAGE]"))?
         .parse()?;
-    let message = parts.next().unwrap_or(
-        "toomanyrequests: You have reached your pull rate limit (injected by kube-sim)",
-    );
+    let message = parts
+        .next()
+        .unwrap_or("toomanyrequests: You have reached your pull rate limit (injected by kube-sim)");
     Ok(PullFailure::new(image, count, message))
 }
 

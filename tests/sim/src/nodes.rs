@@ -116,7 +116,6 @@ pub(crate) fn node_object(n: &NodeSpec, index: usize) -> Value {
     })
 }
 
-
 /// Register (or replace) a Ready node, as its kubelet would.
 pub(crate) fn add_node(shared: &crate::Shared, n: &NodeSpec) {
     let c = &shared.cluster;
@@ -172,9 +171,7 @@ pub const DEFAULT_SCALE_DOWN_UNNEEDED: Duration = Duration::from_secs(600);
 impl NodeGroup {
     pub fn new(name: &str, platform: &str, min: usize, max: usize, delay: Duration) -> Self {
         let mut template = NodeSpec::new(name, platform);
-        template
-            .labels
-            .push((NODE_GROUP_LABEL.into(), name.into()));
+        template.labels.push((NODE_GROUP_LABEL.into(), name.into()));
         NodeGroup {
             name: name.into(),
             template,
@@ -232,9 +229,7 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
         .find(|c: char| !c.is_ascii_digit())
         .map(|i| s.split_at(i))
         .unwrap_or((s, "s"));
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("bad duration `{s}`"))?;
+    let n: u64 = num.parse().with_context(|| format!("bad duration `{s}`"))?;
     Ok(match unit {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),

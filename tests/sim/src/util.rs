@@ -39,9 +39,7 @@ pub fn now_rfc3339() -> String {
 
 /// metav1.MicroTime, as events.k8s.io uses for eventTime.
 pub fn now_micro() -> String {
-    now()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
+    now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {

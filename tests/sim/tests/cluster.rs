@@ -165,9 +165,12 @@ async fn image_pulls_back_off_and_retry_until_they_succeed() {
         ..Default::default()
     });
     let pods: Api<Pod> = Api::default_namespaced(sim.client());
-    pods.create(&PostParams::default(), &pod("pull", "echo pulled", json!({})))
-        .await
-        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("pull", "echo pulled", json!({})),
+    )
+    .await
+    .unwrap();
     phase(&pods, "pull", "Succeeded").await;
     assert_eq!(
         waiting_reasons(&sim, "pull"),
@@ -215,7 +218,8 @@ async fn image_pulls_back_off_and_retry_until_they_succeed() {
     );
 
     // Permanent failures never recover.
-    let invalid = json!({"containers": [{"name": "main", "image": "Busybox:1", "command": ["true"]}]});
+    let invalid =
+        json!({"containers": [{"name": "main", "image": "Busybox:1", "command": ["true"]}]});
     let never = json!({"containers": [{"name": "main", "image": "busybox:never-pulled", "imagePullPolicy": "Never", "command": ["true"]}]});
     pods.create(&PostParams::default(), &pod("invalid", "", invalid))
         .await
@@ -223,10 +227,17 @@ async fn image_pulls_back_off_and_retry_until_they_succeed() {
     pods.create(&PostParams::default(), &pod("never", "", never))
         .await
         .unwrap();
-    for (name, reason) in [("invalid", "InvalidImageName"), ("never", "ErrImageNeverPull")] {
+    for (name, reason) in [
+        ("invalid", "InvalidImageName"),
+        ("never", "ErrImageNeverPull"),
+    ] {
         eventually(reason, LONG, || {
             let sim = &sim;
-            async move { waiting_reasons(sim, name).contains(&reason.to_string()).then_some(()) }
+            async move {
+                waiting_reasons(sim, name)
+                    .contains(&reason.to_string())
+                    .then_some(())
+            }
         })
         .await;
     }
@@ -304,7 +315,12 @@ async fn wait_job(jobs: &Api<Job>, name: &str, ty: &'static str) -> Job {
     eventually(&format!("job {name} {ty}"), LONG, || {
         let jobs = jobs.clone();
         let name = name.to_string();
-        async move { jobs.get(&name).await.ok().filter(|j| job_cond(j, ty).is_some()) }
+        async move {
+            jobs.get(&name)
+                .await
+                .ok()
+                .filter(|j| job_cond(j, ty).is_some())
+        }
     })
     .await
 }
@@ -346,11 +362,18 @@ async fn evictions_carry_disruption_target_and_pod_failure_policy_decides() {
     let dt = condition(&last, "DisruptionTarget").expect("DisruptionTarget");
     assert_eq!(
         (&dt["reason"], &dt["message"]),
-        (&json!("EvictionByEvictionAPI"), &json!("Eviction API: evicting"))
+        (
+            &json!("EvictionByEvictionAPI"),
+            &json!("Eviction API: evicting")
+        )
     );
     gone(&pods, &first_name).await;
     let j = jobs.get("evicted").await.unwrap();
-    assert_eq!(j.status.as_ref().unwrap().failed, None, "ignored, not counted");
+    assert_eq!(
+        j.status.as_ref().unwrap().failed,
+        None,
+        "ignored, not counted"
+    );
     assert!(job_cond(&j, "FailureTarget").is_none());
 
     // Without the policy the same eviction exhausts backoffLimit 0.
@@ -387,7 +410,10 @@ async fn evictions_carry_disruption_target_and_pod_failure_policy_decides() {
         msg,
         format!("Container main for pod default/{pod_name} failed with exit code 42 matching FailJob rule at index 0")
     );
-    assert_eq!(job_cond(&done, "FailureTarget").unwrap().0, "PodFailurePolicy");
+    assert_eq!(
+        job_cond(&done, "FailureTarget").unwrap().0,
+        "PodFailurePolicy"
+    );
     assert_eq!(done.status.unwrap().failed, Some(1));
 
     // Count: exit 3 counts, exit 7 is ignored (rules apply in order).
@@ -406,8 +432,14 @@ async fn evictions_carry_disruption_target_and_pod_failure_policy_decides() {
 
     // The API requires restartPolicy Never with a podFailurePolicy.
     let mut bad = job("bad", "true", 0, ignore_disruptions(), json!({}));
-    bad.spec.as_mut().unwrap().template.spec.as_mut().unwrap().restart_policy =
-        Some("OnFailure".into());
+    bad.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .restart_policy = Some("OnFailure".into());
     match jobs.create(&PostParams::default(), &bad).await {
         Err(kube::Error::Api(s)) => {
             assert_eq!(s.code, 422);
@@ -489,9 +521,12 @@ async fn reclaimed_and_drained_nodes_disrupt_their_pods() {
     assert_eq!(dt["reason"], "EvictionByEvictionAPI");
 
     // Drain: cordoned, pods evicted, the node stays.
-    pods.create(&PostParams::default(), &pod("plain", "sleep 300", json!({"nodeName": "sim-amd64"})))
-        .await
-        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("plain", "sleep 300", json!({"nodeName": "sim-amd64"})),
+    )
+    .await
+    .unwrap();
     phase(&pods, "plain", "Running").await;
     let evicted = sim.drain_node("sim-amd64").unwrap();
     assert_eq!(evicted, ["plain"]);
@@ -541,10 +576,7 @@ async fn a_node_group_scales_from_zero_for_a_pending_pod_and_back() {
         "node after {took:?}"
     );
     let node_name = node.metadata.name.clone().unwrap();
-    assert_eq!(
-        node.metadata.labels.unwrap()["kubernetes.io/arch"],
-        "arm64"
-    );
+    assert_eq!(node.metadata.labels.unwrap()["kubernetes.io/arch"], "arm64");
     let ev = events_for(&sim, "arm", "TriggeredScaleUp").await;
     assert_eq!(
         ev[0].message.as_deref(),
@@ -556,7 +588,9 @@ async fn a_node_group_scales_from_zero_for_a_pending_pod_and_back() {
     eventually("the idle node removed", LONG, || {
         let nodes = nodes.clone();
         let n = node_name.clone();
-        async move { matches!(nodes.get(&n).await, Err(kube::Error::Api(s)) if s.code == 404).then_some(()) }
+        async move {
+            matches!(nodes.get(&n).await, Err(kube::Error::Api(s)) if s.code == 404).then_some(())
+        }
     })
     .await;
 
@@ -573,7 +607,12 @@ async fn a_node_group_scales_from_zero_for_a_pending_pod_and_back() {
     .unwrap();
     let ev = eventually("NotTriggerScaleUp", LONG, || {
         let sim = &sim;
-        async move { events_for(sim, "s390x", "NotTriggerScaleUp").await.into_iter().next() }
+        async move {
+            events_for(sim, "s390x", "NotTriggerScaleUp")
+                .await
+                .into_iter()
+                .next()
+        }
     })
     .await;
     assert_eq!(
@@ -588,7 +627,8 @@ async fn configmap_volumes_are_projected_like_the_kubelet() {
     let cms: Api<ConfigMap> = Api::default_namespaced(sim.client());
     let pods: Api<Pod> = Api::default_namespaced(sim.client());
     let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "cfg"},
-        "data": {"a.txt": "alpha", "b.txt": "beta"}})).unwrap();
+        "data": {"a.txt": "alpha", "b.txt": "beta"}}))
+    .unwrap();
     cms.create(&PostParams::default(), &cm).await.unwrap();
     let script = "cd /cfg && readlink ..data; readlink a.txt; stat -c %a ..data/a.txt; stat -c %a \"$(readlink -f ..data)\"; \
         cat a.txt; echo; readlink /items/deep; stat -L -c %a /items/deep/dir/b; cat /items/deep/dir/b; echo; ls /items; ls -A /none";
@@ -617,7 +657,16 @@ async fn configmap_volumes_are_projected_like_the_kubelet() {
     assert!(ts.is_match(lines[0]), "..data -> {}", lines[0]);
     assert_eq!(
         &lines[1..9],
-        ["..data/a.txt", "440", "755", "alpha", "..data/deep", "400", "beta", "deep"],
+        [
+            "..data/a.txt",
+            "440",
+            "755",
+            "alpha",
+            "..data/deep",
+            "400",
+            "beta",
+            "deep"
+        ],
         "{msg}"
     );
     // An optional source that does not exist: an empty projection.
@@ -684,7 +733,10 @@ async fn buildah_builds_a_configmap_context_through_the_projected_layout() {
             break t;
         }
         if start.elapsed() > BUILD_TIMEOUT {
-            let log = pods.logs("build", &Default::default()).await.unwrap_or_default();
+            let log = pods
+                .logs("build", &Default::default())
+                .await
+                .unwrap_or_default();
             panic!("build did not finish: {:?}\nlog: {log}", p.status);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -710,7 +762,10 @@ async fn the_cluster_clock_offset_shows_in_server_written_times() {
         (k8s_openapi::jiff::Timestamp::now().as_second() - t.0.as_second()) as f64
     };
     let behind = lag(created.metadata.creation_timestamp.as_ref().unwrap());
-    assert!((58.0..63.0).contains(&behind), "creationTimestamp {behind}s behind");
+    assert!(
+        (58.0..63.0).contains(&behind),
+        "creationTimestamp {behind}s behind"
+    );
     let applied = cms
         .patch(
             "t",
@@ -720,8 +775,14 @@ async fn the_cluster_clock_offset_shows_in_server_written_times() {
         .await
         .unwrap();
     let mf = applied.metadata.managed_fields.unwrap();
-    let t = mf.iter().find(|m| m.manager.as_deref() == Some("skew-test")).unwrap();
-    assert!((58.0..63.0).contains(&lag(t.time.as_ref().unwrap())), "managedFields time");
+    let t = mf
+        .iter()
+        .find(|m| m.manager.as_deref() == Some("skew-test"))
+        .unwrap();
+    assert!(
+        (58.0..63.0).contains(&lag(t.time.as_ref().unwrap())),
+        "managedFields time"
+    );
     // Controllers write on the same clock (the kubelet's startTime).
     pods.create(&PostParams::default(), &pod("clock", "true", json!({})))
         .await

@@ -72,18 +72,37 @@ fn node_groups_and_node_commands_on_a_served_cluster() {
     );
     let node = k.ok(&["get", "pod", "arm", "-o", "jsonpath={.spec.nodeName}"]);
     assert!(node.starts_with("arm-"), "{node}");
-    let taint = k.ok(&["get", "node", &node, "-o", "jsonpath={.spec.taints[0].value}"]);
+    let taint = k.ok(&[
+        "get",
+        "node",
+        &node,
+        "-o",
+        "jsonpath={.spec.taints[0].value}",
+    ]);
     assert_eq!(taint, "arm64");
     // Idle: removed again.
     k.until(
-        &["get", "nodes", "-l", "kube-sim/node-group=arm", "-o", "name"],
+        &[
+            "get",
+            "nodes",
+            "-l",
+            "kube-sim/node-group=arm",
+            "-o",
+            "name",
+        ],
         "the idle group node removed",
         |o| o.trim().is_empty(),
     );
 
     // Nodes added, drained and removed from the command line.
     kube_sim(&kc, &["node", "add", "n2=linux/arm64"]);
-    let arch = k.ok(&["get", "node", "n2", "-o", "jsonpath={.status.nodeInfo.architecture}"]);
+    let arch = k.ok(&[
+        "get",
+        "node",
+        "n2",
+        "-o",
+        "jsonpath={.status.nodeInfo.architecture}",
+    ]);
     assert_eq!(arch, "arm64");
     let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: long}\nspec:\n  nodeName: n2\n  containers: [{name: c, image: busybox, command: ['sleep', '300']}]\n";
     k.ok_stdin(&["apply", "-f", "-"], pod);
@@ -94,9 +113,11 @@ fn node_groups_and_node_commands_on_a_served_cluster() {
     );
     let out = kube_sim(&kc, &["node", "drain", "n2"]);
     assert!(out.contains("long"), "{out}");
-    k.until(&["get", "pods", "-o", "name"], "the drained pod gone", |o| {
-        !o.contains("pod/long")
-    });
+    k.until(
+        &["get", "pods", "-o", "name"],
+        "the drained pod gone",
+        |o| !o.contains("pod/long"),
+    );
     assert_eq!(
         k.ok(&["get", "node", "n2", "-o", "jsonpath={.spec.unschedulable}"]),
         "true"

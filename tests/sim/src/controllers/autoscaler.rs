@@ -222,7 +222,13 @@ fn scale_up(
             } else {
                 "NotTriggerScaleUp"
             };
-            c.record_event(&with_kind(p, "Pod"), "Normal", reason, &msg, "cluster-autoscaler");
+            c.record_event(
+                &with_kind(p, "Pod"),
+                "Normal",
+                reason,
+                &msg,
+                "cluster-autoscaler",
+            );
             inner.told.insert(uid_of(p).to_string(), msg);
         }
     }
@@ -244,7 +250,9 @@ fn scale_down(
         }
     }
     let names: HashSet<&str> = nodes.iter().map(|n| name_of(n)).collect();
-    inner.unneeded_since.retain(|n, _| names.contains(n.as_str()));
+    inner
+        .unneeded_since
+        .retain(|n, _| names.contains(n.as_str()));
     for n in nodes {
         let name = name_of(n);
         let Some(g) = n["metadata"]["labels"][NODE_GROUP_LABEL]

@@ -357,19 +357,26 @@ fn remove_tracking(shared: &Shared, p: &Value) {
         return;
     }
     let c = &shared.cluster;
-    let _ = c.mutate(&c.def("", "pods"), ns_of(p), name_of(p), "", "job-controller", |o| {
-        if let Some(f) = o["metadata"]["finalizers"].as_array_mut() {
-            f.retain(|x| x != TRACKING_FINALIZER);
-        }
-        if o["metadata"]["finalizers"]
-            .as_array()
-            .is_some_and(|f| f.is_empty())
-        {
-            if let Some(m) = o["metadata"].as_object_mut() {
-                m.remove("finalizers");
+    let _ = c.mutate(
+        &c.def("", "pods"),
+        ns_of(p),
+        name_of(p),
+        "",
+        "job-controller",
+        |o| {
+            if let Some(f) = o["metadata"]["finalizers"].as_array_mut() {
+                f.retain(|x| x != TRACKING_FINALIZER);
             }
-        }
-    });
+            if o["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| f.is_empty())
+            {
+                if let Some(m) = o["metadata"].as_object_mut() {
+                    m.remove("finalizers");
+                }
+            }
+        },
+    );
 }
 
 fn pod_from_template(j: &Value) -> Value {

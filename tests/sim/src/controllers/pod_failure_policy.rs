@@ -136,7 +136,10 @@ pub fn validate(spec: &Value) -> Vec<FieldError> {
         errs.push(FieldError::other(
             path,
             "FieldValueTooMany",
-            format!("Too many: {}: must have at most {MAX_RULES} items", rules.len()),
+            format!(
+                "Too many: {}: must have at most {MAX_RULES} items",
+                rules.len()
+            ),
         ));
     }
     let containers: Vec<&str> = ["containers", "initContainers"]
@@ -187,7 +190,10 @@ pub fn validate(spec: &Value) -> Vec<FieldError> {
                     errs.push(FieldError::other(
                         &format!("{rp}.onPodConditions"),
                         "FieldValueTooMany",
-                        format!("Too many: {}: must have at most {MAX_CONDITION_PATTERNS} items", pats.len()),
+                        format!(
+                            "Too many: {}: must have at most {MAX_CONDITION_PATTERNS} items",
+                            pats.len()
+                        ),
                     ));
                 }
                 for (j, p) in pats.iter().enumerate() {
@@ -241,7 +247,10 @@ fn validate_exit_codes(req: &Value, rp: &str, containers: &[&str]) -> Vec<FieldE
         errs.push(FieldError::other(
             &format!("{p}.values"),
             "FieldValueTooMany",
-            format!("Too many: {}: must have at most {MAX_EXIT_CODE_VALUES} items", values.len()),
+            format!(
+                "Too many: {}: must have at most {MAX_EXIT_CODE_VALUES} items",
+                values.len()
+            ),
         ));
     }
     let mut prev: Option<i64> = None;
@@ -252,10 +261,18 @@ fn validate_exit_codes(req: &Value, rp: &str, containers: &[&str]) -> Vec<FieldE
             continue;
         };
         if op == "In" && n == 0 {
-            errs.push(FieldError::invalid(&vp, v, "must not be 0 for the In operator"));
+            errs.push(FieldError::invalid(
+                &vp,
+                v,
+                "must not be 0 for the In operator",
+            ));
         }
         if prev == Some(n) {
-            errs.push(FieldError::other(&vp, "FieldValueDuplicate", format!("Duplicate value: {n}")));
+            errs.push(FieldError::other(
+                &vp,
+                "FieldValueDuplicate",
+                format!("Duplicate value: {n}"),
+            ));
         } else if prev.is_some_and(|q| q > n) {
             errs.push(FieldError::invalid(&vp, v, "must be ordered"));
         }
@@ -296,10 +313,10 @@ mod tests {
     #[test]
     fn validation() {
         let spec = json!({"template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "main"}]}},
-            "podFailurePolicy": {"rules": [
-                {"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [0, 2, 2]}},
-                {"action": "Ignore"},
-            ]}});
+        "podFailurePolicy": {"rules": [
+            {"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [0, 2, 2]}},
+            {"action": "Ignore"},
+        ]}});
         let errs: Vec<String> = validate(&spec).iter().map(|e| format!("{e:?}")).collect();
         assert_eq!(errs.len(), 5, "{errs:?}");
     }

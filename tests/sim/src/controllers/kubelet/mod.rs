@@ -191,7 +191,13 @@ struct PodStatus {
     start: String,
 }
 
-pub(crate) fn waiting(name: &str, image: &str, reason: &str, message: Option<&str>, restarts: u32) -> Value {
+pub(crate) fn waiting(
+    name: &str,
+    image: &str,
+    reason: &str,
+    message: Option<&str>,
+    restarts: u32,
+) -> Value {
     let mut w = json!({"reason": reason});
     if let Some(m) = message {
         w["message"] = json!(m);
@@ -215,11 +221,7 @@ impl PodCtx {
         } else {
             "Running".to_string()
         };
-        let (init, main, initialized) = (
-            s.init.clone(),
-            s.main.clone(),
-            s.initialized,
-        );
+        let (init, main, initialized) = (s.init.clone(), s.main.clone(), s.initialized);
         let (host_ip, pod_ip, start) = (s.host_ip.clone(), s.pod_ip.clone(), s.start.clone());
         drop(s);
         let _ = c.mutate(&pdef, &self.ns, &self.name, "status", "kubelet", |p| {
@@ -458,6 +460,3 @@ fn finish(ctx: &PodCtx, phase: &str) {
     lock(&ctx.status).phase = phase.into();
     ctx.publish();
 }
-
-
-

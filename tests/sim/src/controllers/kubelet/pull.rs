@@ -128,7 +128,11 @@ pub(super) async fn ensure_image(
     let cname = c["name"].as_str().unwrap_or("").to_string();
     let shared = &ctx.shared;
     let show = |reason: &str, msg: &str| {
-        ctx.set_status(init, idx, waiting(&cname, &image, reason, Some(msg), restarts));
+        ctx.set_status(
+            init,
+            idx,
+            waiting(&cname, &image, reason, Some(msg), restarts),
+        );
         ctx.publish();
     };
     let permanent = |reason: &str, event: &str, msg: String| {
@@ -196,9 +200,7 @@ pub(super) async fn ensure_image(
                 );
                 show(&reason, &msg);
                 ctx.event("Warning", "Failed", &format!("Error: {reason}"));
-                let factor = 2u32
-                    .saturating_pow(failures - 1)
-                    .min(MAX_BACKOFF_FACTOR);
+                let factor = 2u32.saturating_pow(failures - 1).min(MAX_BACKOFF_FACTOR);
                 let backoff = base * factor;
                 let hold = ERR_IMAGE_PULL_HOLD.min(backoff / 2);
                 if sleep_or_stop(hold, stop).await {

@@ -83,9 +83,9 @@ pub(crate) fn atomic_write(dir: &Path, files: &Payload) -> std::io::Result<()> {
     let data_link = dir.join(DATA_DIR);
     let old_ts = std::fs::read_link(&data_link).ok();
     if let Some(old) = &old_ts {
-        let unchanged = files.iter().all(|(p, data, _)| {
-            std::fs::read(dir.join(old).join(p)).is_ok_and(|d| d == *data)
-        });
+        let unchanged = files
+            .iter()
+            .all(|(p, data, _)| std::fs::read(dir.join(old).join(p)).is_ok_and(|d| d == *data));
         let old_top: std::collections::BTreeSet<String> = std::fs::read_dir(dir.join(old))
             .into_iter()
             .flatten()
@@ -96,7 +96,9 @@ pub(crate) fn atomic_write(dir: &Path, files: &Payload) -> std::io::Result<()> {
             return Ok(());
         }
     }
-    let stamp = chrono::Utc::now().format("..%Y_%m_%d_%H_%M_%S.").to_string();
+    let stamp = chrono::Utc::now()
+        .format("..%Y_%m_%d_%H_%M_%S.")
+        .to_string();
     let ts_dir = tempfile::Builder::new()
         .prefix(&stamp)
         .tempdir_in(dir)?
@@ -224,7 +226,13 @@ pub(super) fn refresh(ctx: &PodCtx) {
             .dir
             .join("volumes")
             .join(v["name"].as_str().unwrap_or(""));
-        if let Ok(files) = payload(&entries(&object), source["items"].as_array(), mode, optional, kind) {
+        if let Ok(files) = payload(
+            &entries(&object),
+            source["items"].as_array(),
+            mode,
+            optional,
+            kind,
+        ) {
             let _ = atomic_write(&dir, &files);
         }
     }
@@ -261,7 +269,9 @@ pub(super) fn prepare_volumes(ctx: &PodCtx) -> Result<Vec<Volume>, String> {
                     atomic_write(&dir, &files).map_err(|e| fail(&e.to_string()))?
                 }
                 // An optional source that does not exist projects nothing.
-                None if optional => atomic_write(&dir, &vec![]).map_err(|e| fail(&e.to_string()))?,
+                None if optional => {
+                    atomic_write(&dir, &vec![]).map_err(|e| fail(&e.to_string()))?
+                }
                 None => return Err(fail(&format!("{kind} \"{oname}\" not found"))),
             }
             out.push(Volume {
