@@ -231,6 +231,7 @@ impl Sim {
             kubeconfig,
             _tmp: tmp,
         };
+        let _clock = sim.clock();
         for n in &nodes {
             nodes::add_node(&sim.shared, n);
         }
@@ -302,6 +303,7 @@ impl Sim {
 
     /// Replace a node's taints.
     pub fn set_taints(&self, node: &str, taints: Vec<Taint>) -> anyhow::Result<()> {
+        let _clock = self.clock();
         let c = &self.shared.cluster;
         c.mutate(&c.def("", "nodes"), "", node, "", "kube-sim", |n| {
             n["spec"]["taints"] = json!(taints.iter().map(Taint::to_json).collect::<Vec<_>>());

@@ -149,7 +149,7 @@ pub fn reconcile(shared: &Arc<Shared>) {
             .count()
             + upcoming.iter().filter(|u| u.group == g.name).count()
     };
-    scale_up(shared, groups, &pods, &mut inner, size);
+    scale_up(shared, groups, &pods, &nodes, &mut inner, size);
     scale_down(shared, groups, &nodes, &busy, &mut inner, now);
 }
 
@@ -157,11 +157,22 @@ fn scale_up(
     shared: &Arc<Shared>,
     groups: &[NodeGroup],
     pods: &[Arc<Value>],
+    nodes: &[Arc<Value>],
     inner: &mut Inner,
     size: impl Fn(&NodeGroup, &[Upcoming]) -> usize,
 ) {
     let c = &shared.cluster;
-    let pending: Vec<&Arc<Value>> = pods.iter().filter(|p| unschedulable(p)).collect();
+    // Pods an existing node would take now are the scheduler's, not ours
+    // (core/podlistprocessor/filter_out_schedulable.go).
+    let pending: Vec<&Arc<Value>> = pods
+        .iter()
+        .filter(|p| unschedulable(p))
+        .filter(|p| {
+            !nodes
+                .iter()
+                .any(|n| crate::controllers::scheduler::unfit_reason(p, n).is_none())
+        })
+        .collect();
     let live: HashSet<&str> = pending.iter().map(|p| uid_of(p)).collect();
     inner.told.retain(|uid, _| live.contains(uid.as_str()));
     for p in pending {
