@@ -6,12 +6,13 @@
 mod container;
 mod env;
 pub mod pull;
+mod status;
 mod volumes;
 
 use crate::api::DeleteOpts;
-use crate::util::{name_of, now_rfc3339, ns_of, set_condition, uid_of};
+use crate::util::{name_of, now_rfc3339, ns_of, uid_of};
 use crate::Shared;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -21,6 +22,8 @@ use tokio::sync::watch;
 
 pub(crate) use container::tail_lines;
 use container::{run_container, Outcome};
+use status::PodStatus;
+pub(crate) use status::{waiting, PodCtx};
 use volumes::prepare_volumes;
 
 struct PodHandle {
@@ -167,107 +170,6 @@ pub(crate) fn signal_group(pgid: u32, sig: i32) {
     // SAFETY: kill(2) with a negative pid signals the process group we created.
     unsafe {
         libc::kill(-(pgid as i32), sig);
-    }
-}
-
-pub(crate) struct PodCtx {
-    shared: Arc<Shared>,
-    ns: String,
-    name: String,
-    uid: String,
-    dir: PathBuf,
-    pod: Value,
-    status: Mutex<PodStatus>,
-}
-
-#[derive(Default)]
-struct PodStatus {
-    init: Vec<Value>,
-    main: Vec<Value>,
-    phase: String,
-    initialized: bool,
-    host_ip: String,
-    pod_ip: String,
-    start: String,
-}
-
-pub(crate) fn waiting(
-    name: &str,
-    image: &str,
-    reason: &str,
-    message: Option<&str>,
-    restarts: u32,
-) -> Value {
-    let mut w = json!({"reason": reason});
-    if let Some(m) = message {
-        w["message"] = json!(m);
-    }
-    json!({"name": name, "image": image, "imageID": "", "ready": false, "restartCount": restarts, "started": false, "state": {"waiting": w}})
-}
-
-impl PodCtx {
-    fn publish(&self) {
-        let c = &self.shared.cluster;
-        let pdef = c.def("", "pods");
-        let s = lock(&self.status);
-        let all_ready = !s.main.is_empty() && s.main.iter().all(|c| c["ready"] == true);
-        let terminal = s.phase == "Succeeded" || s.phase == "Failed";
-        // Follows pkg/kubelet/kubelet_pods.go (getPhase): Pending while
-        // initialising or while any container still waits to start.
-        let phase = if terminal {
-            s.phase.clone()
-        } else if !s.initialized || s.main.iter().any(|c| c["state"].get("waiting").is_some()) {
-            "Pending".to_string()
-        } else {
-            "Running".to_string()
-        };
-        let (init, main, initialized) = (s.init.clone(), s.main.clone(), s.initialized);
-        let (host_ip, pod_ip, start) = (s.host_ip.clone(), s.pod_ip.clone(), s.start.clone());
-        drop(s);
-        let _ = c.mutate(&pdef, &self.ns, &self.name, "status", "kubelet", |p| {
-            let st = crate::util::ensure_obj(p, &["status"]);
-            st.insert("phase".into(), json!(phase));
-            st.insert("hostIP".into(), json!(host_ip));
-            st.insert("hostIPs".into(), json!([{"ip": host_ip}]));
-            st.insert("podIP".into(), json!(pod_ip));
-            st.insert("podIPs".into(), json!([{"ip": pod_ip}]));
-            st.insert("startTime".into(), json!(start));
-            if !init.is_empty() {
-                st.insert("initContainerStatuses".into(), json!(init));
-            }
-            st.insert("containerStatuses".into(), json!(main));
-            let mut conds: Vec<Value> = st.get("conditions").and_then(Value::as_array).cloned().unwrap_or_default();
-            let cond = |t: &str, ok: bool, reason: Option<&str>| {
-                let mut c = json!({"type": t, "status": if ok { "True" } else { "False" }, "lastProbeTime": null});
-                if let Some(r) = reason {
-                    c["reason"] = json!(r);
-                }
-                c
-            };
-            let done_reason = if terminal { Some("PodCompleted") } else if !initialized { Some("ContainersNotInitialized") } else { Some("ContainersNotReady") };
-            set_condition(&mut conds, cond("PodReadyToStartContainers", !terminal, None));
-            set_condition(&mut conds, cond("Initialized", initialized, if initialized { if terminal && !init.is_empty() { Some("PodCompleted") } else { None } } else { Some("ContainersNotInitialized") }));
-            set_condition(&mut conds, cond("Ready", all_ready && !terminal, if all_ready && !terminal { None } else { done_reason }));
-            set_condition(&mut conds, cond("ContainersReady", all_ready && !terminal, if all_ready && !terminal { None } else { done_reason }));
-            st.insert("conditions".into(), json!(conds));
-        });
-    }
-
-    fn event(&self, ty: &str, reason: &str, msg: &str) {
-        let mut involved = self.pod.clone();
-        involved["apiVersion"] = json!("v1");
-        involved["kind"] = json!("Pod");
-        self.shared
-            .cluster
-            .record_event(&involved, ty, reason, msg, "kubelet");
-    }
-
-    fn set_status(&self, init: bool, idx: usize, v: Value) {
-        let mut s = lock(&self.status);
-        let list = if init { &mut s.init } else { &mut s.main };
-        if idx < list.len() {
-            list[idx] = v;
-        }
     }
 }
 
