@@ -163,6 +163,8 @@ pub fn drain(shared: &Shared, node: &str) -> Result<Vec<String>, ApiError> {
 pub fn remove_node(shared: &Shared, node: &str) {
     let c = &shared.cluster;
     let _ = c.delete(&c.def("", "nodes"), "", node, &Default::default());
+    // A node that comes back under the same name is a new machine.
+    shared.kubelet.forget_node(node);
 }
 
 /// Take a node away as `how` does; the node itself is deleted by the

@@ -59,6 +59,11 @@ impl KubeletState {
         }
     }
 
+    /// Forget the images a node had pulled (the machine is gone).
+    pub fn forget_node(&self, node: &str) {
+        lock(&self.present).retain(|(n, _)| n != node);
+    }
+
     /// Forget injected pull failures (new faults start counting afresh).
     pub fn reset_pull_faults(&self) {
         lock(&self.pull_failures).clear();

@@ -293,3 +293,46 @@ pub(super) fn prepare_volumes(ctx: &PodCtx) -> Result<Vec<Volume>, String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(p: &Path) -> String {
+        std::fs::read_link(p)
+            .map(|l| l.to_string_lossy().to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn atomic_writer_layout_and_updates() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let f = |p: &str, data: &str, mode: u32| (p.to_string(), data.as_bytes().to_vec(), mode);
+        atomic_write(dir, &vec![f("a", "1", 0o600), f("sub/b", "2", 0o644)]).unwrap();
+        let first = link(&dir.join("..data"));
+        assert!(first.starts_with(".."), "{first}");
+        assert_eq!(link(&dir.join("a")), "..data/a");
+        assert_eq!(link(&dir.join("sub")), "..data/sub");
+        assert_eq!(std::fs::read_to_string(dir.join("sub/b")).unwrap(), "2");
+        let mode = std::fs::metadata(dir.join("a"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        // Unchanged: nothing rewritten.
+        atomic_write(dir, &vec![f("a", "1", 0o600), f("sub/b", "2", 0o644)]).unwrap();
+        assert_eq!(link(&dir.join("..data")), first);
+        // Changed: a new timestamped dir, old paths and the old dir removed.
+        atomic_write(dir, &vec![f("a", "3", 0o600)]).unwrap();
+        let second = link(&dir.join("..data"));
+        assert_ne!(second, first);
+        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "3");
+        assert!(std::fs::symlink_metadata(dir.join("sub")).is_err());
+        assert!(!dir.join(&first).exists());
+        assert!(!dir.join("..data_tmp").exists());
+        assert!(atomic_write(dir, &vec![f("../x", "", 0o644)]).is_err());
+    }
+}
