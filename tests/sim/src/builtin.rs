@@ -131,49 +131,6 @@ pub fn default_job(job: &mut Value) {
     }
 }
 
-pub fn validate_job(job: &Value) -> Vec<FieldError> {
-    let mut errs = vec![];
-    let rp = job["spec"]["template"]["spec"]["restartPolicy"]
-        .as_str()
-        .unwrap_or("");
-    if rp != "Never" && rp != "OnFailure" {
-        errs.push(FieldError::other(
-            "spec.template.spec.restartPolicy",
-            "FieldValueNotSupported",
-            format!("Unsupported value: \"{rp}\": supported values: \"OnFailure\", \"Never\""),
-        ));
-    }
-    errs.extend(validate_pod_spec(
-        &job["spec"]["template"]["spec"],
-        "spec.template.spec",
-    ));
-    errs
-}
-
-pub fn validate_pod_spec(spec: &Value, path: &str) -> Vec<FieldError> {
-    let mut errs = vec![];
-    match spec["containers"].as_array() {
-        Some(cs) if !cs.is_empty() => {
-            for (i, c) in cs.iter().enumerate() {
-                if c["name"].as_str().unwrap_or("").is_empty() {
-                    errs.push(FieldError::required(
-                        &format!("{path}.containers[{i}].name"),
-                        "",
-                    ));
-                }
-                if c["image"].as_str().unwrap_or("").is_empty() {
-                    errs.push(FieldError::required(
-                        &format!("{path}.containers[{i}].image"),
-                        "",
-                    ));
-                }
-            }
-        }
-        _ => errs.push(FieldError::required(&format!("{path}.containers"), "")),
-    }
-    errs
-}
-
 /// The real Job update validation: template and selector are immutable
 /// (the suspended-job scheduling-directive exception is not modelled).
 pub fn job_immutable(old: &Value, new: &Value) -> Vec<FieldError> {

@@ -132,6 +132,81 @@ fn route(shared: &Shared, segs: &[&str]) -> Result<Option<Route>, ApiError> {
     }))
 }
 
+/// Media types the real server accepts for custom resources (no protobuf).
+const CR_MEDIA_TYPES: &str = "application/json, application/yaml";
+
+/// A create/update body in the request's Content-Type. Follows
+/// apiserver's endpoints/handlers/negotiation (NegotiateInputSerializer):
+/// protobuf is a built-in kinds' format only, so custom resources answer 415.
+fn parse_typed_body(def: &ResDef, ctype: &str, b: &[u8]) -> Result<Value, ApiError> {
+    let media = ctype.split(';').next().unwrap_or("").trim();
+    if media != crate::protobuf::CONTENT_TYPE {
+        return parse_body(b);
+    }
+    if def.is_crd {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: {CR_MEDIA_TYPES}"),
+        ));
+    }
+    crate::protobuf::decode(b)
+        .map(|d| d.object)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// The response format the Accept header asks for: the first listed media
+/// type the server can produce for this kind (apiserver's
+/// negotiation.NegotiateOutputMediaType); 406 when there is none.
+fn wants_protobuf(def: &ResDef, accept: &str) -> Result<bool, ApiError> {
+    if accept.trim().is_empty() {
+        return Ok(false);
+    }
+    for part in accept.split(',') {
+        let mut it = part.split(';').map(str::trim);
+        let media = it.next().unwrap_or("");
+        let params: Vec<&str> = it.filter(|p| !p.starts_with("q=")).collect();
+        match media {
+            "application/json" | "application/yaml" | "*/*" | "application/*" => return Ok(false),
+            m if m == crate::protobuf::CONTENT_TYPE && params.is_empty() && !def.is_crd => {
+                return Ok(true)
+            }
+            _ => {}
+        }
+    }
+    Err(ApiError::new(
+        406,
+        "NotAcceptable",
+        format!(
+            "only the following media types are accepted: {}",
+            if def.is_crd {
+                CR_MEDIA_TYPES.to_string()
+            } else {
+                format!("{CR_MEDIA_TYPES}, {}", crate::protobuf::CONTENT_TYPE)
+            }
+        ),
+    ))
+}
+
+/// An object (or list) in the negotiated format.
+fn object_response(
+    code: u16,
+    v: &Value,
+    def: &ResDef,
+    accept: &str,
+) -> Result<Response<Body>, ApiError> {
+    if wants_protobuf(def, accept)? {
+        if let Some(b) = crate::protobuf::encode(v) {
+            return Ok(Response::builder()
+                .status(code)
+                .header("Content-Type", crate::protobuf::CONTENT_TYPE)
+                .body(full(b))
+                .unwrap());
+        }
+    }
+    Ok(json_response(code, v))
+}
+
 fn parse_body(b: &[u8]) -> Result<Value, ApiError> {
     if b.iter().all(|c| c.is_ascii_whitespace()) {
         return Ok(Value::Null);
@@ -455,7 +530,7 @@ async fn serve_resource(
                     &crate::table::table(def, &[o], &include, rv, None),
                 ));
             }
-            Ok(json_response(200, &o))
+            object_response(200, &o, def, accept)
         }
         "list" => {
             let lo = list_opts(q)?;
@@ -490,10 +565,12 @@ async fn serve_resource(
             if let Some(n) = l.remaining {
                 md["remainingItemCount"] = json!(n);
             }
-            Ok(json_response(
+            object_response(
                 200,
                 &json!({"kind": def.list_kind(), "apiVersion": def.api_version(), "metadata": md, "items": l.items}),
-            ))
+                def,
+                accept,
+            )
         }
         "watch" => {
             let lo = list_opts(q)?;
@@ -530,14 +607,14 @@ async fn serve_resource(
             Ok(stream_response(rx, "application/json"))
         }
         "create" => {
-            let obj = parse_body(&body)?;
+            let obj = parse_typed_body(def, ctype, &body)?;
             let created = c.create(def, &r.ns, obj, &wopts)?;
-            Ok(json_response(201, &created))
+            object_response(201, &created, def, accept)
         }
         "update" => {
-            let obj = parse_body(&body)?;
+            let obj = parse_typed_body(def, ctype, &body)?;
             let o = c.update(def, &r.ns, &r.name, obj, &r.sub, &wopts)?;
-            Ok(json_response(200, &o))
+            object_response(200, &o, def, accept)
         }
         "patch" => {
             let ct = ctype.split(';').next().unwrap_or("").trim();
@@ -554,11 +631,11 @@ async fn serve_resource(
             rec.patch_type = format!("{ptype:?}").to_lowercase();
             let patch = parse_body(&body)?;
             let (o, created) = c.patch(def, &r.ns, &r.name, ptype, &patch, &r.sub, &wopts)?;
-            Ok(json_response(if created { 201 } else { 200 }, &o))
+            object_response(if created { 201 } else { 200 }, &o, def, accept)
         }
         "delete" => {
             let o = c.delete(def, &r.ns, &r.name, &delete_opts(q, &body))?;
-            Ok(json_response(200, &o))
+            object_response(200, &o, def, accept)
         }
         "deletecollection" => {
             let lo = list_opts(q)?;

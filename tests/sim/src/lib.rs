@@ -15,6 +15,7 @@ pub mod error;
 pub mod faults;
 pub mod http;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod sandbox;
 pub mod schema;
@@ -22,6 +23,7 @@ pub mod selectors;
 pub mod store;
 pub mod table;
 pub mod util;
+pub mod validation;
 pub mod watch;
 
 pub use faults::{Faults, RequestRecord};

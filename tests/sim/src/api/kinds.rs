@@ -8,15 +8,16 @@ use crate::builtin;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::resources::ResDef;
 use crate::util::{self, name_of, ns_of};
+use crate::validation;
 use serde_json::{json, Value};
 
-fn dns_subdomain_ok(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 253
-        && n.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && n.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && n.ends_with(|c: char| c.is_ascii_alphanumeric())
+/// The decoder's 400 for a body that does not convert to the kind's Go
+/// type (e.g. a quantity that does not parse), before any validation.
+fn cannot_handle(def: &ResDef, msg: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "{} in version \"{}\" cannot be handled as a {}: {msg}",
+        def.kind, def.version, def.kind
+    ))
 }
 
 /// Kinds whose create resets status (their status is owned by controllers).
@@ -39,18 +40,28 @@ impl Cluster {
     ) -> ApiResult<()> {
         let name = name_of(obj).to_string();
         let mut errs: Vec<FieldError> = vec![];
-        if !dns_subdomain_ok(&name) && def.plural != "events" {
-            errs.push(FieldError::invalid("metadata.name", &json!(name),
-                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"));
+        if def.is_crd {
+            // Custom resources' names are DNS subdomains (apiextensions-apiserver).
+            errs.extend(validation::meta::each(
+                "metadata.name",
+                &name,
+                validation::meta::is_dns1123_subdomain(&name),
+            ));
         }
         match (def.group.as_str(), def.plural.as_str()) {
             ("", "pods") => {
+                if let Some(e) = validation::pod::quantity_decode_error(&obj["spec"]) {
+                    return Err(cannot_handle(def, e));
+                }
                 builtin::default_pod(obj);
-                errs.extend(builtin::validate_pod_spec(&obj["spec"], "spec"));
             }
             ("batch", "jobs") => {
+                if let Some(e) =
+                    validation::pod::quantity_decode_error(&obj["spec"]["template"]["spec"])
+                {
+                    return Err(cannot_handle(def, e));
+                }
                 builtin::default_job(obj);
-                errs.extend(builtin::validate_job(obj));
                 if let Some(o) = old {
                     errs.extend(builtin::job_immutable(o, obj));
                 }
@@ -82,6 +93,7 @@ impl Cluster {
             }
             _ => {}
         }
+        errs.extend(validation::validate(def, obj, old));
         if let Some(schema) = def.schema.as_ref() {
             let pruned = crate::schema::default_and_prune(obj, schema);
             if strict && !pruned.is_empty() {
