@@ -284,10 +284,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
                 json_response(200, &crate::discovery::group_list(&reg))
             }
         }
-        ["openapi", "v3"] => json_response(
-            200,
-            &crate::discovery::openapi_v3_root(&shared.cluster.registry()),
-        ),
+        ["openapi", "v3"] => json_response(200, &crate::openapi::root(&shared.cluster.registry())),
         ["openapi", "v3", "api", v] => openapi_gv(&shared, "", v),
         ["openapi", "v3", "apis", g, v] => openapi_gv(&shared, g, v),
         ["api", v] => discovery_gv(&shared, "", v),
@@ -334,7 +331,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
 }
 
 fn openapi_gv(shared: &Shared, g: &str, v: &str) -> Response<Body> {
-    match crate::discovery::openapi_v3_gv(&shared.cluster.registry(), g, v) {
+    match crate::openapi::group_version(&shared.cluster.registry(), g, v) {
         Some(d) => json_response(200, &d),
         None => error_response(&ApiError::new(
             404,

@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod error;
 pub mod faults;
 pub mod http;
+pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;
@@ -294,6 +295,7 @@ impl Sim {
                     };
                     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
                     sh.port.store(port, std::sync::atomic::Ordering::Relaxed);
+                    sh.cluster.publish_apiserver_endpoints(port);
                     let mut stop = sh.shutdown.subscribe();
                     tokio::spawn(http::serve(listener, sh.clone()));
                     controllers::spawn_all(sh.clone());

@@ -11,6 +11,10 @@ use crate::util::{self, name_of, ns_of};
 use crate::validation;
 use serde_json::{json, Value};
 
+/// The `kubernetes` Service's ClusterIP (the first of the default
+/// service CIDR 10.96.0.0/12).
+const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
+
 /// The decoder's 400 for a body that does not convert to the kind's Go
 /// type (e.g. a quantity that does not parse), before any validation.
 fn cannot_handle(def: &ResDef, msg: &str) -> ApiError {
@@ -30,6 +34,38 @@ pub(super) fn status_reset_on_create(def: &ResDef) -> bool {
 }
 
 impl Cluster {
+    /// The `kubernetes` Service in `default` and its Endpoints and
+    /// EndpointSlice, pointing at this API server, as kube-apiserver's
+    /// controlplane reconciler keeps them (pkg/controlplane/reconcilers).
+    pub fn publish_apiserver_endpoints(&self, port: u16) {
+        let w = WriteOpts::internal("kube-apiserver");
+        let labels = json!({"component": "apiserver", "provider": "kubernetes"});
+        let _ = self.create(
+            &self.def("", "services"),
+            "default",
+            json!({"metadata": {"name": "kubernetes", "labels": labels},
+                "spec": {"type": "ClusterIP", "clusterIP": KUBERNETES_SERVICE_IP, "clusterIPs": [KUBERNETES_SERVICE_IP],
+                    "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}}),
+            &w,
+        );
+        let _ = self.create(
+            &self.def("", "endpoints"),
+            "default",
+            json!({"metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+                "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}),
+            &w,
+        );
+        let _ = self.create(
+            &self.def("discovery.k8s.io", "endpointslices"),
+            "default",
+            json!({"metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+                "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}),
+            &w,
+        );
+    }
+
     /// Defaulting and validation shared by create and update.
     pub(super) fn admit(
         &self,
@@ -76,6 +112,7 @@ impl Cluster {
                 let sp = util::ensure_obj(obj, &["spec"]);
                 sp.entry("finalizers").or_insert(json!(["kubernetes"]));
             }
+            ("", "services") => builtin::default_service(obj, &self.rng),
             ("", "secrets") => {
                 if obj.get("type").is_none() {
                     obj["type"] = json!("Opaque");

@@ -25,6 +25,12 @@ fn go_list(vs: &[&str]) -> String {
     format!("[{}]", q.join(" "))
 }
 
+/// Go's %#v of a []int32, as field.Invalid prints it.
+fn go_int32s(vs: &[i64]) -> String {
+    let items: Vec<String> = vs.iter().map(i64::to_string).collect();
+    format!("[]int32{{{}}}", items.join(", "))
+}
+
 pub fn validate_job(job: &Value, _create: bool) -> Vec<FieldError> {
     let spec = &job["spec"];
     let mut errs = vec![];
@@ -280,10 +286,13 @@ fn validate_on_exit_codes(oec: &Value, path: &str, containers: &HashSet<&str>) -
         .collect();
     let vp = format!("{path}.values");
     if values.is_empty() {
-        errs.push(FieldError::invalid(
+        errs.push(FieldError::other(
             &vp,
-            &json!([]),
-            "at least one value is required",
+            "FieldValueInvalid",
+            format!(
+                "Invalid value: {}: at least one value is required",
+                go_int32s(&values)
+            ),
         ));
     } else if values.len() > MAX_ON_EXIT_CODES_VALUES {
         errs.push(too_many(&vp, values.len(), MAX_ON_EXIT_CODES_VALUES));
@@ -307,7 +316,11 @@ fn validate_on_exit_codes(oec: &Value, path: &str, containers: &HashSet<&str>) -
         }
     }
     if !ordered {
-        errs.push(FieldError::invalid(&vp, &json!(values), "must be ordered"));
+        errs.push(FieldError::other(
+            &vp,
+            "FieldValueInvalid",
+            format!("Invalid value: {}: must be ordered", go_int32s(&values)),
+        ));
     }
     errs
 }
