@@ -225,7 +225,7 @@ fn decode_map_entry(vk: &Kind, msg: Option<&str>, b: &[u8]) -> Result<(String, V
     let (mut k, mut v) = (String::new(), Value::Null);
     while let Some((tag, value)) = r.next_field().map_err(Error::Wire)? {
         match (tag, value) {
-            (1, wire::Value::Bytes(b)) => k = String::from_utf8_lossy(&b).into_owned(),
+            (1, wire::Value::Bytes(b)) => k = String::from_utf8_lossy(b).into_owned(),
             (2, value) => {
                 let f = Field {
                     tag: 2,
