@@ -4,8 +4,9 @@ built-in kinds the simulator serves.
 
 The simulator converts Kubernetes protobuf bodies to and from the JSON its
 store keeps by walking this table (field number -> JSON name, wire kind,
-message type). It is derived from two crates the workspace already depends
-on: k8s-pb (prost-generated types: field numbers and types) and k8s-openapi
+message type). It is derived from two crates kube-sim depends on: k8s-pb
+(a dev-dependency; its prost-generated types give field numbers and types,
+and tests/protobuf_wire.rs checks the table against them) and k8s-openapi
 (serde JSON names of the same structs). Re-run after bumping either:
 
     python3 tests/sim/scripts/gen-proto-table.py ~/.cargo/registry/src/*/k8s-pb-0.9.0 \
