@@ -17,8 +17,10 @@ pub mod error;
 pub mod faults;
 pub mod http;
 pub mod nodes;
+pub mod openapi;
 pub mod patch;
 pub mod podlogs;
+pub mod protobuf;
 pub mod resources;
 pub mod sandbox;
 pub mod schema;
@@ -26,6 +28,7 @@ pub mod selectors;
 pub mod store;
 pub mod table;
 pub mod util;
+pub mod validation;
 pub mod watch;
 
 pub use disruption::Disruption;
@@ -215,6 +218,7 @@ impl Sim {
                     };
                     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
                     sh.port.store(port, std::sync::atomic::Ordering::Relaxed);
+                    sh.cluster.publish_apiserver_endpoints(port);
                     let mut stop = sh.shutdown.subscribe();
                     tokio::spawn(http::serve(listener, sh.clone()));
                     controllers::spawn_all(sh.clone());

@@ -1,9 +1,7 @@
 //! A Job's `podFailurePolicy`: matching a failed pod against its rules
-//! (follows pkg/controller/job/pod_failure_policy.go, matchPodFailurePolicy)
-//! and the API validation of the policy (follows
-//! pkg/apis/batch/validation/validation.go, validatePodFailurePolicy).
+//! (follows pkg/controller/job/pod_failure_policy.go, matchPodFailurePolicy).
+//! The API validates the policy in `validation/job.rs`.
 
-use crate::error::FieldError;
 use serde_json::Value;
 
 /// What a failed pod does to its Job.
@@ -16,13 +14,6 @@ pub enum Verdict {
     /// A `FailJob` rule: the Job fails with this message.
     FailJob(String),
 }
-
-/// Most rules a policy may have (maxPodFailurePolicyRules).
-pub const MAX_RULES: usize = 20;
-/// Most values of an onExitCodes requirement (maxPodFailurePolicyOnExitCodesValues).
-pub const MAX_EXIT_CODE_VALUES: usize = 255;
-/// Most patterns of an onPodConditions rule (maxPodFailurePolicyOnPodConditionsPatterns).
-pub const MAX_CONDITION_PATTERNS: usize = 20;
 
 fn statuses(pod: &Value) -> impl Iterator<Item = &Value> {
     // Containers first, then init containers (matchOnExitCodes).
@@ -114,173 +105,6 @@ pub fn evaluate(policy: &Value, pod: &Value) -> Verdict {
     Verdict::Count
 }
 
-/// Validation errors of `spec.podFailurePolicy` in a Job spec.
-pub fn validate(spec: &Value) -> Vec<FieldError> {
-    let Some(policy) = spec.get("podFailurePolicy").filter(|p| !p.is_null()) else {
-        return vec![];
-    };
-    let mut errs = vec![];
-    let restart = spec["template"]["spec"]["restartPolicy"]
-        .as_str()
-        .unwrap_or("");
-    if restart != "Never" {
-        errs.push(FieldError::invalid(
-            "spec.template.spec.restartPolicy",
-            &Value::String(restart.into()),
-            "only \"Never\" is supported when podFailurePolicy is specified",
-        ));
-    }
-    let rules = policy["rules"].as_array().cloned().unwrap_or_default();
-    let path = "spec.podFailurePolicy.rules";
-    if rules.len() > MAX_RULES {
-        errs.push(FieldError::other(
-            path,
-            "FieldValueTooMany",
-            format!(
-                "Too many: {}: must have at most {MAX_RULES} items",
-                rules.len()
-            ),
-        ));
-    }
-    let containers: Vec<&str> = ["containers", "initContainers"]
-        .iter()
-        .flat_map(|k| {
-            spec["template"]["spec"][k]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|c| c["name"].as_str())
-        })
-        .collect();
-    for (i, r) in rules.iter().enumerate() {
-        let rp = format!("{path}[{i}]");
-        let action = r["action"].as_str().unwrap_or("");
-        match action {
-            "" => errs.push(FieldError::required(&format!("{rp}.action"), "")),
-            "Ignore" | "FailJob" | "Count" => {}
-            "FailIndex" if !spec["backoffLimitPerIndex"].is_null() => {}
-            "FailIndex" => errs.push(FieldError::invalid(
-                &format!("{rp}.action"),
-                &r["action"],
-                "requires the backoffLimitPerIndex to be set",
-            )),
-            _ => errs.push(FieldError::other(
-                &format!("{rp}.action"),
-                "FieldValueNotSupported",
-                format!("Unsupported value: \"{action}\": supported values: \"Count\", \"FailIndex\", \"FailJob\", \"Ignore\""),
-            )),
-        }
-        let codes = r.get("onExitCodes").filter(|v| !v.is_null());
-        let conds = r.get("onPodConditions").filter(|v| !v.is_null());
-        match (codes, conds) {
-            (Some(_), Some(_)) => errs.push(FieldError::invalid(
-                &rp,
-                &Value::String(String::new()),
-                "specifying both OnExitCodes and OnPodConditions is not supported",
-            )),
-            (None, None) => errs.push(FieldError::invalid(
-                &rp,
-                &Value::String(String::new()),
-                "specifying one of OnExitCodes and OnPodConditions is required",
-            )),
-            (Some(req), None) => errs.extend(validate_exit_codes(req, &rp, &containers)),
-            (None, Some(pats)) => {
-                let pats = pats.as_array().cloned().unwrap_or_default();
-                if pats.len() > MAX_CONDITION_PATTERNS {
-                    errs.push(FieldError::other(
-                        &format!("{rp}.onPodConditions"),
-                        "FieldValueTooMany",
-                        format!(
-                            "Too many: {}: must have at most {MAX_CONDITION_PATTERNS} items",
-                            pats.len()
-                        ),
-                    ));
-                }
-                for (j, p) in pats.iter().enumerate() {
-                    let pp = format!("{rp}.onPodConditions[{j}]");
-                    if p["type"].as_str().unwrap_or("").is_empty() {
-                        errs.push(FieldError::required(&format!("{pp}.type"), ""));
-                    }
-                    let st = p["status"].as_str().unwrap_or("");
-                    if !matches!(st, "True" | "False" | "Unknown") {
-                        errs.push(FieldError::other(
-                            &format!("{pp}.status"),
-                            "FieldValueNotSupported",
-                            format!("Unsupported value: \"{st}\": supported values: \"False\", \"True\", \"Unknown\""),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    errs
-}
-
-fn validate_exit_codes(req: &Value, rp: &str, containers: &[&str]) -> Vec<FieldError> {
-    let mut errs = vec![];
-    let p = format!("{rp}.onExitCodes");
-    if let Some(n) = req["containerName"].as_str() {
-        if !containers.contains(&n) {
-            errs.push(FieldError::invalid(
-                &format!("{p}.containerName"),
-                &req["containerName"],
-                "must be one of the container or initContainer names in the pod template",
-            ));
-        }
-    }
-    let op = req["operator"].as_str().unwrap_or("");
-    if !matches!(op, "In" | "NotIn") {
-        errs.push(FieldError::other(
-            &format!("{p}.operator"),
-            "FieldValueNotSupported",
-            format!("Unsupported value: \"{op}\": supported values: \"In\", \"NotIn\""),
-        ));
-    }
-    let values: Vec<&Value> = req["values"].as_array().into_iter().flatten().collect();
-    if values.is_empty() {
-        errs.push(FieldError::required(
-            &format!("{p}.values"),
-            "at least one value is required",
-        ));
-    }
-    if values.len() > MAX_EXIT_CODE_VALUES {
-        errs.push(FieldError::other(
-            &format!("{p}.values"),
-            "FieldValueTooMany",
-            format!(
-                "Too many: {}: must have at most {MAX_EXIT_CODE_VALUES} items",
-                values.len()
-            ),
-        ));
-    }
-    let mut prev: Option<i64> = None;
-    for (k, v) in values.iter().enumerate() {
-        let vp = format!("{p}.values[{k}]");
-        let Some(n) = v.as_i64() else {
-            errs.push(FieldError::invalid(&vp, v, "must be an integer"));
-            continue;
-        };
-        if op == "In" && n == 0 {
-            errs.push(FieldError::invalid(
-                &vp,
-                v,
-                "must not be 0 for the In operator",
-            ));
-        }
-        if prev == Some(n) {
-            errs.push(FieldError::other(
-                &vp,
-                "FieldValueDuplicate",
-                format!("Duplicate value: {n}"),
-            ));
-        } else if prev.is_some_and(|q| q > n) {
-            errs.push(FieldError::invalid(&vp, v, "must be ordered"));
-        }
-        prev = Some(n);
-    }
-    errs
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,16 +132,5 @@ mod tests {
             )
         );
         assert_eq!(evaluate(&policy, &failed(1, json!([]))), Verdict::Count);
-    }
-
-    #[test]
-    fn validation() {
-        let spec = json!({"template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "main"}]}},
-        "podFailurePolicy": {"rules": [
-            {"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [0, 2, 2]}},
-            {"action": "Ignore"},
-        ]}});
-        let errs: Vec<String> = validate(&spec).iter().map(|e| format!("{e:?}")).collect();
-        assert_eq!(errs.len(), 5, "{errs:?}");
     }
 }
