@@ -81,6 +81,12 @@ pub fn validate_create(e: &Value, events_api: bool) -> Vec<FieldError> {
     errs
 }
 
+/// ValidateEventUpdate's legacy part, which applies to every request
+/// version (the immutable-field checks of events.k8s.io are not modelled).
+pub fn validate_update(e: &Value, events_api: bool) -> Vec<FieldError> {
+    legacy(e, events_api)
+}
+
 fn legacy(e: &Value, events_api: bool) -> Vec<FieldError> {
     let mut errs = vec![];
     let ns = str_of(&e["metadata"]["namespace"]);
@@ -163,5 +169,9 @@ mod tests {
         let mut old = new_event(&"x".repeat(2000));
         old["eventTime"] = Value::Null;
         assert!(validate_create(&old, false).is_empty());
+        assert_eq!(
+            validate_update(&new_event(&"x".repeat(1025)), true).len(),
+            1
+        );
     }
 }
