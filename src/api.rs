@@ -40,6 +40,18 @@ pub const GIT_URL_WITHOUT_CREDENTIALS_RULE: &str =
 /// The longest build argument value, in bytes.
 pub const MAX_BUILD_ARG_VALUE: usize = 4096;
 
+/// A git revision: a branch, a tag, a full or abbreviated commit, or a full
+/// ref name (`refs/heads/x`); never an option (no leading `-`).
+pub const GIT_REVISION_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$";
+/// A duration in whole hours, minutes and seconds, as Go and kubectl spell
+/// it: `30s`, `5m`, `1h30m`.
+pub const DURATION_PATTERN: &str = r"^([0-9]{1,7}[hms]){1,3}$";
+/// The shortest `spec.source.git.pollInterval`: polling faster would load
+/// the git host for little gain.
+pub const MIN_POLL_INTERVAL_SECONDS: u64 = 10;
+/// The longest one (a week): beyond that, trigger builds by hand.
+pub const MAX_POLL_INTERVAL_SECONDS: u64 = 7 * 24 * 3600;
+
 pub const MAX_PLATFORMS: usize = 16;
 pub const MAX_TAGS: usize = 32;
 
@@ -201,12 +213,31 @@ pub struct GitSource {
         }])
     )]
     pub url: String,
-    /// Branch, tag or commit to build; the remote's default branch when empty.
+    /// Branch, tag (annotated tags are peeled), full or abbreviated commit to
+    /// build; the remote's default branch when empty. It is resolved once
+    /// per build to one commit (`status.source.commit`) that every platform
+    /// builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"), length(max = 255))]
+    #[schemars(pattern(GIT_REVISION_PATTERN), length(max = 255))]
     pub revision: Option<String>,
-    /// A Secret in the same namespace with key `.git-credentials` (https) or
-    /// `ssh-privatekey` (and optionally `known_hosts`) for ssh.
+    /// How often to look for a new commit on `revision` (`30s`, `5m`, `1h`;
+    /// at least 10s): each new commit starts a new build, an unchanged one
+    /// nothing. No polling when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        pattern(DURATION_PATTERN),
+        length(max = 32),
+        extend("x-kubernetes-validations" = [{
+            "rule": poll_interval_rule(),
+            "message": poll_interval_message(),
+        }])
+    )]
+    pub poll_interval: Option<String>,
+    /// A Secret in the same namespace with git credentials, mounted only
+    /// into the steps that fetch: a `kubernetes.io/basic-auth` Secret
+    /// (`username`, `password`) for https, a `kubernetes.io/ssh-auth` Secret
+    /// (`ssh-privatekey`, and `known_hosts`, required) for ssh, or a key
+    /// `.git-credentials` (git's credential store format) for https.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectRef>,
 }
@@ -257,6 +288,10 @@ pub struct MultiArchImageStatus {
     /// same id, and nothing is rebuilt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_id: Option<String>,
+    /// The git source of this build: the revision asked for and the one
+    /// commit every platform built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceStatus>,
     /// Platforms built / platforms requested, e.g. `2/2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platforms_ready: Option<String>,
@@ -279,6 +314,19 @@ pub struct MultiArchImageStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The git source a build used.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceStatus {
+    /// `spec.source.git.url` (it never carries credentials).
+    pub url: String,
+    /// `spec.source.git.revision`; empty for the remote's default branch.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub revision: String,
+    /// The 40-hex commit the revision resolved to.
+    pub commit: String,
 }
 
 /// Phases of the whole resource.
@@ -325,6 +373,20 @@ pub struct PlatformStatus {
     /// Why the build waits or failed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+}
+
+/// CEL (Kubernetes has `duration()`): the same bounds `validate` applies.
+fn poll_interval_rule() -> String {
+    format!(
+        "duration(self) >= duration('{MIN_POLL_INTERVAL_SECONDS}s') && duration(self) <= duration('{MAX_POLL_INTERVAL_SECONDS}s')"
+    )
+}
+
+fn poll_interval_message() -> String {
+    format!(
+        "must be between {MIN_POLL_INTERVAL_SECONDS}s and {}h",
+        MAX_POLL_INTERVAL_SECONDS / 3600
+    )
 }
 
 fn default_tags() -> Vec<String> {

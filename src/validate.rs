@@ -82,7 +82,8 @@ static OBJECT_NAME: LazyLock<Regex> =
 static BUILD_ARG: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::BUILD_ARG_PATTERN).unwrap());
 static TARGET: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::TARGET_PATTERN).unwrap());
 static GIT_REVISION: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$").unwrap());
+    LazyLock::new(|| Regex::new(api::GIT_REVISION_PATTERN).unwrap());
+static DURATION: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::DURATION_PATTERN).unwrap());
 static LABEL_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$").unwrap());
 static IMAGE_REFERENCE: LazyLock<Regex> =
@@ -118,6 +119,7 @@ pub fn validate(resource: &MultiArchImage) -> Result<Validated, ValidationErrors
     check_source(spec, &mut report);
     check_paths(spec, &mut report);
     check_builder(spec, &mut report);
+    check_builder_platforms(spec, &platforms, &mut report);
     check_scheduling(spec, &mut report);
     if errors.is_empty() {
         Ok(Validated { platforms })
@@ -252,6 +254,11 @@ fn check_source(spec: &MultiArchImageSpec, report: &mut Report) {
                     );
                 }
             }
+            if let Some(interval) = &git.poll_interval {
+                if let Err(message) = parse_poll_interval(interval) {
+                    report("spec.source.git.pollInterval", message);
+                }
+            }
             if let Some(secret) = &git.secret_ref {
                 check_object_name("spec.source.git.secretRef.name", &secret.name, report);
             }
@@ -260,6 +267,40 @@ fn check_source(spec: &MultiArchImageSpec, report: &mut Report) {
             check_object_name("spec.source.configMap.name", &config_map.name, report)
         }
     }
+}
+
+/// `spec.source.git.pollInterval` as a duration: whole `h`, `m` and `s`
+/// units, between `MIN_POLL_INTERVAL_SECONDS` and `MAX_POLL_INTERVAL_SECONDS`.
+pub fn parse_poll_interval(text: &str) -> Result<std::time::Duration, String> {
+    if !DURATION.is_match(text) {
+        return Err(format!(
+            "{text:?} is not a duration such as 30s, 5m or 1h30m"
+        ));
+    }
+    let mut seconds: u64 = 0;
+    let mut number: u64 = 0;
+    for c in text.chars() {
+        match c {
+            '0'..='9' => number = number * 10 + u64::from(c as u8 - b'0'),
+            unit => {
+                let scale = match unit {
+                    'h' => 3600,
+                    'm' => 60,
+                    _ => 1,
+                };
+                seconds = seconds.saturating_add(number.saturating_mul(scale));
+                number = 0;
+            }
+        }
+    }
+    let (min, max) = (api::MIN_POLL_INTERVAL_SECONDS, api::MAX_POLL_INTERVAL_SECONDS);
+    if !(min..=max).contains(&seconds) {
+        return Err(format!(
+            "{text:?} must be between {min}s and {}h",
+            max / 3600
+        ));
+    }
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 fn embeds_credentials(url: &str) -> bool {
@@ -339,6 +380,30 @@ fn check_builder(spec: &MultiArchImageSpec, report: &mut Report) {
     }
     if let Some(account) = &spec.service_account_name {
         check_object_name("spec.serviceAccountName", account, report);
+    }
+}
+
+/// Architectures `quay.io/buildah/stable` (the default buildah image) is
+/// published for; a node of another one could not run it.
+pub const BUILDAH_IMAGE_ARCHITECTURES: &[&str] = &["amd64", "arm64", "ppc64le", "s390x"];
+
+fn check_builder_platforms(spec: &MultiArchImageSpec, platforms: &[Platform], report: &mut Report) {
+    if spec.builder.strategy != api::BuilderStrategy::Buildah || spec.builder.image.is_some() {
+        return;
+    }
+    for (i, platform) in platforms.iter().enumerate() {
+        if platform.os != "linux"
+            || !BUILDAH_IMAGE_ARCHITECTURES.contains(&platform.architecture.as_str())
+        {
+            report(
+                &format!("spec.platforms[{i}]"),
+                format!(
+                    "{platform}: the default buildah image ({}) is published for linux/{} only; set spec.builder.image to a buildah image built for {platform}, or use strategy buildkit",
+                    crate::render::DEFAULT_BUILDAH_IMAGE,
+                    BUILDAH_IMAGE_ARCHITECTURES.join(", linux/")
+                ),
+            );
+        }
     }
 }
 
@@ -612,6 +677,21 @@ spec:
                 "image reference",
             ),
             (
+                "{source: {git: {url: \"https://e.com/a.git\", pollInterval: 5s}}}".into(),
+                "spec.source.git.pollInterval",
+                "between 10s and",
+            ),
+            (
+                "{source: {git: {url: \"https://e.com/a.git\", pollInterval: 5 minutes}}}".into(),
+                "spec.source.git.pollInterval",
+                "not a duration",
+            ),
+            (
+                "{builder: {strategy: buildah}, platforms: [linux/amd64, linux/arm/v7]}".into(),
+                "spec.platforms[1]",
+                "set spec.builder.image",
+            ),
+            (
                 "{metadata: {name: \"Bad_Name\"}}".into(),
                 "metadata.name",
                 "object name",
@@ -625,6 +705,27 @@ spec:
                 found.unwrap_or_else(|| panic!("{fragment}: expected {field}, got:\n{errors}"));
             assert!(found.message.contains(needle), "{fragment}: {found}");
         }
+    }
+
+    #[test]
+    fn poll_intervals_parse_in_whole_units() {
+        let seconds = |text: &str| parse_poll_interval(text).map(|d| d.as_secs());
+        assert_eq!(seconds("10s"), Ok(10));
+        assert_eq!(seconds("5m"), Ok(300));
+        assert_eq!(seconds("1h30m"), Ok(5400));
+        assert_eq!(seconds("168h"), Ok(api::MAX_POLL_INTERVAL_SECONDS));
+        assert!(seconds("9s").is_err());
+        assert!(seconds("169h").is_err());
+        assert!(seconds("1.5h").is_err());
+        assert!(seconds("").is_err());
+    }
+
+    #[test]
+    fn a_buildah_image_of_ones_own_allows_any_platform() {
+        let resource = with(
+            "{builder: {strategy: buildah, image: registry.example.com/buildah:arm}, platforms: [linux/arm/v7]}",
+        );
+        assert!(validate(&resource).is_ok());
     }
 
     #[test]

@@ -81,10 +81,11 @@ fn render_prints_strictly_valid_jobs_for_every_example() {
         let report = strict_validate(&rendered);
         let jobs = report.matches("passed for resource job/").count();
         let platforms = if example.contains("cowsay") { 2 } else { 3 };
+        let resolve = usize::from(yaml.contains("-resolve\n"));
         assert_eq!(
             jobs,
-            platforms + 1,
-            "{example}: one Job per platform and a merge Job:\n{report}"
+            platforms + 1 + resolve,
+            "{example}: one Job per platform and a merge Job (and a resolve Job for git):\n{report}"
         );
     }
 }

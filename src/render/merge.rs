@@ -14,12 +14,35 @@ use crate::platform::Platform;
 /// Architectures the operator image (which runs the merge) is published for.
 pub const MERGE_IMAGE_ARCHITECTURES: &[&str] = &["amd64", "arm64"];
 
-/// The merge Job, given each platform's pushed digest in spec order.
+/// OCI image-spec annotations the index of a git source carries.
+pub const SOURCE_ANNOTATION: &str = "org.opencontainers.image.source";
+pub const REVISION_ANNOTATION: &str = "org.opencontainers.image.revision";
+
+/// The merge Job, given each platform's pushed digest in spec order; the
+/// commit of a git source is the one `status.source` records.
 pub fn merge_job(
     resource: &MultiArchImage,
     build_id: &str,
     digests: &[(Platform, String)],
     images: &BuilderImages,
+) -> Job {
+    let commit = resource
+        .status
+        .as_ref()
+        .and_then(|s| s.source.as_ref())
+        .map(|s| s.commit.as_str());
+    merge_job_for_commit(resource, build_id, digests, images, commit)
+}
+
+/// The merge Job of a build of `commit` (git sources): the index is
+/// annotated with the source URL (validation refuses URLs with
+/// credentials) and the commit.
+pub fn merge_job_for_commit(
+    resource: &MultiArchImage,
+    build_id: &str,
+    digests: &[(Platform, String)],
+    images: &BuilderImages,
+    commit: Option<&str>,
 ) -> Job {
     let spec = &resource.spec;
     let mut args: Vec<String> = vec!["merge".into()];
@@ -48,6 +71,18 @@ pub fn merge_job(
             registry_host(&spec.image).to_string(),
         ]);
     }
+    if let Some(git) = &spec.source.git {
+        args.extend([
+            "--annotation".into(),
+            format!("{SOURCE_ANNOTATION}={}", git.url),
+        ]);
+        if let Some(commit) = commit {
+            args.extend([
+                "--annotation".into(),
+                format!("{REVISION_ANNOTATION}={commit}"),
+            ]);
+        }
+    }
     args.extend(["--digest-file".into(), "/dev/termination-log".into()]);
 
     // The merge only talks to the registry: any Linux node of an
@@ -64,6 +99,44 @@ pub fn merge_job(
     let mut container_security = restricted_container();
     container_security["readOnlyRootFilesystem"] = json!(true);
     let labels = labels(resource, build_id, "merge");
+    let mut pod_spec = json!({
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": false,
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{
+                "key": "kubernetes.io/arch", "operator": "In",
+                "values": MERGE_IMAGE_ARCHITECTURES,
+            }]}],
+        }}},
+        "tolerations": tolerations,
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532},
+        "containers": [{
+            "name": "merge",
+            "image": images.merge,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["multiarch-operator"],
+            "args": args,
+            "volumeMounts": mounts,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": container_security,
+            "resources": {
+                "requests": {"cpu": "50m", "memory": "32Mi"},
+                "limits": {"memory": "128Mi"},
+            },
+        }],
+        "volumes": volumes,
+    });
+    if let Some(account) = &images.merge_service_account {
+        pod_spec["serviceAccountName"] = json!(account);
+    }
+    if !images.merge_image_pull_secrets.is_empty() {
+        pod_spec["imagePullSecrets"] = images
+            .merge_image_pull_secrets
+            .iter()
+            .map(|name| json!({"name": name}))
+            .collect();
+    }
     super::into_job(json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -82,34 +155,7 @@ pub fn merge_job(
                     "labels": labels,
                     "annotations": {RESOURCE_ANNOTATION: resource.name_any()},
                 },
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": false,
-                    "nodeSelector": {"kubernetes.io/os": "linux"},
-                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                        "nodeSelectorTerms": [{"matchExpressions": [{
-                            "key": "kubernetes.io/arch", "operator": "In",
-                            "values": MERGE_IMAGE_ARCHITECTURES,
-                        }]}],
-                    }}},
-                    "tolerations": tolerations,
-                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532},
-                    "containers": [{
-                        "name": "merge",
-                        "image": images.merge,
-                        "imagePullPolicy": "IfNotPresent",
-                        "command": ["multiarch-operator"],
-                        "args": args,
-                        "volumeMounts": mounts,
-                        "terminationMessagePolicy": "FallbackToLogsOnError",
-                        "securityContext": container_security,
-                        "resources": {
-                            "requests": {"cpu": "50m", "memory": "32Mi"},
-                            "limits": {"memory": "128Mi"},
-                        },
-                    }],
-                    "volumes": volumes,
-                },
+                "spec": pod_spec,
             },
         },
     }))

@@ -3,7 +3,9 @@
 //! them and the controller applies the very same objects.
 
 mod build;
+mod git;
 mod merge;
+mod resolve;
 
 use std::collections::BTreeMap;
 
@@ -16,8 +18,13 @@ use crate::api::{MultiArchImage, MultiArchImageSpec};
 use crate::platform::Platform;
 use crate::validate::{self, ValidationErrors};
 
-pub use build::build_job;
-pub use merge::merge_job;
+pub use build::{build_job, BUILDKIT_CONNECT_RETRIES};
+pub use git::{COMMIT_PLACEHOLDER, GIT_UID};
+pub use merge::{merge_job, merge_job_for_commit, REVISION_ANNOTATION, SOURCE_ANNOTATION};
+pub use resolve::{
+    parse_resolved_commit, resolve_job, resolve_job_name, RESOLVE_BACKOFF_LIMIT,
+    RESOLVE_DEADLINE_SECONDS,
+};
 
 /// Label every object of the operator carries.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -47,6 +54,11 @@ pub struct BuilderImages {
     pub buildah: String,
     pub git: String,
     pub merge: String,
+    /// ServiceAccount of the merge pods (for pull secrets attached to it);
+    /// the namespace's default when None.
+    pub merge_service_account: Option<String>,
+    /// `imagePullSecrets` of the merge pods, for a private operator image.
+    pub merge_image_pull_secrets: Vec<String>,
 }
 
 pub const DEFAULT_BUILDKIT_IMAGE: &str = "docker.io/moby/buildkit:v0.18.2-rootless";
@@ -64,6 +76,8 @@ impl Default for BuilderImages {
             buildah: DEFAULT_BUILDAH_IMAGE.into(),
             git: DEFAULT_GIT_IMAGE.into(),
             merge: DEFAULT_MERGE_IMAGE.into(),
+            merge_service_account: None,
+            merge_image_pull_secrets: Vec::new(),
         }
     }
 }
@@ -83,6 +97,14 @@ pub struct ImageArgs {
     /// Image running `multiarch-operator merge` (this operator's own image).
     #[arg(long, env = "MULTIARCH_MERGE_IMAGE", default_value = DEFAULT_MERGE_IMAGE)]
     pub merge_image: String,
+    /// ServiceAccount the merge pods run as, in the resource's namespace
+    /// (its imagePullSecrets apply); the namespace's default when unset.
+    #[arg(long, env = "MULTIARCH_MERGE_SERVICE_ACCOUNT")]
+    pub merge_service_account: Option<String>,
+    /// A Secret (kubernetes.io/dockerconfigjson) in the resource's namespace
+    /// to pull the merge image with; repeatable.
+    #[arg(long = "merge-image-pull-secret", env = "MULTIARCH_MERGE_IMAGE_PULL_SECRETS", value_delimiter = ',')]
+    pub merge_image_pull_secrets: Vec<String>,
 }
 
 impl From<ImageArgs> for BuilderImages {
@@ -92,6 +114,8 @@ impl From<ImageArgs> for BuilderImages {
             buildah: args.buildah_image,
             git: args.git_image,
             merge: args.merge_image,
+            merge_service_account: args.merge_service_account,
+            merge_image_pull_secrets: args.merge_image_pull_secrets,
         }
     }
 }
@@ -204,7 +228,7 @@ pub fn plan(resource: &MultiArchImage, images: &BuilderImages) -> Result<Plan, V
     let build_jobs = valid
         .platforms
         .iter()
-        .map(|p| build_job(resource, &build_id, p, images))
+        .map(|p| build_job(resource, &build_id, p, images, None))
         .collect();
     Ok(Plan {
         build_id,
@@ -213,7 +237,8 @@ pub fn plan(resource: &MultiArchImage, images: &BuilderImages) -> Result<Plan, V
     })
 }
 
-/// The YAML `render` prints: every build Job, then the merge Job template.
+/// The YAML `render` prints: the source-resolve Job (git sources), every
+/// build Job, then the merge Job template.
 pub fn render_yaml(
     resource: &MultiArchImage,
     images: &BuilderImages,
@@ -225,13 +250,20 @@ pub fn render_yaml(
         .map(|p| (p.clone(), format!("sha256:<digest of {p}>")))
         .collect();
     let merge = merge_job(resource, &plan.build_id, &placeholders, images);
+    let resolve = resolve_job(resource, &plan.build_id, images);
     let mut out = String::new();
-    for job in plan.build_jobs.iter().chain(std::iter::once(&merge)) {
+    for job in resolve
+        .iter()
+        .chain(plan.build_jobs.iter())
+        .chain(std::iter::once(&merge))
+    {
         out.push_str("---\n");
         out.push_str(&serde_yaml_ng::to_string(job).expect("a Job serialises to YAML"));
     }
     Ok(out)
 }
 
+#[cfg(test)]
+mod git_tests;
 #[cfg(test)]
 mod tests;
