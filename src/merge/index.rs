@@ -122,8 +122,6 @@ struct ImageIndex<'a> {
     schema_version: u32,
     media_type: &'a str,
     manifests: Vec<&'a Descriptor>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    annotations: &'a BTreeMap<String, String>,
 }
 
 /// One platform's contribution: its image, and the attestations about it.
@@ -157,16 +155,6 @@ pub struct MixedMediaTypes {
 
 /// Builds the index for `entries`, in their order. Same entries, same bytes.
 pub fn assemble(entries: &[PlatformEntry]) -> Result<AssembledIndex, MixedMediaTypes> {
-    assemble_annotated(entries, &BTreeMap::new())
-}
-
-/// Like [`assemble`], with index-level `annotations` (OCI image spec:
-/// `org.opencontainers.image.source`, `...revision`). A Docker manifest list
-/// has no annotations field, so they are left out of one (the caller warns).
-pub fn assemble_annotated(
-    entries: &[PlatformEntry],
-    annotations: &BTreeMap<String, String>,
-) -> Result<AssembledIndex, MixedMediaTypes> {
     let mut oci = Vec::new();
     let mut docker = Vec::new();
     for entry in entries {
@@ -192,16 +180,10 @@ pub fn assemble_annotated(
         .map(|e| &e.image)
         .chain(entries.iter().flat_map(|e| &e.attestations))
         .collect();
-    let none = BTreeMap::new();
     let index = ImageIndex {
         schema_version: 2,
         media_type,
         manifests,
-        annotations: if media_type == OCI_INDEX {
-            annotations
-        } else {
-            &none
-        },
     };
     let bytes = serde_json::to_vec(&index).expect("an index always serialises");
     Ok(AssembledIndex {
@@ -350,26 +332,6 @@ mod tests {
         // The order is part of the content.
         let swapped = assemble(&[entries[1].clone(), entries[0].clone()]).unwrap();
         assert_ne!(first.digest, swapped.digest);
-    }
-
-    #[test]
-    fn index_annotations_go_on_oci_indexes_only() {
-        let annotations = BTreeMap::from([(
-            "org.opencontainers.image.revision".to_string(),
-            "0123456789abcdef0123456789abcdef01234567".to_string(),
-        )]);
-        let oci = vec![image("linux/amd64", OCI_MANIFEST, 'a')];
-        let index = assemble_annotated(&oci, &annotations).unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&index.bytes).unwrap();
-        assert_eq!(
-            json["annotations"]["org.opencontainers.image.revision"],
-            "0123456789abcdef0123456789abcdef01234567"
-        );
-        assert_ne!(index.digest, assemble(&oci).unwrap().digest);
-        let docker = vec![image("linux/amd64", DOCKER_MANIFEST, 'a')];
-        let list = assemble_annotated(&docker, &annotations).unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&list.bytes).unwrap();
-        assert!(json.get("annotations").is_none());
     }
 
     #[test]

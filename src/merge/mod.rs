@@ -47,10 +47,6 @@ pub struct MergeArgs {
     /// HOST:PORT of a registry reached over plain HTTP; repeatable.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
-    /// KEY=VALUE annotation of the index (an OCI index; e.g.
-    /// org.opencontainers.image.revision=COMMIT); repeatable.
-    #[arg(long = "annotation")]
-    pub annotations: Vec<String>,
     /// Also write the index digest to this file (the Job passes /dev/termination-log).
     #[arg(long)]
     pub digest_file: Option<std::path::PathBuf>,
@@ -86,8 +82,6 @@ pub enum MergeError {
         first: String,
         second: String,
     },
-    #[error("--annotation {0:?}: expected KEY=VALUE with a non-empty KEY")]
-    MalformedAnnotation(String),
     #[error("target {target}: malformed reference: {reason}")]
     MalformedTarget { target: String, reason: String },
     #[error("--registry-config: {0}")]
@@ -118,7 +112,6 @@ impl MergeError {
                 | MergeError::MalformedReference { .. }
                 | MergeError::DuplicatePlatform { .. }
                 | MergeError::MalformedTarget { .. }
-                | MergeError::MalformedAnnotation(_)
                 | MergeError::RegistryConfig(_)
         )
     }
@@ -136,7 +129,6 @@ struct Request {
     sources: Vec<SourceSpec>,
     targets: Vec<Target>,
     config: DockerConfig,
-    annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// Runs the merge; returns the process exit code.
@@ -235,15 +227,6 @@ fn parse_request(args: &MergeArgs) -> Result<Request, Vec<MergeError>> {
             }),
         }
     }
-    let mut annotations = std::collections::BTreeMap::new();
-    for written in &args.annotations {
-        match written.split_once('=') {
-            Some((key, value)) if !key.is_empty() => {
-                annotations.insert(key.to_string(), value.to_string());
-            }
-            _ => errors.push(MergeError::MalformedAnnotation(written.clone())),
-        }
-    }
     let config = match &args.registry_config {
         Some(path) => DockerConfig::load(path).unwrap_or_else(|e| {
             errors.push(e.into());
@@ -256,7 +239,6 @@ fn parse_request(args: &MergeArgs) -> Result<Request, Vec<MergeError>> {
             sources,
             targets,
             config,
-            annotations,
         })
     } else {
         Err(errors)
@@ -276,7 +258,6 @@ async fn merge(
         sources,
         targets,
         config,
-        annotations,
     } = request;
     let registries = Registries::new(config, insecure_registries);
 
@@ -293,11 +274,7 @@ async fn merge(
 
     let checked = check_everything(&registries, sources, &targets).await?;
     let entries: Vec<_> = checked.iter().map(|c| c.entry.clone()).collect();
-    let assembled =
-        index::assemble_annotated(&entries, &annotations).map_err(|e| vec![e.into()])?;
-    if !annotations.is_empty() && assembled.media_type != index::OCI_INDEX {
-        eprintln!("merge: warning: a Docker manifest list has no annotations; --annotation left out");
-    }
+    let assembled = index::assemble(&entries).map_err(|e| vec![e.into()])?;
     eprintln!(
         "merge: index {} ({}, {} entries)",
         assembled.digest,
@@ -452,30 +429,8 @@ mod tests {
             targets: targets.iter().map(|s| s.to_string()).collect(),
             registry_config: None,
             insecure_registries: vec![],
-            annotations: vec![],
             digest_file: None,
         }
-    }
-
-    #[test]
-    fn annotations_are_key_equals_value() {
-        let mut with = args(
-            &[&format!("linux/amd64=r.example/app@{DIGEST}")],
-            &["r.example/app:1"],
-        );
-        with.annotations = vec![
-            "org.opencontainers.image.source=https://e.com/a.git".into(),
-            "org.opencontainers.image.revision=".into(),
-        ];
-        let request = parse_request(&with).map_err(|_| "valid").unwrap();
-        assert_eq!(
-            request.annotations["org.opencontainers.image.source"],
-            "https://e.com/a.git"
-        );
-        assert_eq!(request.annotations["org.opencontainers.image.revision"], "");
-        with.annotations = vec!["no-equals".into(), "=value".into()];
-        let errors = parse_request(&with).map_err(|e| e.len()).err();
-        assert_eq!(errors, Some(2));
     }
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
