@@ -149,7 +149,9 @@ pub struct MultiArchImageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_secret: Option<LocalObjectRef>,
 
-    /// Push over plain HTTP (for development registries only).
+    /// The registry of `image` may be plain HTTP or HTTPS with an unverified
+    /// certificate, for pushes and for base images pulled from it
+    /// (development registries only). Other registries are always verified.
     #[serde(default)]
     pub insecure_registry: bool,
 
