@@ -20,7 +20,10 @@ use crate::validate::{self, ValidationErrors};
 
 pub use build::{build_job, BUILDKIT_CONNECT_RETRIES};
 pub use git::{COMMIT_PLACEHOLDER, GIT_UID};
-pub use merge::{merge_job, merge_job_for_commit, REVISION_ANNOTATION, SOURCE_ANNOTATION};
+pub use merge::{
+    merge_job, merge_job_for_commit, MERGE_IMAGE_ARCHITECTURES, REVISION_ANNOTATION,
+    SOURCE_ANNOTATION,
+};
 pub use resolve::{
     parse_resolved_commit, resolve_job, resolve_job_name, RESOLVE_BACKOFF_LIMIT,
     RESOLVE_DEADLINE_SECONDS,
