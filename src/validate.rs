@@ -293,7 +293,10 @@ pub fn parse_poll_interval(text: &str) -> Result<std::time::Duration, String> {
             }
         }
     }
-    let (min, max) = (api::MIN_POLL_INTERVAL_SECONDS, api::MAX_POLL_INTERVAL_SECONDS);
+    let (min, max) = (
+        api::MIN_POLL_INTERVAL_SECONDS,
+        api::MAX_POLL_INTERVAL_SECONDS,
+    );
     if !(min..=max).contains(&seconds) {
         return Err(format!(
             "{text:?} must be between {min}s and {}h",

@@ -87,25 +87,38 @@ fn every_example_renders_and_names_a_source_that_exists() {
                     git.url
                 );
                 if git.url == THIS_PROJECT {
-                    assert!(repo(&dockerfile).is_file(), "{file}: {dockerfile} of this project");
+                    assert!(
+                        repo(&dockerfile).is_file(),
+                        "{file}: {dockerfile} of this project"
+                    );
                 }
             } else {
                 let config_map = &spec.source.config_map.as_ref().unwrap().name;
-                assert!(source.contains(&format!("`{config_map}`")), "{file}: {source}");
+                assert!(
+                    source.contains(&format!("`{config_map}`")),
+                    "{file}: {source}"
+                );
                 let defined = serde_yaml_ng::Deserializer::from_str(&text)
                     .filter_map(|d| serde_json::Value::deserialize(d).ok())
                     .any(|doc| {
                         doc["kind"] == "ConfigMap"
                             && doc["metadata"]["name"] == config_map.as_str()
-                            && doc["metadata"]["namespace"] == resource.metadata.namespace.as_deref().unwrap_or("default")
+                            && doc["metadata"]["namespace"]
+                                == resource.metadata.namespace.as_deref().unwrap_or("default")
                             && doc["data"].get(&dockerfile).is_some()
                     });
-                assert!(defined, "{file}: ConfigMap {config_map} with key {dockerfile} beside it");
+                assert!(
+                    defined,
+                    "{file}: ConfigMap {config_map} with key {dockerfile} beside it"
+                );
             }
         }
     }
     for (file, _) in table {
-        assert!(repo(&format!("deploy/examples/{file}")).is_file(), "docs/examples.md names {file}");
+        assert!(
+            repo(&format!("deploy/examples/{file}")).is_file(),
+            "docs/examples.md names {file}"
+        );
     }
 }
 

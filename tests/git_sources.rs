@@ -215,9 +215,16 @@ async fn the_resolve_job_gives_one_commit_for_every_kind_of_revision() {
         );
     }
 
-    let missing = resource("missing", &registry, json!({"url": url, "revision": "no-such-branch"}));
+    let missing = resource(
+        "missing",
+        &registry,
+        json!({"url": url, "revision": "no-such-branch"}),
+    );
     let error = resolve(&client, &missing, "1").await.unwrap_err();
-    assert!(error.contains("has no branch or tag no-such-branch"), "{error}");
+    assert!(
+        error.contains("has no branch or tag no-such-branch"),
+        "{error}"
+    );
     let unknown = resource(
         "unknown",
         &registry,
@@ -237,7 +244,10 @@ async fn a_build_fetches_the_resolved_commit_with_its_submodule_after_the_branch
     server.create("app.git");
     let work = server.work("app.git");
     work.commit(
-        &[("Dockerfile", &dockerfile("one", "COPY lib/lib.txt /lib.txt\n"))],
+        &[(
+            "Dockerfile",
+            &dockerfile("one", "COPY lib/lib.txt /lib.txt\n"),
+        )],
         "one",
     );
     work.add_submodule(&server.http_url("lib.git"), "lib");
@@ -246,7 +256,11 @@ async fn a_build_fetches_the_resolved_commit_with_its_submodule_after_the_branch
     let sim = harness::start_sim(TWO_NODES);
     let client = sim.client();
     let registry = Registry::start_plain();
-    let app = resource("app", &registry, json!({"url": server.http_url("app.git"), "revision": "main"}));
+    let app = resource(
+        "app",
+        &registry,
+        json!({"url": server.http_url("app.git"), "revision": "main"}),
+    );
     let resolved = resolve(&client, &app, "1").await.expect("resolves");
     assert_eq!(resolved, work.head());
 
@@ -334,7 +348,11 @@ async fn private_repositories_fetch_with_basic_auth_and_ssh_auth_secrets() {
         );
     }
 
-    let anonymous = resource("anonymous", &registry, json!({"url": server.http_url("private.git")}));
+    let anonymous = resource(
+        "anonymous",
+        &registry,
+        json!({"url": server.http_url("private.git")}),
+    );
     assert!(resolve(&client, &anonymous, "1").await.is_err());
     let wrong = resource(
         "wrong",
@@ -342,7 +360,10 @@ async fn private_repositories_fetch_with_basic_auth_and_ssh_auth_secrets() {
         json!({"url": server.http_url("private.git"), "secretRef": {"name": "wrong"}}),
     );
     let error = resolve(&client, &wrong, "1").await.unwrap_err();
-    assert!(!error.contains("not-it"), "no secret in the message: {error}");
+    assert!(
+        !error.contains("not-it"),
+        "no secret in the message: {error}"
+    );
     let no_known_hosts = resource(
         "no-known-hosts",
         &registry,
@@ -364,8 +385,14 @@ fn ssh_needs_a_passwd_entry_and_the_git_steps_uid_has_one() {
     let commit = work.commit(&[("Dockerfile", "FROM scratch\n")], "one");
     work.push();
     let secrets = tempfile::tempdir().unwrap();
-    common::git::write_file(&secrets.path().join("ssh-privatekey"), &server.ssh().client_key());
-    common::git::write_file(&secrets.path().join("known_hosts"), &server.ssh().known_hosts());
+    common::git::write_file(
+        &secrets.path().join("ssh-privatekey"),
+        &server.ssh().client_key(),
+    );
+    common::git::write_file(
+        &secrets.path().join("known_hosts"),
+        &server.ssh().known_hosts(),
+    );
     let registry_placeholder: MultiArchImage = serde_json::from_value(json!({
         "apiVersion": "multiarch.dev/v1alpha1", "kind": "MultiArchImage",
         "metadata": {"name": "ssh", "namespace": NAMESPACE},
@@ -376,11 +403,23 @@ fn ssh_needs_a_passwd_entry_and_the_git_steps_uid_has_one() {
     let job = render::resolve_job(&registry_placeholder, "1", &BuilderImages::default()).unwrap();
     let container = &job.spec.unwrap().template.spec.unwrap().containers[0];
     let command = container.command.clone().unwrap();
-    let uid = container.security_context.as_ref().unwrap().run_as_user.unwrap();
+    let uid = container
+        .security_context
+        .as_ref()
+        .unwrap()
+        .run_as_user
+        .unwrap();
     assert_eq!(uid, render::GIT_UID);
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
-    let listed = |uid: i64| passwd.lines().any(|l| l.split(':').nth(2) == Some(&uid.to_string()));
-    assert!(listed(uid), "the host lists {uid} (nobody), as Alpine and Debian images do");
+    let listed = |uid: i64| {
+        passwd
+            .lines()
+            .any(|l| l.split(':').nth(2) == Some(&uid.to_string()))
+    };
+    assert!(
+        listed(uid),
+        "the host lists {uid} (nobody), as Alpine and Debian images do"
+    );
     let unlisted = (1000..).find(|u| !listed(*u)).unwrap();
     let term = tempfile::NamedTempFile::new().unwrap();
     let run = |uid: i64| {

@@ -197,7 +197,9 @@ fn buildkit(
         let host = registry_host(&spec.image);
         let config = format!("[registry.\"{host}\"]\n  http = true\n  insecure = true\n");
         init_containers.push(config_writer(&image, "buildkitd.toml", config, volumes));
-        build_mounts.push(json!({"name": "builder-config", "mountPath": BUILDER_CONFIG_DIR, "readOnly": true}));
+        build_mounts.push(
+            json!({"name": "builder-config", "mountPath": BUILDER_CONFIG_DIR, "readOnly": true}),
+        );
         daemon_flags.push_str(&format!(" --config={BUILDER_CONFIG_DIR}/buildkitd.toml"));
     }
     let context = context_path(spec);
@@ -302,9 +304,8 @@ fn buildah(
         registries_conf(spec),
         volumes,
     ));
-    storage_mounts.push(
-        json!({"name": "builder-config", "mountPath": BUILDER_CONFIG_DIR, "readOnly": true}),
-    );
+    storage_mounts
+        .push(json!({"name": "builder-config", "mountPath": BUILDER_CONFIG_DIR, "readOnly": true}));
     let env = {
         let mut env = vec![
             json!({"name": "STORAGE_DRIVER", "value": "vfs"}),

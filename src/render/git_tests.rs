@@ -88,7 +88,11 @@ fn resolve_job_runs_a_fixed_script_with_the_credentials_and_nothing_else() {
     assert_eq!(command[..2], ["sh", "-c"]);
     assert_eq!(
         command[3..],
-        ["resolve", "https://git.example.com/team/sample.git", "release-1"]
+        [
+            "resolve",
+            "https://git.example.com/team/sample.git",
+            "release-1"
+        ]
     );
     // The same script for every resource: nothing of the spec is in it.
     let other = with_spec(
@@ -150,7 +154,11 @@ fn build_jobs_fetch_the_resolved_commit_as_uid_nobody() {
         assert!(command[2].contains("fetch -q --depth 1 --no-tags origin \"$commit\""));
         assert!(command[2].contains("submodule --quiet update --init --recursive --depth 1"));
         let security = fetch.security_context.unwrap();
-        assert_eq!(security.run_as_user, Some(GIT_UID), "a uid with a passwd entry");
+        assert_eq!(
+            security.run_as_user,
+            Some(GIT_UID),
+            "a uid with a passwd entry"
+        );
         assert_eq!(security.run_as_group, Some(GIT_UID));
         let build_step = container(&job, "build");
         assert!(
@@ -232,7 +240,9 @@ fn buildkit_retries_the_daemon_and_trusts_an_insecure_registry_for_pulls() {
         "[registry.\"registry.example.com:5000\"]\n  http = true\n  insecure = true\n"
     );
     let output = b.args.clone().unwrap();
-    assert!(output.iter().any(|a| a.ends_with(",registry.insecure=true")));
+    assert!(output
+        .iter()
+        .any(|a| a.ends_with(",registry.insecure=true")));
 }
 
 #[test]

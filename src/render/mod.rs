@@ -106,7 +106,11 @@ pub struct ImageArgs {
     pub merge_service_account: Option<String>,
     /// A Secret (kubernetes.io/dockerconfigjson) in the resource's namespace
     /// to pull the merge image with; repeatable.
-    #[arg(long = "merge-image-pull-secret", env = "MULTIARCH_MERGE_IMAGE_PULL_SECRETS", value_delimiter = ',')]
+    #[arg(
+        long = "merge-image-pull-secret",
+        env = "MULTIARCH_MERGE_IMAGE_PULL_SECRETS",
+        value_delimiter = ','
+    )]
     pub merge_image_pull_secrets: Vec<String>,
 }
 

@@ -27,14 +27,7 @@ pub fn resolve_job(resource: &MultiArchImage, run: &str, images: &BuilderImages)
     let git = spec.source.git.as_ref()?;
     let revision = git.revision.clone().unwrap_or_default();
     let labels = labels(resource, run, "resolve");
-    let container = git_container(
-        "resolve",
-        resolve_script(),
-        git,
-        &revision,
-        images,
-        &[],
-    );
+    let container = git_container("resolve", resolve_script(), git, &revision, images, &[]);
     let mut tolerations = vec![
         // The git image is published for every common architecture.
         json!({"key": "kubernetes.io/arch", "operator": "Exists", "effect": "NoSchedule"}),
@@ -82,6 +75,9 @@ pub fn resolve_job(resource: &MultiArchImage, run: &str, images: &BuilderImages)
 /// The commit in a resolve pod's termination message, if it is one.
 pub fn parse_resolved_commit(message: &str) -> Option<String> {
     let commit = message.trim();
-    (commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-        .then(|| commit.to_string())
+    (commit.len() == 40
+        && commit
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    .then(|| commit.to_string())
 }

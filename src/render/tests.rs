@@ -200,7 +200,11 @@ fn git_source_is_fetched_before_the_build_and_only_there_with_credentials() {
         })
         .map(|c| c.name.clone())
         .collect();
-    assert_eq!(mounted_by, ["fetch-source"], "git credentials reach the fetch alone");
+    assert_eq!(
+        mounted_by,
+        ["fetch-source"],
+        "git credentials reach the fetch alone"
+    );
     let push = volumes.iter().find(|v| v.name == "push-secret").unwrap();
     let items = push.secret.as_ref().unwrap().items.clone().unwrap();
     assert_eq!(

@@ -128,7 +128,10 @@ impl GitServer {
         let dir = tempfile::tempdir().expect("temp dir");
         run_checked(git(dir.path()).args(["init", "-q", "-b", "main"]));
         let remote = self.root().join(name);
-        git_out(dir.path(), &["remote", "add", "origin", &remote.to_string_lossy()]);
+        git_out(
+            dir.path(),
+            &["remote", "add", "origin", &remote.to_string_lossy()],
+        );
         Work { dir }
     }
 }
@@ -151,7 +154,10 @@ impl Work {
             std::fs::write(&path, content).unwrap();
         }
         git_out(self.path(), &["add", "-A"]);
-        git_out(self.path(), &["commit", "-q", "--allow-empty", "-m", message]);
+        git_out(
+            self.path(),
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
         self.head()
     }
 
@@ -172,14 +178,24 @@ impl Work {
     }
 
     pub fn tag_annotated(&self, tag: &str) {
-        git_out(self.path(), &["tag", "-a", "-m", &format!("release {tag}"), tag]);
+        git_out(
+            self.path(),
+            &["tag", "-a", "-m", &format!("release {tag}"), tag],
+        );
     }
 
     /// Pushes every branch and tag, moving branches as they are here.
     pub fn push(&self) {
         git_out(
             self.path(),
-            &["push", "-q", "--force", "origin", "refs/heads/*:refs/heads/*", "refs/tags/*:refs/tags/*"],
+            &[
+                "push",
+                "-q",
+                "--force",
+                "origin",
+                "refs/heads/*:refs/heads/*",
+                "refs/tags/*:refs/tags/*",
+            ],
         );
     }
 
@@ -188,9 +204,20 @@ impl Work {
     pub fn add_submodule(&self, url: &str, path: &str) -> String {
         git_out(
             self.path(),
-            &["-c", "protocol.allow=always", "submodule", "add", "-q", url, path],
+            &[
+                "-c",
+                "protocol.allow=always",
+                "submodule",
+                "add",
+                "-q",
+                url,
+                path,
+            ],
         );
-        git_out(self.path(), &["commit", "-q", "-m", &format!("add submodule {path}")]);
+        git_out(
+            self.path(),
+            &["commit", "-q", "-m", &format!("add submodule {path}")],
+        );
         self.head()
     }
 }
@@ -371,7 +398,10 @@ async fn serve(stream: tokio::net::TcpStream, context: CgiContext) -> std::io::R
     // Other headers as HTTP_*; http-backend reads HTTP_GIT_PROTOCOL (the
     // protocol v2 request) and HTTP_CONTENT_ENCODING (gzip bodies).
     for (name, value) in &headers {
-        if matches!(name.as_str(), "content-type" | "content-length" | "authorization") {
+        if matches!(
+            name.as_str(),
+            "content-type" | "content-length" | "authorization"
+        ) {
             continue;
         }
         let key = format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_"));
@@ -394,7 +424,9 @@ async fn serve(stream: tokio::net::TcpStream, context: CgiContext) -> std::io::R
     write.shutdown().await
 }
 
-async fn read_chunked<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Result<Vec<u8>> {
+async fn read_chunked<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> std::io::Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let mut line = String::new();
@@ -428,7 +460,12 @@ fn cgi_to_http(output: &[u8]) -> (u16, Vec<u8>) {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|i| (i, i + 4))
-        .or_else(|| output.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2)));
+        .or_else(|| {
+            output
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| (i, i + 2))
+        });
     let Some((end, body_start)) = split else {
         return (
             500,
@@ -460,7 +497,11 @@ fn cgi_to_http(output: &[u8]) -> (u16, Vec<u8>) {
         response.extend_from_slice(b"\r\n");
     }
     response.extend_from_slice(
-        format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes(),
+        format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
     );
     response.extend_from_slice(body);
     (status, response)
@@ -501,7 +542,11 @@ impl SshServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path();
         for (file, kind) in [("host_key", "ed25519"), ("client_key", "ed25519")] {
-            run_checked(Command::new(&keygen).args(["-q", "-t", kind, "-N", "", "-C", file, "-f"]).arg(path.join(file)));
+            run_checked(
+                Command::new(&keygen)
+                    .args(["-q", "-t", kind, "-N", "", "-C", file, "-f"])
+                    .arg(path.join(file)),
+            );
         }
         let client_public = std::fs::read_to_string(path.join("client_key.pub")).unwrap();
         std::fs::write(
@@ -551,11 +596,7 @@ impl SshServer {
             format!("[127.0.0.1]:{port} {kind} {key}\n"),
         )
         .unwrap();
-        let server = SshServer {
-            dir,
-            child,
-            port,
-        };
+        let server = SshServer { dir, child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
