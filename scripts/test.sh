@@ -15,6 +15,7 @@ declare -A DEB_FOR_COMMAND=(
   # The git server of the tests: ssh through sshd, with generated keys.
   [sshd]=openssh-server
   [ssh-keygen]=openssh-client
+  [git-lfs]=git-lfs
   # actionlint checks the release workflow's scripts with it.
   [shellcheck]=shellcheck
 )

@@ -284,6 +284,70 @@ async fn a_build_fetches_the_resolved_commit_with_its_submodule_after_the_branch
     assert!(!fetches.is_empty(), "{:?}", server.requests());
 }
 
+/// The content of `path` in the single layer of `image`.
+fn file_in_image(image: &str, path: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    run_checked(
+        common::skopeo::command()
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{image}"))
+            .arg(format!("dir:{}", dir.path().display())),
+    );
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let blob = entry.unwrap().path();
+        let output = Command::new("tar")
+            .arg("-xzOf")
+            .arg(&blob)
+            .arg(path)
+            .output()
+            .unwrap();
+        if output.status.success() {
+            return String::from_utf8_lossy(&output.stdout).to_string();
+        }
+    }
+    panic!("{path} is in no layer of {image}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_lfs_files_are_pulled_into_the_context() {
+    common::require_tool("git-lfs", "git-lfs");
+    // The LFS store: a repository the build pod reaches by path (git-lfs's
+    // standalone transfer for file:// URLs), outside /tmp, which every
+    // container gets a fresh tmpfs of.
+    let store = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    run_checked(common::git::git(store.path()).args(["init", "-q", "--bare", "store.git"]));
+    let store_url = format!("file://{}/store.git", store.path().display());
+    let server = GitServer::start();
+    server.create("app.git");
+    let work = server.work("app.git");
+    git_out(work.path(), &["lfs", "install", "--local"]);
+    git_out(work.path(), &["lfs", "track", "*.bin"]);
+    let commit = work.commit(
+        &[
+            (
+                "Dockerfile",
+                &dockerfile("lfs", "COPY data.bin /data.bin\n"),
+            ),
+            ("data.bin", "the real content, not a pointer\n"),
+            (".lfsconfig", &format!("[lfs]\n\turl = {store_url}\n")),
+        ],
+        "lfs",
+    );
+    work.push();
+    let pointer = git_out(work.path(), &["cat-file", "-p", "HEAD:data.bin"]);
+    assert!(pointer.starts_with("version https://git-lfs"), "{pointer}");
+
+    let sim = harness::start_sim(TWO_NODES);
+    let client = sim.client();
+    let registry = Registry::start_plain();
+    let app = resource("lfs", &registry, json!({"url": server.http_url("app.git")}));
+    let image = build(&client, &app, &commit).await;
+    assert_eq!(
+        file_in_image(&image, "data.bin"),
+        "the real content, not a pointer\n"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_repositories_fetch_with_basic_auth_and_ssh_auth_secrets() {
     let password = "s3cret-pa55";
