@@ -37,12 +37,24 @@ pub const RELATIVE_PATH_MESSAGE: &str =
 /// refused URL is not repeated back.
 pub const GIT_URL_WITHOUT_CREDENTIALS_RULE: &str =
     "!self.matches('^https?://[^/]*@') && !self.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@')";
+/// A git clone URL: a scheme the fetch step supports, no white space.
+pub const GIT_URL_PATTERN: &str = r"^(https?://|ssh://|git@)[^\s]+$";
+/// A branch, tag or commit: no leading `-` (it would be an option to git).
+pub const GIT_REVISION_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$";
+
+// Limits. Each is used both by the CRD schema (admission) and by
+// `validate()` (the operator and `render`), so the two cannot drift.
+/// The longest repository name, as distribution's reference grammar allows.
+pub const MAX_IMAGE_LENGTH: usize = 255;
+pub const MAX_TAGS: usize = 32;
+pub const MAX_PLATFORMS: usize = 16;
+pub const MAX_PLATFORM_LENGTH: usize = 64;
+/// `contextDir` and `dockerfile`.
+pub const MAX_PATH_LENGTH: usize = 1024;
+pub const MAX_TARGET_LENGTH: usize = 128;
+pub const MAX_BUILD_ARGS: usize = 64;
 /// The longest build argument value, in bytes.
 pub const MAX_BUILD_ARG_VALUE: usize = 4096;
-
-/// A git revision: a branch, a tag, a full or abbreviated commit, or a full
-/// ref name (`refs/heads/x`); never an option (no leading `-`).
-pub const GIT_REVISION_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$";
 /// A duration in whole hours, minutes and seconds, as Go and kubectl spell
 /// it: `30s`, `5m`, `1h30m`.
 pub const DURATION_PATTERN: &str = r"^([0-9]{1,7}[hms]){1,3}$";
@@ -51,9 +63,14 @@ pub const DURATION_PATTERN: &str = r"^([0-9]{1,7}[hms]){1,3}$";
 pub const MIN_POLL_INTERVAL_SECONDS: u64 = 10;
 /// The longest one (a week): beyond that, trigger builds by hand.
 pub const MAX_POLL_INTERVAL_SECONDS: u64 = 7 * 24 * 3600;
-
-pub const MAX_PLATFORMS: usize = 16;
-pub const MAX_TAGS: usize = 32;
+pub const MAX_GIT_URL_LENGTH: usize = 2048;
+pub const MAX_REVISION_LENGTH: usize = 255;
+/// A DNS-1123 subdomain, as Kubernetes object names are.
+pub const MAX_OBJECT_NAME_LENGTH: usize = 253;
+pub const MAX_BUILDER_IMAGE_LENGTH: usize = 512;
+pub const MIN_ACTIVE_DEADLINE_SECONDS: i64 = 1;
+pub const MAX_ACTIVE_DEADLINE_SECONDS: i64 = 86400;
+pub const MAX_BACKOFF_LIMIT: i32 = 10;
 
 /// A request to build one image for several platforms natively and publish
 /// them under one multi-architecture image index.
@@ -79,13 +96,13 @@ pub const MAX_TAGS: usize = 32;
 pub struct MultiArchImageSpec {
     /// Repository to publish to, without tag or digest, e.g.
     /// `registry.example.com/tools/cowsay`.
-    #[schemars(pattern(REPOSITORY_PATTERN), length(min = 1, max = 255))]
+    #[schemars(pattern(REPOSITORY_PATTERN), length(min = 1, max = MAX_IMAGE_LENGTH))]
     pub image: String,
 
     /// Tags the image index is pushed under.
     #[serde(default = "default_tags")]
     #[schemars(
-        length(min = 1, max = 32),
+        length(min = 1, max = MAX_TAGS),
         inner(pattern(TAG_PATTERN)),
         extend("x-kubernetes-list-type" = "set")
     )]
@@ -95,8 +112,8 @@ pub struct MultiArchImageSpec {
     /// that architecture.
     #[serde(default = "default_platforms")]
     #[schemars(
-        length(min = 1, max = 16),
-        inner(pattern(PLATFORM_PATTERN), length(max = 64)),
+        length(min = 1, max = MAX_PLATFORMS),
+        inner(pattern(PLATFORM_PATTERN), length(max = MAX_PLATFORM_LENGTH)),
         extend("x-kubernetes-list-type" = "set")
     )]
     pub platforms: Vec<String>,
@@ -107,7 +124,7 @@ pub struct MultiArchImageSpec {
     /// Sub-folder of the source used as the build context.
     #[serde(default = "default_context_dir")]
     #[schemars(
-        length(min = 1, max = 1024),
+        length(min = 1, max = MAX_PATH_LENGTH),
         extend("x-kubernetes-validations" = [{
             "rule": RELATIVE_PATH_RULE,
             "message": RELATIVE_PATH_MESSAGE,
@@ -118,7 +135,7 @@ pub struct MultiArchImageSpec {
     /// Path of the Dockerfile inside `contextDir`.
     #[serde(default = "default_dockerfile")]
     #[schemars(
-        length(min = 1, max = 1024),
+        length(min = 1, max = MAX_PATH_LENGTH),
         extend("x-kubernetes-validations" = [{
             "rule": RELATIVE_PATH_RULE,
             "message": RELATIVE_PATH_MESSAGE,
@@ -128,13 +145,13 @@ pub struct MultiArchImageSpec {
 
     /// Stage of a multi-stage Dockerfile to build; the last stage when empty.
     #[serde(default)]
-    #[schemars(pattern(TARGET_PATTERN), length(max = 128))]
+    #[schemars(pattern(TARGET_PATTERN), length(max = MAX_TARGET_LENGTH))]
     pub target: String,
 
     /// Build arguments (`ARG` values), passed to the builder as arguments.
     #[serde(default)]
     #[schemars(extend(
-        "maxProperties" = 64,
+        "maxProperties" = MAX_BUILD_ARGS,
         "additionalProperties" = {"type": "string", "maxLength": MAX_BUILD_ARG_VALUE},
     ))]
     pub build_args: BTreeMap<String, String>,
@@ -170,17 +187,17 @@ pub struct MultiArchImageSpec {
 
     /// Service account of the build pods; the namespace's default when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(OBJECT_NAME_PATTERN), length(max = 253))]
+    #[schemars(pattern(OBJECT_NAME_PATTERN), length(max = MAX_OBJECT_NAME_LENGTH))]
     pub service_account_name: Option<String>,
 
     /// Time limit of each build Job, in seconds.
     #[serde(default = "default_active_deadline_seconds")]
-    #[schemars(range(min = 1, max = 86400))]
+    #[schemars(range(min = MIN_ACTIVE_DEADLINE_SECONDS, max = MAX_ACTIVE_DEADLINE_SECONDS))]
     pub active_deadline_seconds: i64,
 
     /// Retries of each build Job before its platform is marked failed.
     #[serde(default = "default_backoff_limit")]
-    #[schemars(range(min = 0, max = 10))]
+    #[schemars(range(min = 0, max = MAX_BACKOFF_LIMIT))]
     pub backoff_limit: i32,
 }
 
@@ -207,8 +224,8 @@ pub struct GitSource {
     /// Clone URL (`https://`, `http://`, `ssh://` or `git@host:path`), without
     /// credentials: put those in `secretRef`.
     #[schemars(
-        pattern(r"^(https?://|ssh://|git@)[^\s]+$"),
-        length(min = 1, max = 2048),
+        pattern(GIT_URL_PATTERN),
+        length(min = 1, max = MAX_GIT_URL_LENGTH),
         extend("x-kubernetes-validations" = [{
             "rule": GIT_URL_WITHOUT_CREDENTIALS_RULE,
             "message": "must not embed credentials; put them in a Secret named by spec.source.git.secretRef",
@@ -220,7 +237,7 @@ pub struct GitSource {
     /// per build to one commit (`status.source.commit`) that every platform
     /// builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(GIT_REVISION_PATTERN), length(max = 255))]
+    #[schemars(pattern(GIT_REVISION_PATTERN), length(max = MAX_REVISION_LENGTH))]
     pub revision: Option<String>,
     /// How often to look for a new commit on `revision` (`30s`, `5m`, `1h`;
     /// at least 10s): each new commit starts a new build, an unchanged one
@@ -248,7 +265,7 @@ pub struct GitSource {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct LocalObjectRef {
     /// Name of the object.
-    #[schemars(pattern(OBJECT_NAME_PATTERN), length(min = 1, max = 253))]
+    #[schemars(pattern(OBJECT_NAME_PATTERN), length(min = 1, max = MAX_OBJECT_NAME_LENGTH))]
     pub name: String,
 }
 
@@ -261,7 +278,7 @@ pub struct Builder {
     pub strategy: BuilderStrategy,
     /// Builder image overriding the operator's default for this strategy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = MAX_BUILDER_IMAGE_LENGTH))]
     pub image: Option<String>,
 }
 

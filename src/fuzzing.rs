@@ -11,14 +11,15 @@ use std::str::FromStr;
 use base64::Engine;
 use oci_client::Reference;
 
+use crate::merge::credentials::{ConfigError, Credential, DockerConfig};
 use crate::merge::index::{
     self, Descriptor, IndexPlatform, PlatformEntry, SourceIndex, ACCEPTED_MANIFEST_TYPES,
     DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX,
 };
 use crate::merge::registry::{declared_media_type, RawManifest};
-use crate::merge::{reference, source};
+use crate::merge::source;
 use crate::platform::{Platform, KNOWN_ARCH, KNOWN_OS};
-use crate::registry_auth::{ConfigError, Credential, DockerConfig};
+use crate::reference;
 
 /// A property: panics when `data` breaks it.
 pub type Property = fn(&[u8]);
@@ -33,7 +34,7 @@ pub const TARGETS: &[(&str, Property)] = &[
     ("multiarchimage_yaml", multiarchimage_yaml),
 ];
 
-/// `merge::reference::parse` against oci-client's (distribution's regex):
+/// `reference::parse` against oci-client's (distribution's regex):
 /// both accept or both refuse, and accepted references have the same parts,
 /// except for the deliberate differences of [`deliberate_difference`].
 pub fn image_reference(data: &[u8]) {
@@ -361,8 +362,8 @@ pub fn manifest(data: &[u8]) {
 }
 
 fn check_assembly(entries: &[PlatformEntry]) {
-    let first = index::assemble(entries);
-    let second = index::assemble(entries);
+    let first = index::assemble(entries, &Default::default());
+    let second = index::assemble(entries, &Default::default());
     assert_eq!(first, second, "assembly is not deterministic");
     let Ok(assembled) = first else {
         return;
@@ -391,14 +392,14 @@ fn check_assembly(entries: &[PlatformEntry]) {
     assert_eq!(read.manifests.iter().collect::<Vec<_>>(), expected);
 }
 
-/// `controller::state::parse_digest`: when it finds a digest, it is
+/// `controller::observe::parse_digest`: when it finds a digest, it is
 /// `sha256:` and 64 lower-case hex digits, and it is the message's last
 /// non-blank line, trimmed; it finds one whenever that line is one.
 pub fn termination_message(data: &[u8]) {
     let Ok(message) = std::str::from_utf8(data) else {
         return;
     };
-    let found = crate::controller::state::parse_digest(message);
+    let found = crate::controller::observe::parse_digest(message);
     let is_digest = |s: &str| {
         s.len() == 71
             && s.starts_with("sha256:")

@@ -8,7 +8,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod merge;
 pub mod platform;
-pub mod registry_auth;
+pub mod reference;
 pub mod render;
 pub mod telemetry;
 pub mod validate;

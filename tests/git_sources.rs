@@ -115,7 +115,7 @@ async fn resolve(client: &Client, resource: &MultiArchImage, run: &str) -> Resul
 }
 
 /// Runs the build Job of the first platform at `commit`; panics on failure.
-async fn build(client: &Client, resource: &MultiArchImage, commit: &str) -> String {
+async fn build(client: &Client, resource: &MultiArchImage, commit: Option<&str>) -> String {
     let platform = &validate::validate(resource).unwrap().platforms[0];
     let build_id = render::build_id(&resource.spec);
     let job = render::build_job(
@@ -123,7 +123,7 @@ async fn build(client: &Client, resource: &MultiArchImage, commit: &str) -> Stri
         &build_id,
         platform,
         &BuilderImages::default(),
-        Some(commit),
+        commit,
     );
     let outcome = run_job(client, &job, "push").await;
     assert!(
@@ -269,11 +269,26 @@ async fn a_build_fetches_the_resolved_commit_with_its_submodule_after_the_branch
     work.push();
     assert_ne!(work.head(), resolved);
 
-    let image = build(&client, &app, &resolved).await;
+    let image = build(&client, &app, Some(&resolved)).await;
     assert_eq!(
         labels(&image).get("built-from").map(String::as_str),
         Some("one"),
         "the resolved commit was built, not the branch's new tip"
+    );
+    // Without a resolved commit, the fetch step resolves the revision (a
+    // branch other than the default) itself: the branch's tip now.
+    work.checkout_new_branch("release-1");
+    work.commit(&[("Dockerfile", &dockerfile("three", ""))], "three");
+    work.push();
+    let release = resource(
+        "release",
+        &registry,
+        json!({"url": server.http_url("app.git"), "revision": "release-1"}),
+    );
+    let image = build(&client, &release, None).await;
+    assert_eq!(
+        labels(&image).get("built-from").map(String::as_str),
+        Some("three")
     );
     // Exactly one commit was asked for, by id: no clone of the history.
     let fetches: Vec<String> = server
@@ -341,7 +356,7 @@ async fn git_lfs_files_are_pulled_into_the_context() {
     let client = sim.client();
     let registry = Registry::start_plain();
     let app = resource("lfs", &registry, json!({"url": server.http_url("app.git")}));
-    let image = build(&client, &app, &commit).await;
+    let image = build(&client, &app, Some(&commit)).await;
     assert_eq!(
         file_in_image(&image, "data.bin"),
         "the real content, not a pointer\n"
@@ -405,7 +420,7 @@ async fn private_repositories_fetch_with_basic_auth_and_ssh_auth_secrets() {
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}\nsshd: {}", server.ssh().log()));
         assert_eq!(resolved, commit, "{name}");
-        let image = build(&client, private, &resolved).await;
+        let image = build(&client, private, Some(&resolved)).await;
         assert_eq!(
             labels(&image).get("built-from").map(String::as_str),
             Some("private")

@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 use multiarch_operator::api::Phase;
+use multiarch_operator::validate::{parse_manifests, validate};
 use serde_json::{json, Value};
 
 const TWO_NODES: &[(&str, &str)] = &[("sim-amd64", "linux/amd64"), ("sim-arm64", "linux/arm64")];
@@ -469,11 +470,15 @@ fn merge(target: &mut Value, patch: &Value) {
 
 /// A valid resource: one platform, the ConfigMap context, buildah.
 fn base(world: &World, name: &str) -> Value {
+    base_for(&world.registry.repo(&format!("hostile/{name}")), name)
+}
+
+fn base_for(image: &str, name: &str) -> Value {
     json!({
         "apiVersion": "multiarch.dev/v1alpha1", "kind": "MultiArchImage",
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
-            "image": world.registry.repo(&format!("hostile/{name}")),
+            "image": image,
             "tags": ["latest"],
             "platforms": ["linux/amd64"],
             "source": {"configMap": {"name": CONTEXT}},
@@ -591,6 +596,44 @@ fn assert_operator_healthy(world: &World) {
         "the operator panicked:\n{}",
         tail(&log, 60)
     );
+}
+
+/// The same table offline, through what `render -f` runs (the strict parse,
+/// then `validate()`): every case the API server refuses, and every case
+/// the operator fails, is refused naming the same field. So the CRD schema
+/// and `validate()` cannot drift apart.
+#[test]
+fn validate_names_the_same_field_as_the_api_server() {
+    let table = cases();
+    for (i, case) in table.iter().enumerate() {
+        let name = format!("h{i:02}");
+        let mut body = base_for(&format!("127.0.0.1:5000/hostile/{name}"), &name);
+        merge(&mut body, &case.patch);
+        let offline = parse_manifests(&body.to_string())
+            .and_then(|found| validate(&found[0]).map_err(|e| e.to_string()));
+        let fields: Vec<String> = match &case.expect {
+            Expect::Refused(field) | Expect::RefusedStrict(field) => vec![field.to_string()],
+            // Offline is strict, as kubectl is: an unknown field is refused.
+            Expect::Pruned(field) => vec![format!("spec.{field}")],
+            Expect::Failed(fields) => fields.iter().map(|f| f.to_string()).collect(),
+        };
+        let errors = match offline {
+            Ok(_) => panic!("{name} ({}): accepted offline", case.what),
+            Err(errors) => errors,
+        };
+        for field in &fields {
+            assert!(
+                errors.contains(field.as_str()),
+                "{name} ({}): offline, the refusal does not name {field}: {errors}",
+                case.what
+            );
+        }
+        assert!(
+            !errors.contains(URL_SECRET),
+            "{name} ({}): the refusal repeats the URL password",
+            case.what
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

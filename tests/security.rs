@@ -22,8 +22,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use multiarch_operator::api::{MultiArchImage, Phase};
-use multiarch_operator::platform::Platform;
 use multiarch_operator::render::{self, BuilderImages};
+use multiarch_operator::validate::validate;
 use serde_json::{json, Value};
 
 const TWO_NODES: &[(&str, &str)] = &[("sim-amd64", "linux/amd64"), ("sim-arm64", "linux/arm64")];
@@ -285,13 +285,20 @@ fn resource(namespace: &str, spec: Value) -> MultiArchImage {
 /// Every Job a resource renders: the build Jobs and the merge Job.
 fn all_jobs(resource: &MultiArchImage) -> Vec<Job> {
     let images = BuilderImages::default();
-    let plan = render::plan(resource, &images).expect("valid");
-    let digests: Vec<(Platform, String)> = plan
+    let valid = validate(resource).expect("valid");
+    let plan = render::plan(
+        resource,
+        &valid,
+        render::build_id(&resource.spec),
+        &images,
+        None,
+    );
+    let digests: Vec<String> = plan
         .platforms
         .iter()
-        .map(|p| (p.clone(), format!("sha256:{}", "a".repeat(64))))
+        .map(|_| format!("sha256:{}", "a".repeat(64)))
         .collect();
-    let merge = render::merge_job(resource, &plan.build_id, &digests, &images);
+    let merge = plan.merge.job(&digests);
     plan.build_jobs.into_iter().chain([merge]).collect()
 }
 

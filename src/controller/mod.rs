@@ -1,9 +1,13 @@
 //! `multiarch-operator controller`: watches MultiArchImages, their Jobs and
 //! their Pods, and drives each build to a pushed image index.
 
+mod apply;
+pub mod context;
+pub mod decide;
 mod leader;
+pub mod observe;
 mod reconcile;
-pub mod state;
+pub mod report;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,32 +24,15 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
+pub use apply::FIELD_MANAGER;
+pub use context::{Caches, Context};
 pub use leader::LeaderConfig;
-pub use reconcile::{error_policy, reconcile, FIELD_MANAGER};
+pub use reconcile::{error_policy, reconcile};
 
 use crate::api::MultiArchImage;
 use crate::error::{Error, Result};
-use crate::render::{BuilderImages, ImageArgs, MANAGED_BY, MANAGED_BY_LABEL, RESOURCE_ANNOTATION};
+use crate::render::{ImageArgs, MANAGED_BY, MANAGED_BY_LABEL, RESOURCE_ANNOTATION};
 use crate::telemetry::{self, Health, Metrics};
-
-/// What every reconcile shares.
-pub struct Context {
-    pub client: Client,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-    pub images: BuilderImages,
-    /// The operator's Jobs and their Pods, as last watched.
-    pub caches: Caches,
-}
-
-/// Watch caches of the operator's Jobs and Pods, so a reconcile reads them
-/// from memory instead of listing them from the API server.
-pub struct Caches {
-    pub jobs: Store<Job>,
-    pub pods: Store<Pod>,
-    /// True once both caches hold their first full list.
-    pub ready: watch::Receiver<bool>,
-}
 
 /// Flags of `multiarch-operator controller`.
 #[derive(Debug, Clone, clap::Args)]

@@ -122,6 +122,8 @@ struct ImageIndex<'a> {
     schema_version: u32,
     media_type: &'a str,
     manifests: Vec<&'a Descriptor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<&'a BTreeMap<String, String>>,
 }
 
 /// One platform's contribution: its image, and the attestations about it.
@@ -153,8 +155,13 @@ pub struct MixedMediaTypes {
     pub docker: Vec<String>,
 }
 
-/// Builds the index for `entries`, in their order. Same entries, same bytes.
-pub fn assemble(entries: &[PlatformEntry]) -> Result<AssembledIndex, MixedMediaTypes> {
+/// Builds the index for `entries`, in their order, with `annotations` on
+/// an OCI index (a Docker manifest list has no place for them). Same
+/// input, same bytes.
+pub fn assemble(
+    entries: &[PlatformEntry],
+    annotations: &BTreeMap<String, String>,
+) -> Result<AssembledIndex, MixedMediaTypes> {
     let mut oci = Vec::new();
     let mut docker = Vec::new();
     for entry in entries {
@@ -184,6 +191,7 @@ pub fn assemble(entries: &[PlatformEntry]) -> Result<AssembledIndex, MixedMediaT
         schema_version: 2,
         media_type,
         manifests,
+        annotations: (media_type == OCI_INDEX && !annotations.is_empty()).then_some(annotations),
     };
     let bytes = serde_json::to_vec(&index).expect("an index always serialises");
     Ok(AssembledIndex {
@@ -248,7 +256,7 @@ mod tests {
             image("linux/amd64", OCI_MANIFEST, 'a'),
             image("linux/arm64", OCI_MANIFEST, 'b'),
         ];
-        let index = assemble(&entries).unwrap();
+        let index = assemble(&entries, &BTreeMap::new()).unwrap();
         let json = parsed(&index);
         assert_eq!(json["schemaVersion"], 2);
         assert_eq!(json["mediaType"], OCI_INDEX);
@@ -284,7 +292,7 @@ mod tests {
             image("linux/amd64", DOCKER_MANIFEST, 'a'),
             image("linux/arm64", DOCKER_MANIFEST, 'b'),
         ];
-        let index = assemble(&entries).unwrap();
+        let index = assemble(&entries, &BTreeMap::new()).unwrap();
         assert_eq!(index.media_type, DOCKER_LIST);
         assert_eq!(parsed(&index)["mediaType"], DOCKER_LIST);
     }
@@ -296,7 +304,7 @@ mod tests {
             image("linux/arm64", DOCKER_MANIFEST, 'b'),
             image("linux/arm/v7", OCI_MANIFEST, 'c'),
         ];
-        let err = assemble(&entries).unwrap_err();
+        let err = assemble(&entries, &BTreeMap::new()).unwrap_err();
         assert_eq!(err.oci, ["linux/amd64", "linux/arm/v7"]);
         assert_eq!(err.docker, ["linux/arm64"]);
         let message = err.to_string();
@@ -314,9 +322,30 @@ mod tests {
     fn docker_images_with_attestations_are_a_mix() {
         let mut amd64 = image("linux/amd64", DOCKER_MANIFEST, 'a');
         amd64.attestations.push(attestation_for(&amd64, 'e'));
-        let err = assemble(&[amd64]).unwrap_err();
+        let err = assemble(&[amd64], &BTreeMap::new()).unwrap_err();
         assert_eq!(err.docker, ["linux/amd64"]);
         assert_eq!(err.oci, ["linux/amd64 attestations"]);
+    }
+
+    #[test]
+    fn annotations_go_on_an_oci_index_only() {
+        let annotations = BTreeMap::from([(
+            "org.opencontainers.image.revision".to_string(),
+            "0123abc".to_string(),
+        )]);
+        let oci = assemble(&[image("linux/amd64", OCI_MANIFEST, 'a')], &annotations).unwrap();
+        assert_eq!(
+            parsed(&oci)["annotations"]["org.opencontainers.image.revision"],
+            "0123abc"
+        );
+        let plain = assemble(&[image("linux/amd64", OCI_MANIFEST, 'a')], &BTreeMap::new()).unwrap();
+        assert_ne!(
+            oci.digest, plain.digest,
+            "annotations are part of the content"
+        );
+        assert!(parsed(&plain).get("annotations").is_none());
+        let docker = assemble(&[image("linux/amd64", DOCKER_MANIFEST, 'a')], &annotations).unwrap();
+        assert!(parsed(&docker).get("annotations").is_none());
     }
 
     #[test]
@@ -325,12 +354,13 @@ mod tests {
             image("linux/amd64", OCI_MANIFEST, 'a'),
             image("linux/arm64", OCI_MANIFEST, 'b'),
         ];
-        let first = assemble(&entries).unwrap();
-        let second = assemble(&entries.clone()).unwrap();
+        let first = assemble(&entries, &BTreeMap::new()).unwrap();
+        let second = assemble(&entries.clone(), &BTreeMap::new()).unwrap();
         assert_eq!(first, second);
         assert_eq!(first.digest, sha256_digest(&first.bytes));
         // The order is part of the content.
-        let swapped = assemble(&[entries[1].clone(), entries[0].clone()]).unwrap();
+        let swapped =
+            assemble(&[entries[1].clone(), entries[0].clone()], &BTreeMap::new()).unwrap();
         assert_ne!(first.digest, swapped.digest);
     }
 
@@ -340,7 +370,7 @@ mod tests {
         let mut arm64 = image("linux/arm64", OCI_MANIFEST, 'b');
         amd64.attestations.push(attestation_for(&amd64, 'e'));
         arm64.attestations.push(attestation_for(&arm64, 'f'));
-        let index = assemble(&[amd64.clone(), arm64.clone()]).unwrap();
+        let index = assemble(&[amd64.clone(), arm64.clone()], &BTreeMap::new()).unwrap();
         assert_eq!(index.media_type, OCI_INDEX);
         let json = parsed(&index);
         let digests: Vec<&str> = json["manifests"]

@@ -8,7 +8,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use super::index::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
-use crate::registry_auth::DockerConfig;
+use crate::merge::credentials::DockerConfig;
 
 /// What went wrong with one source or target, in words a user can act on.
 /// Never holds a credential: oci-client's errors carry URLs and registry
@@ -62,16 +62,17 @@ impl Registries {
         Registries { client, config }
     }
 
-    /// Hands oci-client the credentials for the registry of `reference`;
-    /// call it for every reference before any request.
-    pub async fn authenticate(&self, reference: &Reference) -> Result<(), Problem> {
+    /// The client, holding the credentials for the registry of
+    /// `reference`: every call below goes through it, so no request can go
+    /// out before its registry's credentials are known.
+    async fn client_for(&self, reference: &Reference) -> Result<&Client, Problem> {
         let registry = reference.resolve_registry();
         let auth = self
             .config
             .registry_auth_for(registry)
             .map_err(|e| Problem::Credentials(e.to_string()))?;
         self.client.store_auth_if_needed(registry, &auth).await;
-        Ok(())
+        Ok(&self.client)
     }
 
     fn has_credentials(&self, reference: &Reference) -> bool {
@@ -92,7 +93,8 @@ impl Registries {
     /// Fetches a manifest or index by tag or digest (the digest is verified).
     pub async fn fetch_manifest(&self, reference: &Reference) -> Result<RawManifest, Problem> {
         let (bytes, digest) = self
-            .client
+            .client_for(reference)
+            .await?
             .pull_manifest_raw(
                 reference,
                 &RegistryAuth::Anonymous,
@@ -115,7 +117,8 @@ impl Registries {
         digest: &str,
     ) -> Result<Vec<u8>, Problem> {
         let mut out = Vec::new();
-        self.client
+        self.client_for(reference)
+            .await?
             .pull_blob(reference, digest, &mut out)
             .await
             .map_err(|e| self.problem(reference, e))?;
@@ -126,7 +129,8 @@ impl Registries {
     /// and accepts our credentials. (Push rights show only when pushing.)
     pub async fn probe(&self, reference: &Reference) -> Result<(), Problem> {
         match self
-            .client
+            .client_for(reference)
+            .await?
             .fetch_manifest_digest(reference, &RegistryAuth::Anonymous)
             .await
         {
@@ -148,8 +152,8 @@ impl Registries {
         digest: &str,
         size: u64,
     ) -> Result<(), Problem> {
-        let exists = self
-            .client
+        let to = self.client_for(target).await?;
+        let exists = to
             .blob_exists(target, digest)
             .await
             .map_err(|e| self.problem(target, e))?;
@@ -157,24 +161,24 @@ impl Registries {
             return Ok(());
         }
         if source.resolve_registry() == target.resolve_registry()
-            && self.client.mount_blob(target, source, digest).await.is_ok()
+            && to.mount_blob(target, source, digest).await.is_ok()
         {
             return Ok(());
         }
         let stream = self
-            .client
+            .client_for(source)
+            .await?
             .pull_blob_stream(source, digest)
             .await
             .map_err(|e| self.problem(source, e))?;
-        self.client
-            .push_blob_stream(
-                target,
-                stream.map_err(OciDistributionError::from),
-                digest,
-                Some(size),
-            )
-            .await
-            .map_err(|e| self.problem(target, e))?;
+        to.push_blob_stream(
+            target,
+            stream.map_err(OciDistributionError::from),
+            digest,
+            Some(size),
+        )
+        .await
+        .map_err(|e| self.problem(target, e))?;
         Ok(())
     }
 
@@ -188,7 +192,8 @@ impl Registries {
         let content_type = media_type
             .parse()
             .map_err(|_| Problem::Unsupported(format!("media type {media_type:?}")))?;
-        self.client
+        self.client_for(target)
+            .await?
             .push_manifest_raw(target, bytes.to_vec(), content_type)
             .await
             .map_err(|e| self.problem(target, e))?;

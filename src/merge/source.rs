@@ -7,6 +7,7 @@ use serde::Deserialize;
 use super::index::{Descriptor, IndexPlatform, PlatformEntry, SourceIndex, DOCKER_LIST, OCI_INDEX};
 use super::registry::{Problem, RawManifest, Registries};
 use crate::platform::Platform;
+use crate::reference::repository_key;
 
 /// A parsed `--platform-image PLATFORM=REF`.
 #[derive(Clone, Debug)]
@@ -26,9 +27,12 @@ pub struct CheckedSource {
     pub manifests: Vec<ManifestWithBlobs>,
 }
 
+/// An image manifest, parsed once: its bytes, its config, and the blobs
+/// to copy with it (the config first).
 #[derive(Clone, Debug)]
 pub struct ManifestWithBlobs {
     pub manifest: RawManifest,
+    pub config: BlobRef,
     pub blobs: Vec<BlobRef>,
 }
 
@@ -132,10 +136,8 @@ async fn check_image(
     manifest: RawManifest,
 ) -> Result<(ManifestWithBlobs, Option<String>), Problem> {
     let image = with_blobs(manifest)?;
-    let parsed: ImageManifest = serde_json::from_slice(&image.manifest.bytes)
-        .map_err(|e| Problem::Unsupported(format!("the image manifest is not valid ({e})")))?;
     let config_bytes = registries
-        .fetch_blob(&spec.reference, &parsed.config.digest)
+        .fetch_blob(&spec.reference, &image.config.digest)
         .await?;
     let os_version = check_config(&config_bytes, &spec.platform)?;
     Ok((image, os_version))
@@ -213,11 +215,15 @@ pub fn with_blobs(manifest: RawManifest) -> Result<ManifestWithBlobs, Problem> {
             manifest.digest
         ))
     })?;
-    let blobs = std::iter::once(parsed.config)
+    let blobs = std::iter::once(parsed.config.clone())
         .chain(parsed.layers)
         .filter(|b| b.urls.as_ref().is_none_or(Vec::is_empty))
         .collect();
-    Ok(ManifestWithBlobs { manifest, blobs })
+    Ok(ManifestWithBlobs {
+        manifest,
+        config: parsed.config,
+        blobs,
+    })
 }
 
 fn descriptor_of(
@@ -235,11 +241,6 @@ fn descriptor_of(
     }
 }
 
-/// True when `a` and `b` name the same repository of the same registry.
-pub fn same_repository(a: &Reference, b: &Reference) -> bool {
-    a.resolve_registry() == b.resolve_registry() && a.repository() == b.repository()
-}
-
 /// Makes every manifest and blob of `source` present in the repository of
 /// `target` (blobs first, then each manifest by digest), so that the index
 /// pushed there references nothing the registry lacks.
@@ -248,7 +249,7 @@ pub async fn copy_into(
     source: &CheckedSource,
     target: &Reference,
 ) -> Result<(), Problem> {
-    if same_repository(&source.spec.reference, target) {
+    if repository_key(&source.spec.reference) == repository_key(target) {
         return Ok(());
     }
     for item in &source.manifests {

@@ -8,8 +8,9 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use super::{
-    git, labels, owner_reference, push_secret_volume, registry_host, staging_tag, BuilderImages,
+    git, labels, owner_reference, push_secret_volume, staging_tag, BuilderImages,
     DOCKER_CONFIG_DIR, PLATFORM_ANNOTATION, PLATFORM_LABEL, RESOURCE_ANNOTATION, SOURCE_DIR,
+    SOURCE_VOLUME, WORKSPACE_VOLUME,
 };
 use crate::api::{BuilderStrategy, MultiArchImage, MultiArchImageSpec};
 use crate::platform::Platform;
@@ -27,7 +28,7 @@ const BUILDKIT_METADATA: &str = "/workspace/buildkit-metadata.json";
 const BUILDAH_LOCAL_IMAGE: &str = "localhost/multiarch-build:latest";
 
 /// The build Job of one platform, building `commit` of a git source (None:
-/// a placeholder, for `render` before anything is resolved).
+/// the fetch step resolves the revision itself).
 pub fn build_job(
     resource: &MultiArchImage,
     build_id: &str,
@@ -40,8 +41,8 @@ pub fn build_job(
     let mut labels = labels(resource, build_id, "build");
     labels.insert(PLATFORM_LABEL.into(), platform.slug());
 
-    let mut volumes = vec![json!({"name": "workspace", "emptyDir": {}})];
-    let mut mounts = vec![json!({"name": "workspace", "mountPath": "/workspace"})];
+    let mut volumes = vec![json!({"name": WORKSPACE_VOLUME, "emptyDir": {}})];
+    let mut mounts = vec![json!({"name": WORKSPACE_VOLUME, "mountPath": "/workspace"})];
     if let Some((volume, mount)) = push_secret_volume(spec) {
         volumes.push(volume);
         mounts.push(mount);
@@ -132,25 +133,21 @@ fn source_containers(
     volumes: &mut Vec<Value>,
 ) -> Vec<Value> {
     if let Some(config_map) = &spec.source.config_map {
-        volumes.push(json!({"name": "source", "configMap": {"name": config_map.name}}));
+        volumes.push(json!({"name": SOURCE_VOLUME, "configMap": {"name": config_map.name}}));
         return Vec::new();
     }
     let Some(git) = &spec.source.git else {
         return Vec::new();
     };
     volumes.extend(git::git_volumes(git));
-    vec![git::fetch_container(
-        git,
-        commit.unwrap_or(git::COMMIT_PLACEHOLDER),
-        images,
-    )]
+    vec![git::fetch_container(git, commit, images)]
 }
 
 /// Mounts of the source for the build step: the ConfigMap, if that is the source.
 fn source_mounts(spec: &MultiArchImageSpec, mounts: &[Value]) -> Vec<Value> {
     let mut mounts = mounts.to_vec();
     if spec.source.config_map.is_some() {
-        mounts.push(json!({"name": "source", "mountPath": SOURCE_DIR, "readOnly": true}));
+        mounts.push(json!({"name": SOURCE_VOLUME, "mountPath": SOURCE_DIR, "readOnly": true}));
     }
     mounts
 }
@@ -422,6 +419,13 @@ fn config_writer(image: &str, file: &str, content: String, volumes: &mut Vec<Val
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": restricted_container(),
     })
+}
+
+/// The registry host of `spec.image` (validated before rendering).
+fn registry_host(image: &str) -> String {
+    crate::reference::parse_repository(image)
+        .map(|r| r.registry)
+        .unwrap_or_default()
 }
 
 /// For steps that need nothing: no escalation, no capabilities.

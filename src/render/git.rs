@@ -16,7 +16,7 @@
 use serde_json::{json, Value};
 
 use super::build::restricted_container;
-use super::{BuilderImages, SOURCE_DIR};
+use super::{BuilderImages, GIT_CREDENTIALS_VOLUME, SOURCE_DIR, WORKSPACE_VOLUME};
 use crate::api::GitSource;
 
 /// Where the git Secret is mounted, in the git steps only.
@@ -27,8 +27,6 @@ pub const GIT_HOME: &str = "/var/run/multiarch/git-home";
 /// The uid (and gid) of the git steps: `nobody`, which has a passwd entry
 /// in every common base image (see the module comment).
 pub const GIT_UID: i64 = 65534;
-/// What `render` prints where the resolved commit will go.
-pub const COMMIT_PLACEHOLDER: &str = "<commit resolved by the source-resolve Job>";
 
 /// Sets up credentials from the Secret's keys, whichever kind it is.
 /// `$1` is the URL. Used by both steps.
@@ -57,13 +55,13 @@ if [ -f "$secrets/username" ] || [ -f "$secrets/password" ]; then
 fi
 "#;
 
-/// `$1` URL, `$2` revision (empty: the remote's default branch). Writes the
-/// 40-hex commit, alone, to /dev/termination-log. Names are looked up in
-/// git's own order (gitrevisions(7)): as given, `refs/`, `refs/tags/`,
-/// `refs/heads/`; annotated tags are peeled to their commit; a full commit
-/// is checked to exist; an abbreviated one is looked up in the commits of
-/// every branch and tag (commit objects only, `--filter=tree:0`).
-const RESOLVE: &str = r#"rev=${2-}
+/// `resolve_commit`: sets `commit` to the 40-hex commit of `$rev` (empty:
+/// the remote's default branch) on `$url`. Names are looked up in git's own
+/// order (gitrevisions(7)): as given, `refs/`, `refs/tags/`, `refs/heads/`;
+/// annotated tags are peeled to their commit; a full commit is checked to
+/// exist; an abbreviated one is looked up in the commits of every branch and
+/// tag (commit objects only, `--filter=tree:0`).
+const RESOLVE_FUNCTION: &str = r#"resolve_commit() {
 if [ -z "$rev" ]; then
   commit=$(git ls-remote -- "$url" HEAD | awk '$2 == "HEAD" { print $1; exit }')
   [ -n "$commit" ] || fail "$url has no default branch (no HEAD)"
@@ -94,13 +92,25 @@ fi
 case $commit in
   *[!0-9a-f]*) fail "$url answered $commit, not a commit" ;;
 esac
+}
+"#;
+
+/// `$1` URL, `$2` revision. Writes the 40-hex commit, alone, to
+/// /dev/termination-log.
+const RESOLVE: &str = r#"rev=${2-}
+resolve_commit
 printf '%s' "$commit" > /dev/termination-log
 echo "resolved ${rev:-the default branch} of $url to $commit"
 "#;
 
-/// `$1` URL, `$2` the 40-hex commit. Fetches that commit alone, shallow,
-/// then its submodules (recursive, shallow) and its Git LFS files.
+/// `$1` URL, `$2` the 40-hex commit, `$3` the revision. Fetches that commit
+/// alone, shallow, then its submodules (recursive, shallow) and its Git LFS
+/// files. An empty `$2` (no resolve step ran) resolves `$3` here first.
 const FETCH: &str = r#"commit=${2-}
+if [ -z "$commit" ]; then
+  rev=${3-}
+  resolve_commit
+fi
 case $commit in
   *[!0-9a-f]*|'') fail "$commit is not a commit" ;;
 esac
@@ -124,19 +134,19 @@ echo "fetched $url at $commit"
 
 /// The resolve script, as the container runs it.
 pub fn resolve_script() -> String {
-    format!("{PRELUDE}{RESOLVE}")
+    format!("{PRELUDE}{RESOLVE_FUNCTION}{RESOLVE}")
 }
 
 /// The fetch script, as the container runs it.
 pub fn fetch_script() -> String {
-    format!("{PRELUDE}{FETCH}")
+    format!("{PRELUDE}{RESOLVE_FUNCTION}{FETCH}")
 }
 
 /// Volumes the git steps need: their HOME and, if named, the git Secret.
 pub fn git_volumes(git: &GitSource) -> Vec<Value> {
     let mut volumes = vec![json!({"name": "git-home", "emptyDir": {}})];
     if let Some(secret) = &git.secret_ref {
-        volumes.push(json!({"name": "git-credentials", "secret": {
+        volumes.push(json!({"name": GIT_CREDENTIALS_VOLUME, "secret": {
             "secretName": secret.name,
             // Readable by GIT_UID whatever the pod's fsGroup: only the git
             // steps mount it, so no other process sees these files.
@@ -147,20 +157,20 @@ pub fn git_volumes(git: &GitSource) -> Vec<Value> {
     volumes
 }
 
-/// A container of the git image running `script` with the URL and one
-/// more value as positional arguments. `extra_mounts` are the step's own.
+/// A container of the git image running `script` with the URL and more
+/// values as positional arguments. `extra_mounts` are the step's own.
 pub fn git_container(
     name: &str,
     script: String,
     git: &GitSource,
-    value: &str,
+    values: &[&str],
     images: &BuilderImages,
     extra_mounts: &[Value],
 ) -> Value {
     let mut mounts = vec![json!({"name": "git-home", "mountPath": GIT_HOME})];
     if git.secret_ref.is_some() {
         mounts.push(
-            json!({"name": "git-credentials", "mountPath": GIT_SECRET_DIR, "readOnly": true}),
+            json!({"name": GIT_CREDENTIALS_VOLUME, "mountPath": GIT_SECRET_DIR, "readOnly": true}),
         );
     }
     mounts.extend(extra_mounts.iter().cloned());
@@ -168,27 +178,37 @@ pub fn git_container(
     security["runAsUser"] = json!(GIT_UID);
     security["runAsGroup"] = json!(GIT_UID);
     security["runAsNonRoot"] = json!(true);
+    let mut command = vec![
+        "sh".to_string(),
+        "-c".into(),
+        script,
+        name.into(),
+        git.url.clone(),
+    ];
+    command.extend(values.iter().map(|v| v.to_string()));
     json!({
         "name": name,
         "image": images.git,
         "imagePullPolicy": "IfNotPresent",
-        // `sh -c SCRIPT NAME ARG...`: the arguments are $1 and $2.
-        "command": ["sh", "-c", script, name, git.url, value],
+        // `sh -c SCRIPT NAME ARG...`: the arguments are $1, $2...
+        "command": command,
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": security,
     })
 }
 
-/// The fetch step of a build Job: the context at `SOURCE_DIR`.
-pub fn fetch_container(git: &GitSource, commit: &str, images: &BuilderImages) -> Value {
+/// The fetch step of a build Job: the context at `SOURCE_DIR`. Without a
+/// commit (nothing resolved it), the step resolves the revision itself.
+pub fn fetch_container(git: &GitSource, commit: Option<&str>, images: &BuilderImages) -> Value {
     debug_assert!(SOURCE_DIR == "/workspace/source", "FETCH writes there");
+    let revision = git.revision.clone().unwrap_or_default();
     git_container(
         "fetch-source",
         fetch_script(),
         git,
-        commit,
+        &[commit.unwrap_or(""), &revision],
         images,
-        &[json!({"name": "workspace", "mountPath": "/workspace"})],
+        &[json!({"name": WORKSPACE_VOLUME, "mountPath": "/workspace"})],
     )
 }

@@ -150,7 +150,7 @@ fn build_jobs_fetch_the_resolved_commit_as_uid_nobody() {
     }] {
         let fetch = container(&job, "fetch-source");
         let command = fetch.command.clone().unwrap();
-        assert_eq!(command.last().unwrap(), COMMIT);
+        assert_eq!(command[5..], [COMMIT, "release-1"]);
         assert!(command[2].contains("fetch -q --depth 1 --no-tags origin \"$commit\""));
         assert!(command[2].contains("submodule --quiet update --init --recursive --depth 1"));
         let security = fetch.security_context.unwrap();
@@ -248,17 +248,18 @@ fn buildkit_retries_the_daemon_and_trusts_an_insecure_registry_for_pulls() {
 #[test]
 fn merge_job_annotates_the_index_with_source_and_commit() {
     let r = resource(GIT);
-    let platforms = crate::validate::validate(&r).unwrap().platforms;
-    let digests: Vec<_> = platforms
+    let valid = crate::validate::validate(&r).unwrap();
+    let digests: Vec<_> = valid
+        .platforms
         .iter()
-        .map(|p| (p.clone(), format!("sha256:{}", "a".repeat(64))))
+        .map(|_| format!("sha256:{}", "a".repeat(64)))
         .collect();
     let images = BuilderImages {
         merge_service_account: Some("merge".into()),
         merge_image_pull_secrets: vec!["operator-pull".into()],
         ..BuilderImages::default()
     };
-    let job = merge::merge_job_for_commit(&r, "id", &digests, &images, Some(COMMIT));
+    let job = MergeTemplate::new(&r, &valid, "id", &images, Some(COMMIT)).job(&digests);
     let c = container(&job, "merge");
     let args = c.args.clone().unwrap();
     let annotations: Vec<_> = args
@@ -281,7 +282,9 @@ fn merge_job_annotates_the_index_with_source_and_commit() {
         GIT,
         serde_json::json!({"source": {"configMap": {"name": "ctx"}}}),
     );
-    let job = merge_job(&plain, "id", &digests, &BuilderImages::default());
+    let plain_valid = crate::validate::validate(&plain).unwrap();
+    let job = MergeTemplate::new(&plain, &plain_valid, "id", &BuilderImages::default(), None)
+        .job(&digests);
     assert!(pod(&job).service_account_name.is_none());
     assert!(pod(&job).image_pull_secrets.is_none());
     let args = container(&job, "merge").args.unwrap();

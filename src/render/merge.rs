@@ -5,53 +5,91 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use super::{
-    build::restricted_container, labels, owner_reference, push_secret_volume, registry_host,
-    BuilderImages, DOCKER_CONFIG_DIR, RESOURCE_ANNOTATION,
+    build::restricted_container, labels, owner_reference, push_secret_volume, BuilderImages,
+    DOCKER_CONFIG_DIR, RESOURCE_ANNOTATION,
 };
 use crate::api::MultiArchImage;
 use crate::platform::Platform;
+use crate::validate::Validated;
 
 /// Architectures the operator image (which runs the merge) is published for.
 pub const MERGE_IMAGE_ARCHITECTURES: &[&str] = &["amd64", "arm64"];
+
+/// The container of the merge Job.
+pub const MERGE_CONTAINER: &str = "merge";
 
 /// OCI image-spec annotations the index of a git source carries.
 pub const SOURCE_ANNOTATION: &str = "org.opencontainers.image.source";
 pub const REVISION_ANNOTATION: &str = "org.opencontainers.image.revision";
 
-/// The merge Job, given each platform's pushed digest in spec order; the
-/// commit of a git source is the one `status.source` records.
-pub fn merge_job(
-    resource: &MultiArchImage,
-    build_id: &str,
-    digests: &[(Platform, String)],
-    images: &BuilderImages,
-) -> Job {
-    let commit = resource
-        .status
-        .as_ref()
-        .and_then(|s| s.source.as_ref())
-        .map(|s| s.commit.as_str());
-    merge_job_for_commit(resource, build_id, digests, images, commit)
+/// The merge Job of one build, rendered whole but for the per-platform
+/// digests, which are known only once every platform has pushed.
+#[derive(Clone, Debug)]
+pub struct MergeTemplate {
+    job: Job,
+    repository: String,
+    platforms: Vec<Platform>,
 }
 
-/// The merge Job of a build of `commit` (git sources): the index is
-/// annotated with the source URL (validation refuses URLs with
-/// credentials) and the commit.
-pub fn merge_job_for_commit(
+impl MergeTemplate {
+    /// `commit`: the resolved commit of a git source (None for others, and
+    /// for `render`, which resolves nothing).
+    pub fn new(
+        resource: &MultiArchImage,
+        valid: &Validated,
+        build_id: &str,
+        images: &BuilderImages,
+        commit: Option<&str>,
+    ) -> Self {
+        MergeTemplate {
+            job: merge_job(resource, valid, build_id, images, commit),
+            repository: resource.spec.image.clone(),
+            platforms: valid.platforms.clone(),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        self.job.name_any()
+    }
+
+    /// The merge Job, given each platform's pushed digest in plan order.
+    pub fn job(&self, digests: &[String]) -> Job {
+        let images = self
+            .platforms
+            .iter()
+            .zip(digests)
+            .flat_map(|(platform, digest)| {
+                [
+                    "--platform-image".to_string(),
+                    format!("{platform}={}@{digest}", self.repository),
+                ]
+            });
+        let mut job = self.job.clone();
+        let container = job
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+            .and_then(|s| s.containers.first_mut())
+            .expect("the merge Job has its container");
+        let args = container.args.get_or_insert_with(Vec::new);
+        // Right after the subcommand, in index order.
+        args.splice(1..1, images);
+        job
+    }
+}
+
+/// The merge Job without its `--platform-image` arguments. A git source's
+/// index is annotated with its URL (validation refuses URLs with
+/// credentials) and the commit built.
+fn merge_job(
     resource: &MultiArchImage,
+    valid: &Validated,
     build_id: &str,
-    digests: &[(Platform, String)],
     images: &BuilderImages,
     commit: Option<&str>,
 ) -> Job {
     let spec = &resource.spec;
     let mut args: Vec<String> = vec!["merge".into()];
-    for (platform, digest) in digests {
-        args.extend([
-            "--platform-image".into(),
-            format!("{platform}={}@{digest}", spec.image),
-        ]);
-    }
     for tag in &spec.tags {
         args.extend(["--target".into(), format!("{}:{tag}", spec.image)]);
     }
@@ -66,10 +104,7 @@ pub fn merge_job_for_commit(
         ]);
     }
     if spec.insecure_registry {
-        args.extend([
-            "--insecure-registry".into(),
-            registry_host(&spec.image).to_string(),
-        ]);
+        args.extend(["--insecure-registry".into(), valid.image.registry.clone()]);
     }
     if let Some(git) = &spec.source.git {
         args.extend([
@@ -112,7 +147,7 @@ pub fn merge_job_for_commit(
         "tolerations": tolerations,
         "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532},
         "containers": [{
-            "name": "merge",
+            "name": MERGE_CONTAINER,
             "image": images.merge,
             "imagePullPolicy": "IfNotPresent",
             "command": ["multiarch-operator"],
@@ -127,6 +162,7 @@ pub fn merge_job_for_commit(
         }],
         "volumes": volumes,
     });
+    // For an operator image in a private registry.
     if let Some(account) = &images.merge_service_account {
         pod_spec["serviceAccountName"] = json!(account);
     }

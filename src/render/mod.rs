@@ -16,14 +16,11 @@ use sha2::{Digest, Sha256};
 
 use crate::api::{MultiArchImage, MultiArchImageSpec};
 use crate::platform::Platform;
-use crate::validate::{self, ValidationErrors};
+use crate::validate::{self, Validated, ValidationErrors};
 
 pub use build::{build_job, BUILDKIT_CONNECT_RETRIES};
-pub use git::{COMMIT_PLACEHOLDER, GIT_UID};
-pub use merge::{
-    merge_job, merge_job_for_commit, MERGE_IMAGE_ARCHITECTURES, REVISION_ANNOTATION,
-    SOURCE_ANNOTATION,
-};
+pub use git::GIT_UID;
+pub use merge::{MergeTemplate, MERGE_IMAGE_ARCHITECTURES, REVISION_ANNOTATION, SOURCE_ANNOTATION};
 pub use resolve::{
     parse_resolved_commit, resolve_job, resolve_job_name, RESOLVE_BACKOFF_LIMIT,
     RESOLVE_DEADLINE_SECONDS,
@@ -47,6 +44,13 @@ pub const RESOURCE_ANNOTATION: &str = "multiarch.dev/resource";
 
 /// Where Jobs mount the push secret's `config.json`.
 pub const DOCKER_CONFIG_DIR: &str = "/var/run/multiarch/docker";
+
+// Names of the volumes that carry a user's objects into the pods.
+pub const PUSH_SECRET_VOLUME: &str = "push-secret";
+pub const GIT_CREDENTIALS_VOLUME: &str = "git-credentials";
+pub const SOURCE_VOLUME: &str = "source";
+/// The scratch volume every build pod has.
+pub const WORKSPACE_VOLUME: &str = "workspace";
 /// The build context inside build pods.
 pub const SOURCE_DIR: &str = "/workspace/source";
 
@@ -171,14 +175,6 @@ pub fn staging_tag(build_id: &str, platform: &Platform) -> String {
     format!("mai-{build_id}-{}", platform.slug())
 }
 
-/// The registry host of a repository, as docker resolves it.
-pub fn registry_host(repository: &str) -> &str {
-    match repository.split_once('/') {
-        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
-        _ => "docker.io",
-    }
-}
-
 fn labels(resource: &MultiArchImage, build_id: &str, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
@@ -208,55 +204,127 @@ fn owner_reference(resource: &MultiArchImage) -> Value {
 fn push_secret_volume(spec: &MultiArchImageSpec) -> Option<(Value, Value)> {
     let secret = spec.push_secret.as_ref()?;
     Some((
-        json!({"name": "push-secret", "secret": {
+        json!({"name": PUSH_SECRET_VOLUME, "secret": {
             "secretName": secret.name,
             "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
         }}),
-        json!({"name": "push-secret", "mountPath": DOCKER_CONFIG_DIR, "readOnly": true}),
+        json!({"name": PUSH_SECRET_VOLUME, "mountPath": DOCKER_CONFIG_DIR, "readOnly": true}),
     ))
 }
 
-fn into_job(value: Value) -> Job {
-    serde_json::from_value(value).expect("rendered Jobs match the Job schema")
+/// A user's object that build pods mount: a pod does not start while it is
+/// missing, so messages name it with the spec field that names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mounted {
+    /// `Secret` or `ConfigMap`.
+    pub kind: &'static str,
+    pub name: String,
+    /// The spec field naming it, and what it must hold.
+    pub field: &'static str,
+    /// The volume that mounts it.
+    pub volume: &'static str,
 }
 
-/// Every Job of one build: one per platform, and the merge Job with
-/// placeholders where the per-platform digests will go.
+impl std::fmt::Display for Mounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?} ({})", self.kind, self.name, self.field)
+    }
+}
+
+/// The Secrets and ConfigMap a build pod mounts, in the order of its volumes.
+pub fn mounted_objects(spec: &MultiArchImageSpec) -> Vec<Mounted> {
+    let mut mounts = Vec::new();
+    if let Some(secret) = &spec.push_secret {
+        mounts.push(Mounted {
+            kind: "Secret",
+            name: secret.name.clone(),
+            field: "spec.pushSecret: type kubernetes.io/dockerconfigjson, key .dockerconfigjson",
+            volume: PUSH_SECRET_VOLUME,
+        });
+    }
+    if let Some(secret) = spec.source.git.as_ref().and_then(|g| g.secret_ref.as_ref()) {
+        mounts.push(Mounted {
+            kind: "Secret",
+            name: secret.name.clone(),
+            field: "spec.source.git.secretRef",
+            volume: GIT_CREDENTIALS_VOLUME,
+        });
+    }
+    if let Some(config_map) = &spec.source.config_map {
+        mounts.push(Mounted {
+            kind: "ConfigMap",
+            name: config_map.name.clone(),
+            field: "spec.source.configMap",
+            volume: SOURCE_VOLUME,
+        });
+    }
+    mounts
+}
+
+/// The typed Job of a rendered JSON document. k8s-openapi drops keys it
+/// does not know, so under test every rendering is checked to survive the
+/// round trip whole: a misspelled key fails a test instead of vanishing.
+fn into_job(value: Value) -> Job {
+    let job: Job =
+        serde_json::from_value(value.clone()).expect("rendered Jobs match the Job schema");
+    #[cfg(test)]
+    tests::assert_round_trips(&value, &job);
+    job
+}
+
+/// Everything one build applies, computed once: the build id, one build
+/// Job per platform, the merge Job (waiting for the digests), and the
+/// objects the pods mount.
+#[derive(Clone, Debug)]
 pub struct Plan {
     pub build_id: String,
     pub platforms: Vec<Platform>,
+    /// In the order of `platforms`.
     pub build_jobs: Vec<Job>,
+    pub merge: MergeTemplate,
+    pub mounts: Vec<Mounted>,
 }
 
-/// Validates the resource and renders its build Jobs.
-pub fn plan(resource: &MultiArchImage, images: &BuilderImages) -> Result<Plan, ValidationErrors> {
-    let valid = validate::validate(resource)?;
-    let build_id = build_id(&resource.spec);
+/// Renders the Jobs of a validated resource.
+///
+/// `commit`: the commit a git source resolved to, which every build Job
+/// fetches (None: each fetch step resolves the revision on its own).
+pub fn plan(
+    resource: &MultiArchImage,
+    valid: &Validated,
+    build_id: String,
+    images: &BuilderImages,
+    commit: Option<&str>,
+) -> Plan {
     let build_jobs = valid
         .platforms
         .iter()
-        .map(|p| build_job(resource, &build_id, p, images, None))
+        .map(|p| build_job(resource, &build_id, p, images, commit))
         .collect();
-    Ok(Plan {
+    Plan {
+        merge: MergeTemplate::new(resource, valid, &build_id, images, commit),
+        mounts: mounted_objects(&resource.spec),
         build_id,
-        platforms: valid.platforms,
+        platforms: valid.platforms.clone(),
         build_jobs,
-    })
+    }
 }
 
 /// The YAML `render` prints: the source-resolve Job (git sources), every
-/// build Job, then the merge Job template.
+/// build Job, then the merge Job with placeholders where the per-platform
+/// digests (and the resolved commit) go.
 pub fn render_yaml(
     resource: &MultiArchImage,
     images: &BuilderImages,
 ) -> Result<String, ValidationErrors> {
-    let plan = plan(resource, images)?;
-    let placeholders: Vec<(Platform, String)> = plan
+    let valid = validate::validate(resource)?;
+    let plan = plan(resource, &valid, build_id(&resource.spec), images, None);
+    let placeholders: Vec<String> = plan
         .platforms
         .iter()
-        .map(|p| (p.clone(), format!("sha256:<digest of {p}>")))
+        .map(|p| format!("sha256:<digest of {p}>"))
         .collect();
-    let merge = merge_job(resource, &plan.build_id, &placeholders, images);
+    let merge = plan.merge.job(&placeholders);
     let resolve = resolve_job(resource, &plan.build_id, images);
     let mut out = String::new();
     for job in resolve

@@ -27,7 +27,7 @@ pub fn resolve_job(resource: &MultiArchImage, run: &str, images: &BuilderImages)
     let git = spec.source.git.as_ref()?;
     let revision = git.revision.clone().unwrap_or_default();
     let labels = labels(resource, run, "resolve");
-    let container = git_container("resolve", resolve_script(), git, &revision, images, &[]);
+    let container = git_container("resolve", resolve_script(), git, &[&revision], images, &[]);
     let mut tolerations = vec![
         // The git image is published for every common architecture.
         json!({"key": "kubernetes.io/arch", "operator": "Exists", "effect": "NoSchedule"}),

@@ -35,6 +35,41 @@ fn resource(yaml: &str) -> MultiArchImage {
     parse_manifests(yaml).expect("fixture parses").remove(0)
 }
 
+/// The plan of a valid fixture, through the same steps the controller takes.
+fn planned(r: &MultiArchImage) -> Plan {
+    let valid = validate::validate(r).expect("the fixture is valid");
+    plan(
+        r,
+        &valid,
+        build_id(&r.spec),
+        &BuilderImages::default(),
+        None,
+    )
+}
+
+/// Every key of a rendered Job survives the typed round trip (nulls, which
+/// mean "unset", aside).
+pub(super) fn assert_round_trips(rendered: &Value, job: &Job) {
+    fn without_nulls(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), without_nulls(v)))
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
+            other => other.clone(),
+        }
+    }
+    let typed = serde_json::to_value(job).expect("a Job serialises");
+    assert_eq!(
+        without_nulls(rendered),
+        typed,
+        "a rendered key was lost or changed by the typed Job"
+    );
+}
+
 fn pod(job: &Job) -> &PodSpec {
     job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
 }
@@ -60,7 +95,7 @@ fn has_pair(args: &[String], flag: &str, value: &str) -> bool {
 #[test]
 fn one_job_per_platform_pinned_and_tolerated() {
     let r = resource(FULL);
-    let plan = plan(&r, &BuilderImages::default()).unwrap();
+    let plan = planned(&r);
     assert_eq!(plan.build_jobs.len(), 3);
     let arches: Vec<_> = plan
         .build_jobs
@@ -82,7 +117,7 @@ fn one_job_per_platform_pinned_and_tolerated() {
 #[test]
 fn job_metadata_names_labels_and_owner() {
     let r = resource(FULL);
-    let plan = plan(&r, &BuilderImages::default()).unwrap();
+    let plan = planned(&r);
     let job = &plan.build_jobs[2];
     let meta = &job.metadata;
     let name = meta.name.clone().unwrap();
@@ -111,7 +146,7 @@ fn job_metadata_names_labels_and_owner() {
 #[test]
 fn buildah_gets_every_field_as_an_argument() {
     let r = resource(FULL);
-    let plan = plan(&r, &BuilderImages::default()).unwrap();
+    let plan = planned(&r);
     let job = &plan.build_jobs[1];
     let build = init(job, "build");
     let a = args(&build);
@@ -152,7 +187,7 @@ fn buildah_gets_every_field_as_an_argument() {
 #[test]
 fn git_source_is_fetched_before_the_build_and_only_there_with_credentials() {
     let r = resource(FULL);
-    let plan = plan(&r, &BuilderImages::default()).unwrap();
+    let plan = planned(&r);
     let job = &plan.build_jobs[0];
     let fetch = init(job, "fetch-source");
     let command = fetch.command.clone().unwrap();
@@ -162,9 +197,10 @@ fn git_source_is_fetched_before_the_build_and_only_there_with_credentials() {
         [
             "fetch-source",
             "https://example.com/cowsay.git",
-            COMMIT_PLACEHOLDER
+            "",
+            "v2.0.4"
         ],
-        "user values are positional arguments"
+        "user values are positional arguments; no commit yet: the step resolves v2.0.4"
     );
     assert!(!command[2].contains("example.com"), "never in the script");
     let names: Vec<_> = pod(job)
@@ -230,7 +266,7 @@ fn defaults_apply_and_buildkit_is_rootless() {
     assert_eq!(r.spec.platforms, ["linux/amd64", "linux/arm64"]);
     assert_eq!(r.spec.backoff_limit, 1);
     assert_eq!(r.spec.active_deadline_seconds, 3600);
-    let plan = plan(&r, &BuilderImages::default()).unwrap();
+    let plan = planned(&r);
     let job = &plan.build_jobs[0];
     let build = init(job, "build");
     assert_eq!(build.image.as_deref(), Some(DEFAULT_BUILDKIT_IMAGE));
@@ -271,14 +307,14 @@ fn defaults_apply_and_buildkit_is_rootless() {
 #[test]
 fn merge_job_lists_platforms_in_order_and_every_tag() {
     let r = resource(FULL);
-    let plan = plan(&r, &BuilderImages::default()).unwrap();
+    let plan = planned(&r);
     let digests: Vec<_> = plan
         .platforms
         .iter()
         .enumerate()
-        .map(|(i, p)| (p.clone(), format!("sha256:{}", i.to_string().repeat(64))))
+        .map(|(i, _)| format!("sha256:{}", i.to_string().repeat(64)))
         .collect();
-    let job = merge_job(&r, &plan.build_id, &digests, &BuilderImages::default());
+    let job = plan.merge.job(&digests);
     assert_eq!(
         job.metadata.name.clone().unwrap(),
         format!("cowsay-{}-merge", plan.build_id)
@@ -351,8 +387,32 @@ fn build_id_follows_the_spec_only() {
 
 #[test]
 fn registry_hosts_resolve_like_docker() {
+    let registry_host = |repository: &str| {
+        crate::reference::parse_repository(repository)
+            .unwrap()
+            .registry
+    };
     assert_eq!(registry_host("localhost:5000/a"), "localhost:5000");
     assert_eq!(registry_host("ghcr.io/a/b"), "ghcr.io");
     assert_eq!(registry_host("library/alpine"), "docker.io");
     assert_eq!(registry_host("alpine"), "docker.io");
+}
+
+#[test]
+fn the_mounted_objects_come_from_the_spec_in_volume_order() {
+    let r = resource(FULL);
+    let mounts = mounted_objects(&r.spec);
+    let volumes: Vec<String> = pod(&planned(&r).build_jobs[0])
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.clone())
+        .filter(|name| mounts.iter().any(|m| m.volume == name))
+        .collect();
+    let named: Vec<&str> = mounts.iter().map(|m| m.volume).collect();
+    assert_eq!(volumes, named);
+    assert_eq!(
+        mounts[1].to_string(),
+        "Secret \"git-cred\" (spec.source.git.secretRef)"
+    );
 }

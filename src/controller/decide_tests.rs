@@ -1,11 +1,19 @@
-//! The status transitions as a table of observed Jobs and Pods.
+//! The status transitions as a table of observed Jobs and Pods, through
+//! observe, decide and report, as a reconcile runs them.
 
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::render::plan;
-use crate::validate::parse_manifests;
+use crate::api::{LocalObjectRef, MultiArchImage, MultiArchImageStatus, Phase, PlatformPhase};
+use crate::controller::observe::{parse_digest, Observation};
+use crate::controller::report::{report, Notice};
+use crate::render::{build_id, plan, BuilderImages, Plan};
+use crate::validate::{parse_manifests, validate};
 
 const RESOURCE: &str = r#"
 apiVersion: multiarch.dev/v1alpha1
@@ -79,6 +87,25 @@ fn succeeded_pod(job: &str, node: &str, message: &str) -> Pod {
     )
 }
 
+/// What one reconcile would do: the decision and its report.
+struct Step {
+    create: Vec<Job>,
+    delete: Vec<String>,
+    status: MultiArchImageStatus,
+    notices: Vec<Notice>,
+}
+
+fn planned(resource: &MultiArchImage) -> Plan {
+    let valid = validate(resource).unwrap();
+    plan(
+        resource,
+        &valid,
+        build_id(&resource.spec),
+        &BuilderImages::default(),
+        None,
+    )
+}
+
 struct World {
     resource: MultiArchImage,
     plan: Plan,
@@ -89,13 +116,19 @@ struct World {
 impl World {
     fn new() -> Self {
         let resource = resource();
-        let plan = plan(&resource, &BuilderImages::default()).unwrap();
+        let plan = planned(&resource);
         World {
             resource,
             plan,
             jobs: Vec::new(),
             pods: Vec::new(),
         }
+    }
+    /// The resource with a push secret, planned again (before any Job).
+    fn with_push_secret(mut self, name: &str) -> Self {
+        self.resource.spec.push_secret = Some(LocalObjectRef { name: name.into() });
+        self.plan = planned(&self.resource);
+        self
     }
     fn name(&self, i: usize) -> String {
         self.plan.build_jobs[i].name_any()
@@ -107,25 +140,33 @@ impl World {
         }
         self
     }
-    fn decide(&self) -> Decision {
-        let observed = Observed {
-            jobs: &self.jobs,
-            pods: &self.pods,
-            now: now(),
-        };
-        decide(
-            &self.resource,
-            &self.plan,
-            &observed,
-            &BuilderImages::default(),
-        )
+    fn decide(&self) -> Step {
+        let observed = Observation::of(&self.jobs, &self.pods, now());
+        let previous = self
+            .resource
+            .status
+            .as_ref()
+            .filter(|s| s.build_id.as_deref() == Some(self.plan.build_id.as_str()))
+            .map(|s| s.platforms.as_slice());
+        let decision = decide(&self.plan, &observed, previous);
+        step(&self.resource, decision, &self.plan.mounts)
     }
-    fn condition(d: &Decision, type_: &str) -> Option<Condition> {
+    fn condition(d: &Step, type_: &str) -> Option<Condition> {
         d.status
             .conditions
             .iter()
             .find(|c| c.type_ == type_)
             .cloned()
+    }
+}
+
+fn step(resource: &MultiArchImage, decision: Decision, mounts: &[crate::render::Mounted]) -> Step {
+    let report = report(resource, &decision, mounts, &now());
+    Step {
+        create: decision.create,
+        delete: decision.delete,
+        status: report.status,
+        notices: report.events,
     }
 }
 
@@ -385,14 +426,10 @@ fn the_same_observation_twice_changes_nothing() {
 fn an_invalid_spec_fails_naming_the_field() {
     let mut r = resource();
     r.spec.platforms = vec!["linux/amd65".into()];
-    let errors = crate::validate::validate(&r).unwrap_err().to_string();
-    let d = invalid(
-        &r,
-        "abcd1234",
-        &errors,
-        &[job("app-0ld1d000-linux-amd64", "0ld1d000", json!([]))],
-        &now(),
-    );
+    let errors = crate::validate::validate(&r).unwrap_err();
+    let jobs = [job("app-0ld1d000-linux-amd64", "0ld1d000", json!([]))];
+    let observed = Observation::of(&jobs, &[], now());
+    let d = step(&r, invalid("abcd1234", errors, &observed), &[]);
     assert_eq!(d.status.phase, Some(Phase::Failed));
     let ready = d
         .status
@@ -431,14 +468,11 @@ fn termination_messages_are_checked_before_use() {
 
 #[test]
 fn a_deadline_without_a_reason_names_what_the_pod_mounts() {
-    let mut w = World::new().with_jobs([failed("DeadlineExceeded"), json!([])]);
-    let mut job = serde_json::to_value(&w.jobs[0]).unwrap();
-    job["spec"]["template"]["spec"] = json!({"containers": [], "volumes": [
-        {"name": "workspace", "emptyDir": {}},
-        {"name": "push-secret", "secret": {"secretName": "regcred"}},
-        {"name": "source", "configMap": {"name": "ctx"}},
-    ]});
-    w.jobs[0] = serde_json::from_value(job).unwrap();
+    // The resource names a push secret and a ConfigMap context: the pods
+    // mount both.
+    let w = World::new()
+        .with_push_secret("regcred")
+        .with_jobs([failed("DeadlineExceeded"), json!([])]);
     let d = w.decide();
     let message = &d.status.platforms[0].message;
     assert!(
@@ -470,12 +504,9 @@ fn a_deadline_without_a_reason_names_what_the_pod_mounts() {
 fn an_unreadable_push_secret_is_named() {
     // A builder that cannot read the push secret's config.json: the message
     // names the Secret and the field.
-    let mut w = World::new().with_jobs([failed("BackoffLimitExceeded"), json!([])]);
-    let mut job = serde_json::to_value(&w.jobs[0]).unwrap();
-    job["spec"]["template"]["spec"] = json!({"containers": [], "volumes": [
-        {"name": "push-secret", "secret": {"secretName": "opaque"}},
-    ]});
-    w.jobs[0] = serde_json::from_value(job).unwrap();
+    let mut w = World::new()
+        .with_push_secret("opaque")
+        .with_jobs([failed("BackoffLimitExceeded"), json!([])]);
     w.pods.push(pod(
         &w.name(0),
         Some("amd-1"),

@@ -1,13 +1,18 @@
-//! Image references (`[HOST[:PORT]/]REPO[:TAG][@DIGEST]`), parsed by hand.
+//! Image references (`[HOST[:PORT]/]REPO[:TAG][@DIGEST]`): the one grammar
+//! of the operator. `validate` checks `spec.image` and `spec.builder.image`
+//! with it, `render` takes the registry host from it, and `merge` parses its
+//! sources and targets with it.
 //!
-//! oci-client's `Reference::from_str` compiles distribution's reference
-//! regex on first use, which costs ~40 ms of CPU: half of a whole merge of
-//! two platforms on a local registry. This parser follows the same grammar
-//! (distribution/reference) and builds the same `Reference`.
+//! Parsed by hand: oci-client's `Reference::from_str` compiles
+//! distribution's reference regex on first use, which costs ~40 ms of CPU,
+//! half of a whole merge of two platforms on a local registry. This parser
+//! follows the same grammar (distribution/reference) and builds the same
+//! `Reference`.
 
 use oci_client::Reference;
 
-const DOCKER_HUB: &str = "docker.io";
+/// The registry of names without a host.
+pub const DOCKER_HUB: &str = "docker.io";
 const NAME_MAX: usize = 255;
 const TAG_MAX: usize = 128;
 
@@ -55,12 +60,90 @@ pub fn parse(written: &str) -> Result<Reference, String> {
     })
 }
 
+/// A repository as `spec.image` names it: a registry and a path, with no
+/// tag and no digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repository {
+    /// The registry host as docker resolves it (`docker.io` when none is written).
+    pub registry: String,
+    /// The path inside the registry, as written.
+    pub path: String,
+}
+
+/// Why a repository was refused. Messages quote the input: a repository
+/// name carries no secret.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RepositoryError {
+    #[error("must be set, e.g. registry.example.com/team/app")]
+    Empty,
+    #[error("is {0} characters long; at most {NAME_MAX}")]
+    TooLong(usize),
+    #[error("{0:?} contains a digest; give the repository only")]
+    HasDigest(String),
+    #[error("{0:?} contains a tag; give the repository only and put tags in spec.tags")]
+    HasTag(String),
+    #[error("{written:?} is not a valid repository (lower-case path components, optional registry host[:port]): {reason}")]
+    Invalid { written: String, reason: String },
+}
+
+/// Parses a repository: the grammar of [`parse`] without a tag or digest.
+pub fn parse_repository(written: &str) -> Result<Repository, RepositoryError> {
+    if written.is_empty() {
+        return Err(RepositoryError::Empty);
+    }
+    if written.len() > NAME_MAX {
+        return Err(RepositoryError::TooLong(written.len()));
+    }
+    if written.contains('@') {
+        return Err(RepositoryError::HasDigest(written.to_string()));
+    }
+    // A tag sits after a ':' in the last path component ("host:5000/app"
+    // has a port, not a tag).
+    if written.rsplit('/').next().unwrap_or(written).contains(':') {
+        return Err(RepositoryError::HasTag(written.to_string()));
+    }
+    let invalid = |reason: String| RepositoryError::Invalid {
+        written: written.to_string(),
+        reason,
+    };
+    if written.contains("://") {
+        return Err(invalid("a repository has no scheme".to_string()));
+    }
+    let (registry, _) = split_registry(written).map_err(invalid)?;
+    let path = match written.split_once('/') {
+        Some((first, rest)) if is_host(first) => rest,
+        _ => written,
+    };
+    if path.is_empty() {
+        return Err(invalid("no path after the registry host".to_string()));
+    }
+    for component in path.split('/') {
+        check_path_component(component).map_err(invalid)?;
+    }
+    Ok(Repository {
+        registry,
+        path: path.to_string(),
+    })
+}
+
+/// The registry and repository a reference names: two references with the
+/// same key are in the same repository (whatever their tags or digests).
+pub fn repository_key(reference: &Reference) -> (&str, &str) {
+    (reference.resolve_registry(), reference.repository())
+}
+
+/// Whether the first component of a name is a registry host, as docker
+/// decides it: it has a `.` or a `:`, or is `localhost`.
+fn is_host(first: &str) -> bool {
+    first.contains(['.', ':']) || first == "localhost"
+}
+
 fn split_registry(name: &str) -> Result<(String, String), String> {
     if name.is_empty() {
         return Err("repository name must have at least one component".to_string());
     }
     let (registry, repository) = match name.split_once('/') {
-        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
+        Some((first, rest)) if is_host(first) => {
             check_host(first)?;
             // The legacy name of Docker Hub is Docker Hub.
             let registry = if first == "index.docker.io" {

@@ -1,0 +1,129 @@
+//! Apply: the decision and its report, written to the cluster. Jobs by
+//! server-side apply (forced, one field manager), superseded Jobs deleted,
+//! the status applied to `/status`, the Events published, and the metrics
+//! counted from the same transitions the Events come from.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::context::Context;
+use super::decide::Decision;
+use super::report::Report;
+use crate::api::{MultiArchImage, Phase, PlatformPhase};
+use crate::error::Result;
+use crate::telemetry::PhaseLabels;
+
+/// The field manager of everything the controller applies.
+pub const FIELD_MANAGER: &str = "multiarch-operator";
+
+/// What was written, for the caller to know the build's state.
+pub struct Applied {
+    pub done: bool,
+}
+
+pub async fn apply(
+    resource: &MultiArchImage,
+    decision: &Decision,
+    report: &Report,
+    ctx: &Context,
+) -> Result<Applied> {
+    let namespace = resource.namespace().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    let delete = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    for name in &decision.delete {
+        match jobs.delete(name, &delete).await {
+            Ok(_) => tracing::info!(job = %name, "deleted a superseded Job"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for job in &decision.create {
+        let name = job.name_any();
+        jobs.patch(&name, &params, &Patch::Apply(job)).await?;
+        tracing::info!(job = %name, "applied Job");
+    }
+    if resource.status.clone().unwrap_or_default() != report.status {
+        let api: Api<MultiArchImage> = Api::namespaced(ctx.client.clone(), &namespace);
+        let body = json!({
+            "apiVersion": MultiArchImage::api_version(&()),
+            "kind": MultiArchImage::kind(&()),
+            "status": report.status,
+        });
+        api.patch_status(&resource.name_any(), &params, &Patch::Apply(&body))
+            .await?;
+        record_metrics(ctx, report);
+    }
+    let reference = resource.object_ref(&());
+    for notice in &report.events {
+        let event = Event {
+            type_: if notice.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: notice.reason.to_string(),
+            note: Some(notice.note.clone()),
+            action: "Reconcile".to_string(),
+            secondary: notice.job.as_ref().map(|name| ObjectReference {
+                api_version: Some("batch/v1".into()),
+                kind: Some("Job".into()),
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                ..ObjectReference::default()
+            }),
+        };
+        // An event lost is not worth failing the reconcile for.
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, reason = notice.reason, "publishing an event failed");
+        }
+    }
+    Ok(Applied {
+        done: decision.progress.is_done(),
+    })
+}
+
+fn record_metrics(ctx: &Context, report: &Report) {
+    let changes = &report.transitions;
+    let status = &report.status;
+    if let Some(phase) = changes.entered {
+        ctx.metrics
+            .builds
+            .get_or_create(&PhaseLabels {
+                phase: format!("{phase:?}"),
+            })
+            .inc();
+    }
+    for change in &changes.platforms {
+        let platform = &status.platforms[change.index];
+        if change.entered != Some(PlatformPhase::Succeeded) {
+            continue;
+        }
+        if let (Some(start), Some(end)) = (&platform.start_time, &platform.completion_time) {
+            ctx.metrics
+                .build_duration
+                .observe(end.0.duration_since(start.0).as_secs_f64().max(0.0));
+        }
+    }
+    if changes.entered == Some(Phase::Succeeded) {
+        let last_built = status
+            .platforms
+            .iter()
+            .filter_map(|p| p.completion_time.as_ref())
+            .map(|t| t.0)
+            .max();
+        if let Some(last) = last_built {
+            ctx.metrics
+                .merge_duration
+                .observe(Timestamp::now().duration_since(last).as_secs_f64().max(0.0));
+        }
+    }
+}

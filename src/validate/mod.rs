@@ -1,0 +1,409 @@
+//! Validation of a MultiArchImage, used by the controller and `render`:
+//! every rule of the CRD schema again, from the same constants (so `render`
+//! refuses offline what admission would), and what a schema cannot say. It
+//! reports every problem at once, each naming its field path.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::api::{self, MultiArchImage, MultiArchImageSpec};
+use crate::platform::Platform;
+use crate::reference::{self, Repository};
+
+mod git;
+mod manifests;
+pub use git::{parse_poll_interval, BUILDAH_IMAGE_ARCHITECTURES};
+pub use manifests::parse_manifests;
+
+/// One problem, at one field path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every problem found in one resource.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl ValidationErrors {
+    /// Whether any problem is reported at `field` or below it.
+    pub fn names(&self, field: &str) -> bool {
+        self.0.iter().any(|e| e.field.starts_with(field))
+    }
+}
+
+static TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::TAG_PATTERN).unwrap());
+static OBJECT_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(api::OBJECT_NAME_PATTERN).unwrap());
+static BUILD_ARG: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::BUILD_ARG_PATTERN).unwrap());
+static PLATFORM: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::PLATFORM_PATTERN).unwrap());
+static TARGET: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::TARGET_PATTERN).unwrap());
+static GIT_URL: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::GIT_URL_PATTERN).unwrap());
+static GIT_REVISION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(api::GIT_REVISION_PATTERN).unwrap());
+static LABEL_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$").unwrap());
+
+/// What validation learnt of a valid resource, as types: the platforms,
+/// normalised and in the order given, and the repository parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validated {
+    pub platforms: Vec<Platform>,
+    pub image: Repository,
+}
+
+/// Checks a resource; every problem is returned, each naming its field.
+pub fn validate(resource: &MultiArchImage) -> Result<Validated, ValidationErrors> {
+    let mut errors = Vec::new();
+    let mut report = |field: &str, message: String| {
+        errors.push(FieldError {
+            field: field.to_string(),
+            message,
+        })
+    };
+    match resource.metadata.name.as_deref() {
+        None | Some("") => report("metadata.name", "must be set".into()),
+        Some(name) if !OBJECT_NAME.is_match(name) || name.len() > api::MAX_OBJECT_NAME_LENGTH => {
+            report(
+                "metadata.name",
+                format!("{name:?} is not a valid object name"),
+            )
+        }
+        Some(_) => {}
+    }
+    let spec = &resource.spec;
+    let image = check_image(spec, &mut report);
+    check_tags(spec, &mut report);
+    let platforms = check_platforms(spec, &mut report);
+    check_source(spec, &mut report);
+    check_paths(spec, &mut report);
+    check_builder(spec, &mut report);
+    git::check_poll_interval(spec, &mut report);
+    git::check_builder_platforms(spec, &platforms, &mut report);
+    check_scheduling(spec, &mut report);
+    match image {
+        Some(image) if errors.is_empty() => Ok(Validated { platforms, image }),
+        _ => Err(ValidationErrors(errors)),
+    }
+}
+
+type Report<'a> = dyn FnMut(&str, String) + 'a;
+
+fn check_image(spec: &MultiArchImageSpec, report: &mut Report) -> Option<Repository> {
+    reference::parse_repository(&spec.image)
+        .map_err(|e| report("spec.image", e.to_string()))
+        .ok()
+}
+
+fn check_tags(spec: &MultiArchImageSpec, report: &mut Report) {
+    if spec.tags.is_empty() {
+        report("spec.tags", "must list at least one tag".into());
+    }
+    if spec.tags.len() > api::MAX_TAGS {
+        report(
+            "spec.tags",
+            format!("lists {} tags; at most {}", spec.tags.len(), api::MAX_TAGS),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, tag) in spec.tags.iter().enumerate() {
+        let field = format!("spec.tags[{i}]");
+        if !TAG.is_match(tag) {
+            report(
+                &field,
+                format!("{tag:?} is not a valid tag (letters, digits, '_', '.', '-'; at most 128; not starting with '.' or '-')"),
+            );
+        } else if !seen.insert(tag) {
+            report(&field, format!("{tag:?} is listed twice"));
+        }
+    }
+}
+
+fn check_platforms(spec: &MultiArchImageSpec, report: &mut Report) -> Vec<Platform> {
+    if spec.platforms.is_empty() {
+        report("spec.platforms", "must list at least one platform".into());
+    }
+    if spec.platforms.len() > api::MAX_PLATFORMS {
+        report(
+            "spec.platforms",
+            format!(
+                "lists {} platforms; at most {}",
+                spec.platforms.len(),
+                api::MAX_PLATFORMS
+            ),
+        );
+    }
+    let mut platforms: Vec<Platform> = Vec::new();
+    for (i, text) in spec.platforms.iter().enumerate() {
+        let field = format!("spec.platforms[{i}]");
+        if text.len() > api::MAX_PLATFORM_LENGTH {
+            report(
+                &field,
+                format!(
+                    "is {} characters long; at most {}",
+                    text.len(),
+                    api::MAX_PLATFORM_LENGTH
+                ),
+            );
+            continue;
+        }
+        if !PLATFORM.is_match(text) {
+            // Aliases are normalised, but written in lower case as the CRD
+            // schema requires.
+            report(
+                &field,
+                format!("{text:?} is not of the form os/arch[/variant] in lower case (for example linux/arm64)"),
+            );
+            continue;
+        }
+        match Platform::parse(text) {
+            Err(e) => report(&field, e.to_string()),
+            Ok(p) => {
+                if let Some(j) = platforms.iter().position(|q| q == &p) {
+                    report(
+                        &field,
+                        format!("{text:?} is the same platform as spec.platforms[{j}] ({p})"),
+                    );
+                }
+                platforms.push(p);
+            }
+        }
+    }
+    platforms
+}
+
+fn check_source(spec: &MultiArchImageSpec, report: &mut Report) {
+    match (&spec.source.git, &spec.source.config_map) {
+        (Some(_), Some(_)) | (None, None) => report(
+            "spec.source",
+            "exactly one of spec.source.git and spec.source.configMap must be set".into(),
+        ),
+        (Some(git), None) => {
+            let url = &git.url;
+            if url.len() > api::MAX_GIT_URL_LENGTH {
+                report(
+                    "spec.source.git.url",
+                    format!(
+                        "is {} characters long; at most {}",
+                        url.len(),
+                        api::MAX_GIT_URL_LENGTH
+                    ),
+                );
+            } else if !GIT_URL.is_match(url) {
+                report(
+                    "spec.source.git.url",
+                    format!("{url:?} is not an https://, http://, ssh:// or git@host:path URL"),
+                );
+            } else if embeds_credentials(url) {
+                // The URL would end up in the Job spec and in logs.
+                report(
+                    "spec.source.git.url",
+                    "embeds credentials; put them in a Secret named by spec.source.git.secretRef"
+                        .into(),
+                );
+            }
+            if let Some(rev) = &git.revision {
+                if !GIT_REVISION.is_match(rev)
+                    || rev.contains("..")
+                    || rev.len() > api::MAX_REVISION_LENGTH
+                {
+                    report(
+                        "spec.source.git.revision",
+                        format!("{rev:?} is not a valid branch, tag or commit name"),
+                    );
+                }
+            }
+            if let Some(secret) = &git.secret_ref {
+                check_object_name("spec.source.git.secretRef.name", &secret.name, report);
+            }
+        }
+        (None, Some(config_map)) => {
+            check_object_name("spec.source.configMap.name", &config_map.name, report)
+        }
+    }
+}
+
+fn embeds_credentials(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    // `ssh://git@host` names a user, not a secret; a password is a secret.
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) => userinfo.contains(':') || url.starts_with("http"),
+        None => false,
+    }
+}
+
+fn check_paths(spec: &MultiArchImageSpec, report: &mut Report) {
+    for (field, path) in [
+        ("spec.contextDir", &spec.context_dir),
+        ("spec.dockerfile", &spec.dockerfile),
+    ] {
+        if path.is_empty() {
+            report(field, "must not be empty".into());
+        } else if path.starts_with('/') {
+            report(field, format!("{path:?} must be relative to the source"));
+        } else if path.split('/').any(|segment| segment == "..") {
+            report(
+                field,
+                format!("{path:?} must stay inside the source (no '..')"),
+            );
+        } else if path.chars().any(|c| c.is_control()) || path.len() > api::MAX_PATH_LENGTH {
+            report(field, format!("{path:?} is not a valid path"));
+        }
+    }
+    if !TARGET.is_match(&spec.target) || spec.target.len() > api::MAX_TARGET_LENGTH {
+        report(
+            "spec.target",
+            format!("{:?} is not a valid stage name", spec.target),
+        );
+    }
+    if spec.build_args.len() > api::MAX_BUILD_ARGS {
+        report(
+            "spec.buildArgs",
+            format!(
+                "has {} entries; at most {}",
+                spec.build_args.len(),
+                api::MAX_BUILD_ARGS
+            ),
+        );
+    }
+    for (name, value) in &spec.build_args {
+        let field = format!("spec.buildArgs.{name}");
+        if !BUILD_ARG.is_match(name) {
+            report(
+                &field,
+                format!("{name:?} is not a valid build argument name"),
+            );
+        }
+        if value.len() > api::MAX_BUILD_ARG_VALUE {
+            report(
+                &field,
+                format!(
+                    "value is {} bytes long; at most {}",
+                    value.len(),
+                    api::MAX_BUILD_ARG_VALUE
+                ),
+            );
+        }
+    }
+}
+
+fn check_builder(spec: &MultiArchImageSpec, report: &mut Report) {
+    if let Some(image) = &spec.builder.image {
+        if image.len() > api::MAX_BUILDER_IMAGE_LENGTH {
+            report(
+                "spec.builder.image",
+                format!(
+                    "is {} characters long; at most {}",
+                    image.len(),
+                    api::MAX_BUILDER_IMAGE_LENGTH
+                ),
+            );
+        } else if let Err(reason) = reference::parse(image) {
+            report(
+                "spec.builder.image",
+                format!("{image:?} is not a valid image reference: {reason}"),
+            );
+        }
+    }
+    if let Some(secret) = &spec.push_secret {
+        check_object_name("spec.pushSecret.name", &secret.name, report);
+    }
+    if let Some(account) = &spec.service_account_name {
+        check_object_name("spec.serviceAccountName", account, report);
+    }
+}
+
+fn check_scheduling(spec: &MultiArchImageSpec, report: &mut Report) {
+    for (key, value) in &spec.node_selector {
+        let field = format!("spec.nodeSelector[{key}]");
+        if matches!(key.as_str(), "kubernetes.io/os" | "kubernetes.io/arch") {
+            report(
+                &field,
+                "is set per platform by the operator; remove it".into(),
+            );
+        } else if !valid_label_key(key) {
+            report(&field, format!("{key:?} is not a valid label key"));
+        } else if value.len() > 63 || !LABEL_NAME.is_match(value) {
+            report(&field, format!("{value:?} is not a valid label value"));
+        }
+    }
+    for (i, toleration) in spec.tolerations.iter().enumerate() {
+        let field = format!("spec.tolerations[{i}]");
+        if let Some(op) = toleration.operator.as_deref() {
+            if op != "Equal" && op != "Exists" {
+                report(
+                    &format!("{field}.operator"),
+                    format!("{op:?} must be Equal or Exists"),
+                );
+            }
+        }
+        if let Some(effect) = toleration.effect.as_deref() {
+            if !["", "NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+                report(
+                    &format!("{field}.effect"),
+                    format!("{effect:?} must be NoSchedule, PreferNoSchedule or NoExecute"),
+                );
+            }
+        }
+    }
+    let deadlines = api::MIN_ACTIVE_DEADLINE_SECONDS..=api::MAX_ACTIVE_DEADLINE_SECONDS;
+    if !deadlines.contains(&spec.active_deadline_seconds) {
+        report(
+            "spec.activeDeadlineSeconds",
+            format!(
+                "{} must be between {} and {}",
+                spec.active_deadline_seconds,
+                deadlines.start(),
+                deadlines.end()
+            ),
+        );
+    }
+    if !(0..=api::MAX_BACKOFF_LIMIT).contains(&spec.backoff_limit) {
+        report(
+            "spec.backoffLimit",
+            format!(
+                "{} must be between 0 and {}",
+                spec.backoff_limit,
+                api::MAX_BACKOFF_LIMIT
+            ),
+        );
+    }
+}
+
+fn valid_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(|p| p.len() <= 253 && OBJECT_NAME.is_match(p));
+    prefix_ok && !name.is_empty() && name.len() <= 63 && LABEL_NAME.is_match(name)
+}
+
+fn check_object_name(field: &str, name: &str, report: &mut Report) {
+    if name.is_empty() || name.len() > api::MAX_OBJECT_NAME_LENGTH || !OBJECT_NAME.is_match(name) {
+        report(field, format!("{name:?} is not a valid object name"));
+    }
+}
+
+#[cfg(test)]
+mod tests;
