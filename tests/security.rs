@@ -291,6 +291,7 @@ fn all_jobs(resource: &MultiArchImage) -> Vec<Job> {
         &valid,
         render::build_id(&resource.spec, &Default::default()),
         &images,
+        None,
     );
     let digests: Vec<String> = plan
         .platforms

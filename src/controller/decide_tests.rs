@@ -102,6 +102,7 @@ fn planned(resource: &MultiArchImage) -> Plan {
         &valid,
         build_id(&resource.spec, &Default::default()),
         &BuilderImages::default(),
+        None,
     )
 }
 

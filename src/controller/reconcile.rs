@@ -72,7 +72,9 @@ pub async fn reconcile(resource: Arc<MultiArchImage>, ctx: Arc<Context>) -> Resu
             (invalid(&build_id, errors, &observed, handled), Vec::new())
         }
         Ok(valid) => {
-            let plan = render::plan(&resource, &valid, build_id, &ctx.images);
+            // The git source's resolved commit is not wired in yet: build
+            // Jobs of a git source carry the placeholder until it is.
+            let plan = render::plan(&resource, &valid, build_id, &ctx.images, None);
             let observed = observe(
                 &ctx,
                 &resource,

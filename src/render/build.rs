@@ -8,25 +8,33 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use super::{
-    labels, owner_reference, push_secret_volume, staging_tag, BuilderImages, DOCKER_CONFIG_DIR,
-    GIT_CREDENTIALS_VOLUME, PLATFORM_ANNOTATION, PLATFORM_LABEL, RESOURCE_ANNOTATION, SOURCE_DIR,
+    git, labels, owner_reference, push_secret_volume, staging_tag, BuilderImages,
+    DOCKER_CONFIG_DIR, PLATFORM_ANNOTATION, PLATFORM_LABEL, RESOURCE_ANNOTATION, SOURCE_DIR,
     SOURCE_VOLUME, WORKSPACE_VOLUME,
 };
 use crate::api::{BuilderStrategy, MultiArchImage, MultiArchImageSpec};
 use crate::platform::Platform;
 
-const GIT_SECRET_DIR: &str = "/var/run/multiarch/git";
+/// Where a config-writing step leaves the builder's configuration
+/// (`registries.conf`, `buildkitd.toml`), on an emptyDir.
+const BUILDER_CONFIG_DIR: &str = "/var/run/multiarch/builder";
+/// Connection attempts `buildctl-daemonless.sh` makes while buildkitd
+/// starts. Upstream's default (10) waits about 2 s in all, which a busy or
+/// slow node misses; attempt N sleeps 0.1 + 0.02 N s, so 70 wait about 57 s.
+pub const BUILDKIT_CONNECT_RETRIES: u32 = 70;
 /// BuildKit writes its result metadata here; the report step reads it.
 const BUILDKIT_METADATA: &str = "/workspace/buildkit-metadata.json";
 /// The image buildah builds locally before pushing it.
 const BUILDAH_LOCAL_IMAGE: &str = "localhost/multiarch-build:latest";
 
-/// The build Job of one platform.
+/// The build Job of one platform, building `commit` of a git source (None:
+/// the fetch step resolves the revision itself).
 pub fn build_job(
     resource: &MultiArchImage,
     build_id: &str,
     platform: &Platform,
     images: &BuilderImages,
+    commit: Option<&str>,
 ) -> Job {
     let spec = &resource.spec;
     let name = super::build_job_name(&resource.name_any(), build_id, platform);
@@ -39,12 +47,25 @@ pub fn build_job(
         volumes.push(volume);
         mounts.push(mount);
     }
-    let mut init_containers = source_containers(spec, images, &mut volumes);
+    let mut init_containers = source_containers(spec, images, commit, &mut volumes);
     let (pod_security, build, report) = match spec.builder.strategy {
-        BuilderStrategy::Buildkit => buildkit(spec, platform, images, &mut volumes, &mounts),
-        BuilderStrategy::Buildah => {
-            buildah(spec, build_id, platform, images, &mut volumes, &mounts)
-        }
+        BuilderStrategy::Buildkit => buildkit(
+            spec,
+            platform,
+            images,
+            &mut volumes,
+            &mut init_containers,
+            &mounts,
+        ),
+        BuilderStrategy::Buildah => buildah(
+            spec,
+            build_id,
+            platform,
+            images,
+            &mut volumes,
+            &mut init_containers,
+            &mounts,
+        ),
     };
     init_containers.push(build);
 
@@ -123,10 +144,12 @@ fn pod_annotations(platform: &Platform, resource: &MultiArchImage) -> Value {
     })
 }
 
-/// Init containers that put the build context at `SOURCE_DIR`.
+/// Init containers that put the build context at `SOURCE_DIR`: for git,
+/// one step fetching exactly `commit`, the only one that sees the git Secret.
 fn source_containers(
     spec: &MultiArchImageSpec,
     images: &BuilderImages,
+    commit: Option<&str>,
     volumes: &mut Vec<Value>,
 ) -> Vec<Value> {
     if let Some(config_map) = &spec.source.config_map {
@@ -136,70 +159,8 @@ fn source_containers(
     let Some(git) = &spec.source.git else {
         return Vec::new();
     };
-    let mut mounts = vec![json!({"name": WORKSPACE_VOLUME, "mountPath": "/workspace"})];
-    let mut env = vec![json!({"name": "HOME", "value": "/workspace/home"})];
-    if let Some(secret) = &git.secret_ref {
-        volumes.push(json!({"name": GIT_CREDENTIALS_VOLUME, "secret": {
-            "secretName": secret.name, "defaultMode": 0o400, "optional": false,
-        }}));
-        mounts.push(
-            json!({"name": GIT_CREDENTIALS_VOLUME, "mountPath": GIT_SECRET_DIR, "readOnly": true}),
-        );
-        env.extend([
-            json!({"name": "GIT_CONFIG_COUNT", "value": "1"}),
-            json!({"name": "GIT_CONFIG_KEY_0", "value": "credential.helper"}),
-            json!({"name": "GIT_CONFIG_VALUE_0", "value": format!("store --file={GIT_SECRET_DIR}/.git-credentials")}),
-            json!({"name": "GIT_SSH_COMMAND", "value": format!(
-                "ssh -i {GIT_SECRET_DIR}/ssh-privatekey -o IdentitiesOnly=yes -o UserKnownHostsFile={GIT_SECRET_DIR}/known_hosts -o StrictHostKeyChecking=yes"
-            )}),
-        ]);
-    }
-    let git_container = |name: &str, args: Vec<String>| {
-        json!({
-            "name": name,
-            "image": images.git,
-            "imagePullPolicy": "IfNotPresent",
-            "command": ["git"],
-            "args": args,
-            "env": env,
-            "volumeMounts": mounts,
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-            "securityContext": restricted_container(),
-        })
-    };
-    match &git.revision {
-        None => vec![git_container(
-            "fetch-source",
-            vec![
-                "clone".into(),
-                "--".into(),
-                git.url.clone(),
-                SOURCE_DIR.into(),
-            ],
-        )],
-        Some(revision) => vec![
-            git_container(
-                "fetch-source",
-                vec![
-                    "clone".into(),
-                    "--no-checkout".into(),
-                    "--".into(),
-                    git.url.clone(),
-                    SOURCE_DIR.into(),
-                ],
-            ),
-            git_container(
-                "checkout-revision",
-                vec![
-                    "-C".into(),
-                    SOURCE_DIR.into(),
-                    "checkout".into(),
-                    "--detach".into(),
-                    revision.clone(),
-                ],
-            ),
-        ],
-    }
+    volumes.extend(git::git_volumes(git));
+    vec![git::fetch_container(git, commit, images)]
 }
 
 /// Mounts of the source for the build step: the ConfigMap, if that is the source.
@@ -231,12 +192,33 @@ fn buildkit(
     platform: &Platform,
     images: &BuilderImages,
     volumes: &mut Vec<Value>,
+    init_containers: &mut Vec<Value>,
     mounts: &[Value],
 ) -> (Value, Value, Value) {
+    let image = spec
+        .builder
+        .image
+        .clone()
+        .unwrap_or_else(|| images.buildkit.clone());
     volumes.push(json!({"name": "buildkit-state", "emptyDir": {}}));
     let mut build_mounts = source_mounts(spec, mounts);
     build_mounts
         .push(json!({"name": "buildkit-state", "mountPath": "/home/user/.local/share/buildkit"}));
+    // Without a privileged pod BuildKit cannot sandbox build steps in a PID
+    // namespace of their own; the pod is the sandbox.
+    let mut daemon_flags = "--oci-worker-no-process-sandbox".to_string();
+    if spec.insecure_registry {
+        // Base images pulled from the same registry: HTTPS without
+        // verification first, then plain HTTP (buildkitd's `insecure` and
+        // `http`), as the push's `registry.insecure` does.
+        let host = registry_host(&spec.image);
+        let config = format!("[registry.\"{host}\"]\n  http = true\n  insecure = true\n");
+        init_containers.push(config_writer(&image, "buildkitd.toml", config, volumes));
+        build_mounts.push(
+            json!({"name": "builder-config", "mountPath": BUILDER_CONFIG_DIR, "readOnly": true}),
+        );
+        daemon_flags.push_str(&format!(" --config={BUILDER_CONFIG_DIR}/buildkitd.toml"));
+    }
     let context = context_path(spec);
     let dockerfile = join_path(&context, &spec.dockerfile);
     let (dockerfile_dir, dockerfile_name) = dockerfile.rsplit_once('/').expect("an absolute path");
@@ -271,14 +253,13 @@ fn buildkit(
     ]);
     let mut build = json!({
         "name": "build",
-        "image": spec.builder.image.clone().unwrap_or_else(|| images.buildkit.clone()),
+        "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["buildctl-daemonless.sh"],
         "args": args,
         "env": [
-            // Without a privileged pod BuildKit cannot sandbox build steps in
-            // a PID namespace of their own; the pod is the sandbox.
-            {"name": "BUILDKITD_FLAGS", "value": "--oci-worker-no-process-sandbox"},
+            {"name": "BUILDKITD_FLAGS", "value": daemon_flags},
+            {"name": "BUILDCTL_CONNECT_RETRIES_MAX", "value": BUILDKIT_CONNECT_RETRIES.to_string()},
             {"name": "DOCKER_CONFIG", "value": DOCKER_CONFIG_DIR},
         ],
         "volumeMounts": build_mounts,
@@ -296,7 +277,7 @@ fn buildkit(
     // digest from BuildKit's metadata into the termination message.
     let report = json!({
         "name": "report-digest",
-        "image": spec.builder.image.clone().unwrap_or_else(|| images.buildkit.clone()),
+        "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["sh", "-c",
             "sed -n 's/.*\"containerimage.digest\": *\"\\(sha256:[0-9a-f]\\{64\\}\\)\".*/\\1/p' \"$0\" | head -n 1 > /dev/termination-log && test -s /dev/termination-log",
@@ -323,6 +304,7 @@ fn buildah(
     platform: &Platform,
     images: &BuilderImages,
     volumes: &mut Vec<Value>,
+    init_containers: &mut Vec<Value>,
     mounts: &[Value],
 ) -> (Value, Value, Value) {
     volumes.push(json!({"name": "containers-storage", "emptyDir": {}}));
@@ -333,10 +315,19 @@ fn buildah(
         .image
         .clone()
         .unwrap_or_else(|| images.buildah.clone());
+    init_containers.push(config_writer(
+        &image,
+        "registries.conf",
+        registries_conf(spec),
+        volumes,
+    ));
+    storage_mounts
+        .push(json!({"name": "builder-config", "mountPath": BUILDER_CONFIG_DIR, "readOnly": true}));
     let env = {
         let mut env = vec![
             json!({"name": "STORAGE_DRIVER", "value": "vfs"}),
             json!({"name": "BUILDAH_ISOLATION", "value": "chroot"}),
+            json!({"name": "CONTAINERS_REGISTRIES_CONF", "value": format!("{BUILDER_CONFIG_DIR}/registries.conf")}),
         ];
         if spec.push_secret.is_some() {
             env.push(json!({"name": "REGISTRY_AUTH_FILE", "value": format!("{DOCKER_CONFIG_DIR}/config.json")}));
@@ -412,6 +403,49 @@ fn buildah(
         "securityContext": security,
     });
     (json!({}), build, push)
+}
+
+/// buildah's `registries.conf` (containers-registries.conf(5)): short names
+/// (`FROM golang`, `FROM org/img`) resolve through docker.io as BuildKit
+/// resolves them, instead of failing in `enforcing` mode for want of a TTY;
+/// with `insecureRegistry`, the registry of `spec.image` may be plain HTTP
+/// or unverified TLS, for pulls and pushes alike.
+pub(super) fn registries_conf(spec: &MultiArchImageSpec) -> String {
+    let mut conf = String::from(
+        "unqualified-search-registries = [\"docker.io\"]\nshort-name-mode = \"permissive\"\n",
+    );
+    if spec.insecure_registry {
+        // The host matched REPOSITORY_PATTERN: no quote can end the string.
+        let host = registry_host(&spec.image);
+        conf.push_str(&format!(
+            "\n[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"
+        ));
+    }
+    conf
+}
+
+/// A step writing one builder configuration file that the operator
+/// generated (never user text as script: the content is `$1`). It runs the
+/// builder image, which the node pulls anyway.
+fn config_writer(image: &str, file: &str, content: String, volumes: &mut Vec<Value>) -> Value {
+    volumes.push(json!({"name": "builder-config", "emptyDir": {}}));
+    json!({
+        "name": "write-builder-config",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", "printf '%s' \"$1\" > \"$2\"", "write-builder-config",
+            content, format!("{BUILDER_CONFIG_DIR}/{file}")],
+        "volumeMounts": [{"name": "builder-config", "mountPath": BUILDER_CONFIG_DIR}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": restricted_container(),
+    })
+}
+
+/// The registry host of `spec.image` (validated before rendering).
+fn registry_host(image: &str) -> String {
+    crate::reference::parse_repository(image)
+        .map(|r| r.registry)
+        .unwrap_or_default()
 }
 
 /// For steps that need nothing: no escalation, no capabilities.

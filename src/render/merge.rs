@@ -18,6 +18,10 @@ pub const MERGE_IMAGE_ARCHITECTURES: &[&str] = &["amd64", "arm64"];
 /// The container of the merge Job.
 pub const MERGE_CONTAINER: &str = "merge";
 
+/// OCI image-spec annotations the index of a git source carries.
+pub const SOURCE_ANNOTATION: &str = "org.opencontainers.image.source";
+pub const REVISION_ANNOTATION: &str = "org.opencontainers.image.revision";
+
 /// The merge Job of one build, rendered whole but for the per-platform
 /// digests, which are known only once every platform has pushed.
 #[derive(Clone, Debug)]
@@ -28,14 +32,17 @@ pub struct MergeTemplate {
 }
 
 impl MergeTemplate {
+    /// `commit`: the resolved commit of a git source (None for others, and
+    /// for `render`, which resolves nothing).
     pub fn new(
         resource: &MultiArchImage,
         valid: &Validated,
         build_id: &str,
         images: &BuilderImages,
+        commit: Option<&str>,
     ) -> Self {
         MergeTemplate {
-            job: merge_job(resource, valid, build_id, images),
+            job: merge_job(resource, valid, build_id, images, commit),
             repository: resource.spec.image.clone(),
             platforms: valid.platforms.clone(),
         }
@@ -71,12 +78,15 @@ impl MergeTemplate {
     }
 }
 
-/// The merge Job without its `--platform-image` arguments.
+/// The merge Job without its `--platform-image` arguments. A git source's
+/// index is annotated with its URL (validation refuses URLs with
+/// credentials) and the commit built.
 fn merge_job(
     resource: &MultiArchImage,
     valid: &Validated,
     build_id: &str,
     images: &BuilderImages,
+    commit: Option<&str>,
 ) -> Job {
     let spec = &resource.spec;
     let mut args: Vec<String> = vec!["merge".into()];
@@ -96,6 +106,18 @@ fn merge_job(
     if spec.insecure_registry {
         args.extend(["--insecure-registry".into(), valid.image.registry.clone()]);
     }
+    if let Some(git) = &spec.source.git {
+        args.extend([
+            "--annotation".into(),
+            format!("{SOURCE_ANNOTATION}={}", git.url),
+        ]);
+        if let Some(commit) = commit {
+            args.extend([
+                "--annotation".into(),
+                format!("{REVISION_ANNOTATION}={commit}"),
+            ]);
+        }
+    }
     args.extend(["--digest-file".into(), "/dev/termination-log".into()]);
 
     // The merge only talks to the registry: any Linux node of an
@@ -112,6 +134,45 @@ fn merge_job(
     let mut container_security = restricted_container();
     container_security["readOnlyRootFilesystem"] = json!(true);
     let labels = labels(resource, build_id, "merge");
+    let mut pod_spec = json!({
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": false,
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{
+                "key": "kubernetes.io/arch", "operator": "In",
+                "values": MERGE_IMAGE_ARCHITECTURES,
+            }]}],
+        }}},
+        "tolerations": tolerations,
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532},
+        "containers": [{
+            "name": MERGE_CONTAINER,
+            "image": images.merge,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["multiarch-operator"],
+            "args": args,
+            "volumeMounts": mounts,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": container_security,
+            "resources": {
+                "requests": {"cpu": "50m", "memory": "32Mi"},
+                "limits": {"memory": "128Mi"},
+            },
+        }],
+        "volumes": volumes,
+    });
+    // For an operator image in a private registry.
+    if let Some(account) = &images.merge_service_account {
+        pod_spec["serviceAccountName"] = json!(account);
+    }
+    if !images.merge_image_pull_secrets.is_empty() {
+        pod_spec["imagePullSecrets"] = images
+            .merge_image_pull_secrets
+            .iter()
+            .map(|name| json!({"name": name}))
+            .collect();
+    }
     super::into_job(json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -139,34 +200,7 @@ fn merge_job(
                         "linkerd.io/inject": "disabled",
                     },
                 },
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": false,
-                    "nodeSelector": {"kubernetes.io/os": "linux"},
-                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                        "nodeSelectorTerms": [{"matchExpressions": [{
-                            "key": "kubernetes.io/arch", "operator": "In",
-                            "values": MERGE_IMAGE_ARCHITECTURES,
-                        }]}],
-                    }}},
-                    "tolerations": tolerations,
-                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532},
-                    "containers": [{
-                        "name": MERGE_CONTAINER,
-                        "image": images.merge,
-                        "imagePullPolicy": "IfNotPresent",
-                        "command": ["multiarch-operator"],
-                        "args": args,
-                        "volumeMounts": mounts,
-                        "terminationMessagePolicy": "FallbackToLogsOnError",
-                        "securityContext": container_security,
-                        "resources": {
-                            "requests": {"cpu": "50m", "memory": "32Mi"},
-                            "limits": {"memory": "128Mi"},
-                        },
-                    }],
-                    "volumes": volumes,
-                },
+                "spec": pod_spec,
             },
         },
     }))

@@ -4,7 +4,9 @@
 
 mod build;
 mod build_id;
+mod git;
 mod merge;
+mod resolve;
 
 use std::collections::BTreeMap;
 
@@ -17,9 +19,14 @@ use crate::api::{MultiArchImage, MultiArchImageSpec};
 use crate::platform::Platform;
 use crate::validate::{self, Validated, ValidationErrors};
 
-pub use build::build_job;
+pub use build::{build_job, BUILDKIT_CONNECT_RETRIES};
 pub use build_id::{build_id, short as short_id, BuildInputs, BUILD_ID_LENGTH};
-pub use merge::MergeTemplate;
+pub use git::GIT_UID;
+pub use merge::{MergeTemplate, MERGE_IMAGE_ARCHITECTURES, REVISION_ANNOTATION, SOURCE_ANNOTATION};
+pub use resolve::{
+    parse_resolved_commit, resolve_job, resolve_job_name, RESOLVE_BACKOFF_LIMIT,
+    RESOLVE_DEADLINE_SECONDS,
+};
 
 /// Label every object of the operator carries.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -56,6 +63,11 @@ pub struct BuilderImages {
     pub buildah: String,
     pub git: String,
     pub merge: String,
+    /// ServiceAccount of the merge pods (for pull secrets attached to it);
+    /// the namespace's default when None.
+    pub merge_service_account: Option<String>,
+    /// `imagePullSecrets` of the merge pods, for a private operator image.
+    pub merge_image_pull_secrets: Vec<String>,
 }
 
 pub const DEFAULT_BUILDKIT_IMAGE: &str = "docker.io/moby/buildkit:v0.18.2-rootless";
@@ -73,6 +85,8 @@ impl Default for BuilderImages {
             buildah: DEFAULT_BUILDAH_IMAGE.into(),
             git: DEFAULT_GIT_IMAGE.into(),
             merge: DEFAULT_MERGE_IMAGE.into(),
+            merge_service_account: None,
+            merge_image_pull_secrets: Vec::new(),
         }
     }
 }
@@ -92,6 +106,18 @@ pub struct ImageArgs {
     /// Image running `multiarch-operator merge` (this operator's own image).
     #[arg(long, env = "MULTIARCH_MERGE_IMAGE", default_value = DEFAULT_MERGE_IMAGE)]
     pub merge_image: String,
+    /// ServiceAccount the merge pods run as, in the resource's namespace
+    /// (its imagePullSecrets apply); the namespace's default when unset.
+    #[arg(long, env = "MULTIARCH_MERGE_SERVICE_ACCOUNT")]
+    pub merge_service_account: Option<String>,
+    /// A Secret (kubernetes.io/dockerconfigjson) in the resource's namespace
+    /// to pull the merge image with; repeatable.
+    #[arg(
+        long = "merge-image-pull-secret",
+        env = "MULTIARCH_MERGE_IMAGE_PULL_SECRETS",
+        value_delimiter = ','
+    )]
+    pub merge_image_pull_secrets: Vec<String>,
 }
 
 impl From<ImageArgs> for BuilderImages {
@@ -101,6 +127,8 @@ impl From<ImageArgs> for BuilderImages {
             buildah: args.buildah_image,
             git: args.git_image,
             merge: args.merge_image,
+            merge_service_account: args.merge_service_account,
+            merge_image_pull_secrets: args.merge_image_pull_secrets,
         }
     }
 }
@@ -257,19 +285,23 @@ pub struct Plan {
 }
 
 /// Renders the Jobs of a validated resource.
+///
+/// `commit`: the commit a git source resolved to, which every build Job
+/// fetches (None: each fetch step resolves the revision on its own).
 pub fn plan(
     resource: &MultiArchImage,
     valid: &Validated,
     build_id: String,
     images: &BuilderImages,
+    commit: Option<&str>,
 ) -> Plan {
     let build_jobs = valid
         .platforms
         .iter()
-        .map(|p| build_job(resource, &build_id, p, images))
+        .map(|p| build_job(resource, &build_id, p, images, commit))
         .collect();
     Plan {
-        merge: MergeTemplate::new(resource, valid, &build_id, images),
+        merge: MergeTemplate::new(resource, valid, &build_id, images, commit),
         mounts: mounted_objects(&resource.spec),
         build_id,
         platforms: valid.platforms.clone(),
@@ -277,28 +309,42 @@ pub fn plan(
     }
 }
 
-/// The YAML `render` prints: every build Job, then the merge Job with
-/// placeholders where the per-platform digests go.
+/// The YAML `render` prints: the source-resolve Job (git sources), every
+/// build Job, then the merge Job with placeholders where the per-platform
+/// digests (and the resolved commit) go.
 pub fn render_yaml(
     resource: &MultiArchImage,
     images: &BuilderImages,
 ) -> Result<String, ValidationErrors> {
     let valid = validate::validate(resource)?;
     let inputs = BuildInputs::default();
-    let plan = plan(resource, &valid, build_id(&resource.spec, &inputs), images);
+    let plan = plan(
+        resource,
+        &valid,
+        build_id(&resource.spec, &inputs),
+        images,
+        None,
+    );
     let placeholders: Vec<String> = plan
         .platforms
         .iter()
         .map(|p| format!("sha256:<digest of {p}>"))
         .collect();
     let merge = plan.merge.job(&placeholders);
+    let resolve = resolve_job(resource, &plan.build_id, images);
     let mut out = String::new();
-    for job in plan.build_jobs.iter().chain(std::iter::once(&merge)) {
+    for job in resolve
+        .iter()
+        .chain(plan.build_jobs.iter())
+        .chain(std::iter::once(&merge))
+    {
         out.push_str("---\n");
         out.push_str(&serde_yaml_ng::to_string(job).expect("a Job serialises to YAML"));
     }
     Ok(out)
 }
 
+#[cfg(test)]
+mod git_tests;
 #[cfg(test)]
 mod tests;

@@ -20,7 +20,7 @@ spec:
   dockerfile: build/Dockerfile
   target: release
   buildArgs: {VERSION: "v2.0.4", EVIL: "$(rm -rf /); `id`"}
-  builder: {strategy: buildah}
+  builder: {strategy: buildah, image: registry.example.com/tools/buildah:v1.38.1}
   pushSecret: {name: regcred}
   insecureRegistry: true
   nodeSelector: {pool: builders}
@@ -43,6 +43,7 @@ fn planned(r: &MultiArchImage) -> Plan {
         &valid,
         build_id(&r.spec, &BuildInputs::default()),
         &BuilderImages::default(),
+        None,
     )
 }
 
@@ -187,23 +188,24 @@ fn buildah_gets_every_field_as_an_argument() {
 }
 
 #[test]
-fn git_source_is_cloned_then_checked_out_with_credentials() {
+fn git_source_is_fetched_before_the_build_and_only_there_with_credentials() {
     let r = resource(FULL);
     let plan = planned(&r);
     let job = &plan.build_jobs[0];
-    let clone = init(job, "fetch-source");
+    let fetch = init(job, "fetch-source");
+    let command = fetch.command.clone().unwrap();
+    assert_eq!(command[..2], ["sh", "-c"]);
     assert_eq!(
-        args(&clone),
+        command[3..],
         [
-            "clone",
-            "--no-checkout",
-            "--",
+            "fetch-source",
             "https://example.com/cowsay.git",
-            "/workspace/source"
-        ]
+            "",
+            "v2.0.4"
+        ],
+        "user values are positional arguments; no commit yet: the step resolves v2.0.4"
     );
-    let checkout = init(job, "checkout-revision");
-    assert_eq!(args(&checkout).last().unwrap(), "v2.0.4");
+    assert!(!command[2].contains("example.com"), "never in the script");
     let names: Vec<_> = pod(job)
         .init_containers
         .iter()
@@ -212,7 +214,7 @@ fn git_source_is_cloned_then_checked_out_with_credentials() {
         .collect();
     assert_eq!(
         names,
-        ["fetch-source", "checkout-revision", "build"],
+        ["fetch-source", "write-builder-config", "build"],
         "source before build"
     );
     let volumes = pod(job).volumes.clone().unwrap();
@@ -224,6 +226,24 @@ fn git_source_is_cloned_then_checked_out_with_credentials() {
         git.secret.as_ref().unwrap().secret_name.as_deref(),
         Some("git-cred")
     );
+    let mounted_by: Vec<String> = pod(job)
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&pod(job).containers)
+        .filter(|c| {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == "git-credentials" || m.name == "git-home")
+        })
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(
+        mounted_by,
+        ["fetch-source"],
+        "git credentials reach the fetch alone"
+    );
     let push = volumes.iter().find(|v| v.name == "push-secret").unwrap();
     let items = push.secret.as_ref().unwrap().items.clone().unwrap();
     assert_eq!(
@@ -232,7 +252,7 @@ fn git_source_is_cloned_then_checked_out_with_credentials() {
     );
 }
 
-const GOLDEN_FULL: &str = "620f8daadf27fdc1";
+const GOLDEN_FULL: &str = "da396f29c213697b";
 const GOLDEN_BUILDKIT: &str = "e1264f0c896e7a35";
 
 const BUILDKIT: &str = r#"

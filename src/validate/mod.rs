@@ -13,7 +13,9 @@ use crate::api::{self, MultiArchImage, MultiArchImageSpec};
 use crate::platform::Platform;
 use crate::reference::{self, Repository};
 
+mod git;
 mod manifests;
+pub use git::{parse_poll_interval, BUILDAH_IMAGE_ARCHITECTURES};
 pub use manifests::parse_manifests;
 
 /// One problem, at one field path.
@@ -93,6 +95,8 @@ pub fn validate(resource: &MultiArchImage) -> Result<Validated, ValidationErrors
     check_source(spec, &mut report);
     check_paths(spec, &mut report);
     check_builder(spec, &mut report);
+    git::check_poll_interval(spec, &mut report);
+    git::check_builder_platforms(spec, &platforms, &mut report);
     check_scheduling(spec, &mut report);
     match image {
         Some(image) if errors.is_empty() => Ok(Validated { platforms, image }),

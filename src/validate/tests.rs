@@ -203,6 +203,21 @@ fn every_invalid_spec_names_its_field() {
             "image reference",
         ),
         (
+            "{source: {git: {url: \"https://e.com/a.git\", pollInterval: 5s}}}".into(),
+            "spec.source.git.pollInterval",
+            "between 10s and",
+        ),
+        (
+            "{source: {git: {url: \"https://e.com/a.git\", pollInterval: 5 minutes}}}".into(),
+            "spec.source.git.pollInterval",
+            "not a duration",
+        ),
+        (
+            "{builder: {strategy: buildah}, platforms: [linux/amd64, linux/arm/v7]}".into(),
+            "spec.platforms[1]",
+            "set spec.builder.image",
+        ),
+        (
             "{metadata: {name: \"Bad_Name\"}}".into(),
             "metadata.name",
             "object name",
@@ -247,4 +262,25 @@ fn manifests_skip_other_kinds_and_check_api_version() {
     assert!(parse_manifests("kind: Pod")
         .unwrap_err()
         .contains("no MultiArchImage"));
+}
+
+#[test]
+fn poll_intervals_parse_in_whole_units() {
+    let seconds = |text: &str| parse_poll_interval(text).map(|d| d.as_secs());
+    assert_eq!(seconds("10s"), Ok(10));
+    assert_eq!(seconds("5m"), Ok(300));
+    assert_eq!(seconds("1h30m"), Ok(5400));
+    assert_eq!(seconds("168h"), Ok(api::MAX_POLL_INTERVAL_SECONDS));
+    assert!(seconds("9s").is_err());
+    assert!(seconds("169h").is_err());
+    assert!(seconds("1.5h").is_err());
+    assert!(seconds("").is_err());
+}
+
+#[test]
+fn a_buildah_image_of_ones_own_allows_any_platform() {
+    let resource = with(
+        "{builder: {strategy: buildah, image: registry.example.com/buildah:arm}, platforms: [linux/arm/v7]}",
+    );
+    assert!(validate(&resource).is_ok());
 }

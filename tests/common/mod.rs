@@ -9,6 +9,7 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code, unused_imports)]
 
+pub mod git;
 pub mod images;
 pub mod registry;
 pub mod skopeo;

@@ -5,7 +5,7 @@
 #   bash tests/e2e/kind.sh                      # linux/amd64 on an amd64 host
 #   PLATFORMS=linux/arm64 bash tests/e2e/kind.sh          # on an arm64 host
 #   ARM64_EMULATED_NODE=1 PLATFORMS=linux/amd64,linux/arm64 bash tests/e2e/kind.sh
-#   EXAMPLE=cowsay BUILDER=buildah bash tests/e2e/kind.sh
+#   EXAMPLE=sample bash tests/e2e/kind.sh     # the README's first build
 #
 # NOT RUN BY THE PROJECT'S CI, and not claimed as tested there: CI has no
 # container engine and no cluster (see docs/ and tests/sim for what CI runs
@@ -21,11 +21,17 @@
 #   3. builds the operator image from the Dockerfile, `kind load`s it,
 #   4. installs the chart (operator image = merge image),
 #   5. applies a MultiArchImage (EXAMPLE=hello: a small context from a
-#      ConfigMap that records the machine it was built on; EXAMPLE=cowsay:
-#      deploy/examples/cowsay-buildkit.yaml, pointed at the local registry),
+#      ConfigMap that records the machine it was built on; EXAMPLE=sample:
+#      deploy/examples/sample-buildkit.yaml, the README's first build of
+#      https://github.com/pddg/multi-arch-image-sample with BuildKit, pointed
+#      at the local registry; it asks for linux/amd64, linux/arm64 and
+#      linux/arm/v7, which a cluster with nodes of each builds, and kind
+#      builds the PLATFORMS its nodes have),
 #   6. `kubectl wait --for=condition=Ready`, then checks that the pushed
 #      index lists exactly PLATFORMS, and (EXAMPLE=hello) runs the image on
-#      each platform's node and checks `uname -m` recorded at build time.
+#      each platform's node and checks `uname -m` recorded at build time;
+#      (EXAMPLE=sample) checks status.source.commit and the index's
+#      org.opencontainers.image.revision annotation agree.
 #
 # Platforms, honestly: kind nodes are containers on this host, so they have
 # the host's architecture and nothing else. On one amd64 host only
@@ -52,7 +58,7 @@
 # BUILDER=buildah, or see docs/troubleshooting.md.
 #
 # Environment: CLUSTER (kind cluster name, default multiarch-e2e), PLATFORMS,
-# EXAMPLE (hello|cowsay), BUILDER (buildkit|buildah), KEEP=1 (leave the
+# EXAMPLE (hello|sample), BUILDER (buildkit|buildah), KEEP=1 (leave the
 # cluster and registry running), TIMEOUT (default 30m), KIND_NODE_IMAGE.
 
 set -euo pipefail
@@ -94,7 +100,7 @@ else
   die "one of crane, skopeo or docker buildx is required to inspect the pushed index"
 fi
 docker info >/dev/null 2>&1 || die "docker is installed but its daemon does not answer"
-case "$EXAMPLE" in hello | cowsay) ;; *) die "EXAMPLE must be hello or cowsay" ;; esac
+case "$EXAMPLE" in hello | sample) ;; *) die "EXAMPLE must be hello or sample" ;; esac
 case "$BUILDER" in buildkit | buildah) ;; *) die "BUILDER must be buildkit or buildah" ;; esac
 case "$(uname -m)" in
   x86_64 | amd64) HOST_ARCH=amd64 ;;
@@ -251,11 +257,11 @@ spec:
   insecureRegistry: true
 EOF
 else
-  NAME=cowsay
-  REPOSITORY=e2e/cowsay
+  NAME=sample
+  REPOSITORY=e2e/sample
   # The example as shipped, pointed at the local registry (no push secret).
   patch="{\"metadata\":{\"namespace\":\"$NAMESPACE\"},\"spec\":{\"image\":\"${REGISTRY_IN_CLUSTER}/${REPOSITORY}\",\"tags\":[\"$TAG\"],\"platforms\":$platforms_json,\"pushSecret\":null,\"insecureRegistry\":true,\"builder\":{\"strategy\":\"$BUILDER\"}}}"
-  "${KUBECTL[@]}" patch --local -f deploy/examples/cowsay-buildkit.yaml --type=merge -p "$patch" -o yaml |
+  "${KUBECTL[@]}" patch --local -f deploy/examples/sample-buildkit.yaml --type=merge -p "$patch" -o yaml |
     "${KUBECTL[@]}" apply -f -
 fi
 
@@ -292,6 +298,14 @@ printf '%s\n' "$raw"
 listed="$(printf '%s' "$raw" | grep -o '"architecture": *"[^"]*"' | grep -v unknown | sed 's/.*"\([^"]*\)"$/\1/' | sort | tr '\n' ' ')"
 wanted="$(for p in "${PLATFORM_LIST[@]}"; do a="${p#linux/}"; echo "${a%%/*}"; done | sort | tr '\n' ' ')"
 [ "$listed" = "$wanted" ] || die "the index lists architectures '$listed', wanted '$wanted'"
+
+if [ "$EXAMPLE" = sample ]; then
+  commit="$("${KUBECTL[@]}" -n "$NAMESPACE" get mai "$NAME" -o jsonpath='{.status.source.commit}')"
+  [[ "$commit" =~ ^[0-9a-f]{40}$ ]] || die "status.source.commit is not a commit: '$commit'"
+  printf '%s' "$raw" | grep -q "\"org.opencontainers.image.revision\": *\"$commit\"" ||
+    die "the index is not annotated with org.opencontainers.image.revision=$commit"
+  log "built commit $commit of the sample"
+fi
 
 if [ "$EXAMPLE" = hello ]; then
   for platform in "${PLATFORM_LIST[@]}"; do
