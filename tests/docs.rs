@@ -428,7 +428,7 @@ fn operator_status(generation: i64, ready: bool) -> serde_json::Value {
     };
     serde_json::json!({"status": {
         "phase": phase, "observedGeneration": generation,
-        "image": "registry.example.com/cowsay@sha256:5b1e07c2a1f3e0c0b6b4f1f0b8b8d4f4f1d5e9a2b7c3d6e8f9a0b1c2d3e4f5a6",
+        "image": "registry.example.com/tools/sample@sha256:5b1e07c2a1f3e0c0b6b4f1f0b8b8d4f4f1d5e9a2b7c3d6e8f9a0b1c2d3e4f5a6",
         "conditions": [
             {"type": "Ready", "status": r, "reason": phase, "message": "", "lastTransitionTime": "2025-01-01T00:00:00Z", "observedGeneration": generation},
             {"type": "Stalled", "status": stalled, "reason": phase, "message": "", "lastTransitionTime": "2025-01-01T00:00:00Z", "observedGeneration": generation},
@@ -456,6 +456,12 @@ impl DocsCluster {
             home: tempfile::tempdir().unwrap(),
             kubectl,
         };
+        for (file, text) in [
+            ("deploy_key", "-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n-----END OPENSSH PRIVATE KEY-----\n"),
+            ("known_hosts", "git.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample\n"),
+        ] {
+            std::fs::write(c.home.path().join(file), text).unwrap();
+        }
         c.sh(&format!("kubectl apply -f {CRD}"), true);
         c.sh("kubectl wait --for=condition=Established crd/multiarchimages.multiarch.dev --timeout=30s", true);
         c
@@ -498,13 +504,13 @@ impl DocsCluster {
 
     fn set_operator_status(&self, ready: bool) {
         let (_, generation, _) = self.sh(
-            "kubectl -n ci get mai cowsay -o jsonpath='{.metadata.generation}'",
+            "kubectl -n ci get mai sample -o jsonpath='{.metadata.generation}'",
             true,
         );
         let status = operator_status(generation.trim().parse().unwrap_or(1), ready);
         self.sh(
             &format!(
-                "kubectl -n ci patch mai cowsay --subresource=status --type=merge -p '{status}'"
+                "kubectl -n ci patch mai sample --subresource=status --type=merge -p '{status}'"
             ),
             true,
         );
@@ -527,8 +533,9 @@ const NOT_ON_THE_SIMULATOR: &[(&str, &str)] = &[
 /// deploy/examples/*, run as written against the simulator (without the
 /// operator: the test writes the status the operator would, so `kubectl
 /// wait` and `kubectl get` show what they would show). Substitutions, the
-/// ones a reader makes: `cowsay.yaml` (the reader's own file) is
-/// deploy/examples/cowsay-buildkit.yaml; `$REGISTRY_TOKEN`/`$GIT_TOKEN` are
+/// ones a reader makes: `sample.yaml` (the reader's own file) is
+/// deploy/examples/sample-buildkit.yaml; `./deploy_key` and `./known_hosts`
+/// are files in the test's home; `$REGISTRY_TOKEN`/`$GIT_TOKEN` are
 /// set; the build id `5f2c9a1e` of the example Job names is the one the
 /// operator renders; a trailing `&` (running two waits at once) is dropped.
 #[test]
@@ -555,7 +562,7 @@ fn documented_kubectl_commands_run_on_the_simulator() {
             // The README's first build has happened.
             c.sh("kubectl create namespace ci", true);
             c.sh(
-                "kubectl apply -f deploy/examples/cowsay-buildkit.yaml",
+                "kubectl apply -f deploy/examples/sample-buildkit.yaml",
                 true,
             );
         }
@@ -563,14 +570,14 @@ fn documented_kubectl_commands_run_on_the_simulator() {
         let build_id = {
             let (_, rendered, _) = c.sh(
                 &format!(
-                    "{} render -f deploy/examples/cowsay-buildkit.yaml",
+                    "{} render -f deploy/examples/sample-buildkit.yaml",
                     env!("CARGO_BIN_EXE_multiarch-operator")
                 ),
                 true,
             );
             let name = rendered
                 .lines()
-                .find_map(|l| l.trim().strip_prefix("name: cowsay-"))
+                .find_map(|l| l.trim().strip_prefix("name: sample-"))
                 .expect("a rendered Job name")
                 .to_string();
             name.split('-').next().unwrap().to_string()
@@ -580,8 +587,8 @@ fn documented_kubectl_commands_run_on_the_simulator() {
             // Jobs whose owner does not exist).
             c.sh(
                 &format!(
-                    "{} render -f deploy/examples/cowsay-buildkit.yaml \
-                     | sed \"s/<uid of the MultiArchImage>/$(kubectl -n ci get mai cowsay -o jsonpath='{{.metadata.uid}}')/\" \
+                    "{} render -f deploy/examples/sample-buildkit.yaml \
+                     | sed \"s/<uid of the MultiArchImage>/$(kubectl -n ci get mai sample -o jsonpath='{{.metadata.uid}}')/\" \
                      | kubectl -n ci create -f -",
                     env!("CARGO_BIN_EXE_multiarch-operator")
                 ),
@@ -593,8 +600,12 @@ fn documented_kubectl_commands_run_on_the_simulator() {
                 eprintln!("not run ({why}): {cmd}");
                 continue;
             }
+            // The reader's own key files, made up in the test's home.
+            let home = c.home.path().display().to_string();
             let cmd = cmd
-                .replace("-f cowsay.yaml", "-f deploy/examples/cowsay-buildkit.yaml")
+                .replace("=./deploy_key", &format!("={home}/deploy_key"))
+                .replace("=./known_hosts", &format!("={home}/known_hosts"))
+                .replace("-f sample.yaml", "-f deploy/examples/sample-buildkit.yaml")
                 .replace("5f2c9a1e", &build_id);
             let cmd = cmd.trim_end_matches('&').trim_end().to_string();
             // Earlier assignments of the same document stay in effect.
@@ -606,10 +617,10 @@ fn documented_kubectl_commands_run_on_the_simulator() {
             } else {
                 format!("{}; {cmd}", assignments.join("; "))
             };
-            if cmd.contains("wait mai/cowsay") {
+            if cmd.contains("wait mai/sample") {
                 c.set_operator_status(!cmd.contains("condition=Stalled"));
             }
-            if cmd.contains("logs") && cmd.contains("job/cowsay-") {
+            if cmd.contains("logs") && cmd.contains("job/sample-") {
                 // The build pods cannot pull the builder images here, so
                 // kubectl finds the Job's pod and container and says it
                 // is waiting to start.
@@ -617,8 +628,8 @@ fn documented_kubectl_commands_run_on_the_simulator() {
                 assert!(err.contains("is waiting to start"), "`{cmd}`: {err}");
             } else {
                 let (_, out, _) = c.sh(&cmd, true);
-                if cmd.contains("get mai cowsay") && !cmd.contains("-o") {
-                    assert!(out.contains("cowsay") && out.contains("Succeeded"), "{out}");
+                if cmd.contains("get mai sample") && !cmd.contains("-o") {
+                    assert!(out.contains("sample") && out.contains("Succeeded"), "{out}");
                 }
             }
             ran += 1;

@@ -331,7 +331,7 @@ pub fn render_yaml(
         .map(|p| format!("sha256:<digest of {p}>"))
         .collect();
     let merge = plan.merge.job(&placeholders);
-    let resolve = resolve_job(resource, &plan.build_id, images);
+    let resolve = resolve_job(resource, short_id(&plan.build_id), images);
     let mut out = String::new();
     for job in resolve
         .iter()
