@@ -458,7 +458,7 @@ async fn sigterm_stops_the_operator_cleanly_and_hands_over_the_lease() {
         world.operator.log()
     );
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(world.client.clone(), harness::NAMESPACE);
+        kube::Api::namespaced(world.client.clone(), harness::OPERATOR_NAMESPACE);
     let lease = leases.get("multiarch-operator").await.unwrap();
     assert_eq!(
         lease.spec.unwrap().holder_identity,

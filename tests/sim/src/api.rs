@@ -19,6 +19,7 @@ pub struct Cluster {
     /// Latest resourceVersion; watches and controllers wake on change.
     pub changed: tokio::sync::watch::Sender<u64>,
     pub rng: Rng,
+    pub admission: crate::admission::Config,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -29,6 +30,8 @@ pub struct WriteOpts {
     pub user_agent: String,
     /// fieldValidation=Strict: unknown fields of custom resources are errors.
     pub strict: bool,
+    /// Who writes (admission sees it); None for the simulator's own controllers.
+    pub user: Option<Arc<crate::auth::UserInfo>>,
 }
 
 impl WriteOpts {
@@ -149,6 +152,7 @@ impl Cluster {
             registry: RwLock::new(Registry::new()),
             changed: tx,
             rng: Rng::new(seed),
+            admission: Default::default(),
         });
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let _ = c.create(
@@ -253,7 +257,10 @@ impl Cluster {
     ) -> ApiResult<()> {
         let name = name_of(obj).to_string();
         let mut errs: Vec<FieldError> = vec![];
-        if !dns_subdomain_ok(&name) && def.plural != "events" {
+        // RBAC object names are path segments (`system:discovery`):
+        // pkg/apis/rbac/validation/validation.go ValidateRBACName.
+        let path_segment_name = def.group == "rbac.authorization.k8s.io";
+        if !dns_subdomain_ok(&name) && def.plural != "events" && !path_segment_name {
             errs.push(FieldError::invalid("metadata.name", &json!(name),
                 "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"));
         }
@@ -399,6 +406,7 @@ impl Cluster {
             }
         }
         self.admit(def, &mut obj, None, opts.strict)?;
+        crate::admission::validate(&self.lock(), &self.registry(), &self.admission, def, &obj, None, "", opts)?;
         if def.plural == "customresourcedefinitions" {
             builtin::crd_status(&mut obj);
         }
@@ -603,6 +611,7 @@ impl Cluster {
         if sub != "status" {
             self.admit(def, &mut new, Some(old), opts.strict)?;
         }
+        crate::admission::validate(s, &self.registry(), &self.admission, def, &new, Some(old), sub, opts)?;
         if def.plural == "customresourcedefinitions" {
             builtin::crd_status(&mut new);
         }

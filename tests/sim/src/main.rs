@@ -61,6 +61,13 @@ struct Serve {
     fault_conflicts_status_only: bool,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// NAME[:GROUP,...]: a user with a static token, written to the
+    /// kubeconfig as a context named NAME; repeatable.
+    #[arg(long = "user")]
+    users: Vec<String>,
+    /// Enable the OwnerReferencesPermissionEnforcement admission plugin.
+    #[arg(long)]
+    owner_references_permission_enforcement: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -83,8 +90,18 @@ fn main() -> anyhow::Result<()> {
             seed: s.seed,
             user_agent_prefix: None,
         },
+        owner_references_permission_enforcement: s.owner_references_permission_enforcement,
         ..Default::default()
     };
+    for u in &s.users {
+        let (name, groups) = u.split_once(':').unwrap_or((u, ""));
+        let groups = groups
+            .split(',')
+            .filter(|g| !g.is_empty())
+            .map(String::from)
+            .collect();
+        cfg.users.push((name.to_string(), groups));
+    }
     for n in &s.nodes {
         cfg.nodes.push(NodeSpec::parse(n)?);
     }
