@@ -548,6 +548,12 @@ async fn the_chart_rbac_covers_exactly_what_the_operator_does() {
             "the operator got {}: {r:?}",
             r.code
         );
+        // It authenticates as its chart-rendered ServiceAccount, so RBAC
+        // (not the request log alone) decides what it may do.
+        assert_eq!(
+            r.user.as_ref().map(|u| u.username.as_str()),
+            Some("system:serviceaccount:multiarch-system:multiarch-operator"),
+        );
         let resource = if r.subresource.is_empty() {
             r.resource.clone()
         } else {
