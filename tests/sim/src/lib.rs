@@ -16,6 +16,7 @@ pub mod discovery;
 pub mod error;
 pub mod faults;
 pub mod http;
+pub mod k8scel;
 pub mod patch;
 pub mod rbac;
 pub mod resources;

@@ -14,6 +14,51 @@ use std::sync::Arc;
 
 pub const GROUP: &str = "rbac.authorization.k8s.io";
 
+/// Where the RBAC objects are read from: the store (under its lock), or a
+/// snapshot of it that outlives the lock (for CEL's `authorizer`).
+pub trait Objects {
+    fn list_of(&self, gr: &str, ns: &str) -> Vec<Arc<Value>>;
+    fn get_of(&self, gr: &str, ns: &str, name: &str) -> Option<Arc<Value>>;
+}
+
+impl Objects for Store {
+    fn list_of(&self, gr: &str, ns: &str) -> Vec<Arc<Value>> {
+        self.list(gr, ns)
+    }
+    fn get_of(&self, gr: &str, ns: &str, name: &str) -> Option<Arc<Value>> {
+        self.get(gr, ns, name)
+    }
+}
+
+/// The four RBAC kinds, copied (by reference) out of the store.
+#[derive(Default)]
+pub struct Snapshot(std::collections::HashMap<String, Vec<Arc<Value>>>);
+
+impl Snapshot {
+    pub fn take(s: &Store) -> Self {
+        let mut m = std::collections::HashMap::new();
+        for p in ["roles", "rolebindings", "clusterroles", "clusterrolebindings"] {
+            m.insert(gr(p), s.list(&gr(p), ""));
+        }
+        Snapshot(m)
+    }
+}
+
+impl Objects for Snapshot {
+    fn list_of(&self, gr: &str, ns: &str) -> Vec<Arc<Value>> {
+        self.0
+            .get(gr)
+            .into_iter()
+            .flatten()
+            .filter(|o| ns.is_empty() || crate::util::ns_of(o) == ns)
+            .cloned()
+            .collect()
+    }
+    fn get_of(&self, gr: &str, ns: &str, name: &str) -> Option<Arc<Value>> {
+        self.0.get(gr)?.iter().find(|o| crate::util::ns_of(o) == ns && crate::util::name_of(o) == name).cloned()
+    }
+}
+
 /// authorizer.Attributes.
 #[derive(Debug, Clone, Default)]
 pub struct Attributes {
@@ -94,7 +139,7 @@ fn gr(plural: &str) -> String {
 /// The rules of a ClusterRole, with an aggregationRule's selected roles
 /// folded in (the clusterroleaggregation controller does this in the
 /// background on a real cluster: pkg/controller/clusterroleaggregation).
-fn cluster_role_rules(s: &Store, role: &Value, out: &mut Vec<Value>) {
+fn cluster_role_rules<O: Objects + ?Sized>(s: &O, role: &Value, out: &mut Vec<Value>) {
     out.extend(role["rules"].as_array().into_iter().flatten().cloned());
     let selectors = role["aggregationRule"]["clusterRoleSelectors"]
         .as_array()
@@ -103,7 +148,7 @@ fn cluster_role_rules(s: &Store, role: &Value, out: &mut Vec<Value>) {
     if selectors.is_empty() {
         return;
     }
-    for other in s.list(&gr("clusterroles"), "") {
+    for other in s.list_of(&gr("clusterroles"), "") {
         if crate::util::name_of(&other) == crate::util::name_of(role) {
             continue;
         }
@@ -128,17 +173,17 @@ fn describe_subject(s: &Value, binding_ns: &str) -> String {
 /// Every rule that applies to the user in `ns` (cluster-wide rules too),
 /// each with the binding that grants it, plus the errors of bindings whose
 /// role is missing.
-pub fn rules_for(s: &Store, user: &UserInfo, ns: &str) -> (Vec<(Value, String)>, Vec<String>) {
+pub fn rules_for<O: Objects + ?Sized>(s: &O, user: &UserInfo, ns: &str) -> (Vec<(Value, String)>, Vec<String>) {
     let mut rules = vec![];
     let mut errors = vec![];
     let mut bindings = vec![];
-    for b in s.list(&gr("clusterrolebindings"), "") {
+    for b in s.list_of(&gr("clusterrolebindings"), "") {
         if let Some(sub) = strs_subjects(&b).find(|sub| subject_matches(sub, user, "")) {
             bindings.push((b.clone(), format!("ClusterRoleBinding {:?}", crate::util::name_of(&b)), describe_subject(sub, "")));
         }
     }
     if !ns.is_empty() {
-        for b in s.list(&gr("rolebindings"), ns) {
+        for b in s.list_of(&gr("rolebindings"), ns) {
             if let Some(sub) = strs_subjects(&b).find(|sub| subject_matches(sub, user, ns)) {
                 let id = format!("RoleBinding \"{}/{ns}\"", crate::util::name_of(&b));
                 bindings.push((b.clone(), id, describe_subject(sub, ns)));
@@ -150,11 +195,11 @@ pub fn rules_for(s: &Store, user: &UserInfo, ns: &str) -> (Vec<(Value, String)>,
         let name = b["roleRef"]["name"].as_str().unwrap_or("");
         let mut found = vec![];
         match kind {
-            "ClusterRole" => match s.get(&gr("clusterroles"), "", name) {
+            "ClusterRole" => match s.get_of(&gr("clusterroles"), "", name) {
                 Some(r) => cluster_role_rules(s, &r, &mut found),
                 None => errors.push(format!("clusterrole.{GROUP} \"{name}\" not found")),
             },
-            "Role" => match s.get(&gr("roles"), crate::util::ns_of(&b), name) {
+            "Role" => match s.get_of(&gr("roles"), crate::util::ns_of(&b), name) {
                 Some(r) => found.extend(r["rules"].as_array().into_iter().flatten().cloned()),
                 None => errors.push(format!("role.{GROUP} \"{name}\" not found")),
             },
@@ -176,11 +221,11 @@ pub fn authorize(c: &Cluster, a: &Attributes) -> (bool, String) {
     if a.user.is_master() {
         return (true, String::new());
     }
-    authorize_in(&c.lock(), a)
+    authorize_in(&*c.lock(), a)
 }
 
 /// `authorize` with the store already locked (admission runs under the lock).
-pub fn authorize_in(s: &Store, a: &Attributes) -> (bool, String) {
+pub fn authorize_in<O: Objects + ?Sized>(s: &O, a: &Attributes) -> (bool, String) {
     if a.user.is_master() {
         return (true, String::new());
     }
