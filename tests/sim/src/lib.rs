@@ -11,6 +11,7 @@ pub mod auth;
 pub mod apply;
 pub mod builtin;
 pub mod cel;
+pub mod cel_cost;
 pub mod controllers;
 pub mod discovery;
 pub mod error;

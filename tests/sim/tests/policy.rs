@@ -139,3 +139,51 @@ async fn a_policy_with_authorizer_allows_one_user_and_refuses_another() {
     cms.create(&PostParams::default(), &cm("limits", json!({"maxKeys": "2"}))).await.unwrap_err();
 
 }
+
+fn crd_with_rule(items: serde_json::Value) -> String {
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.sim.example.com"},
+        "spec": {"group": "sim.example.com", "scope": "Namespaced",
+            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object", "properties": {"spec": {"type": "object", "properties": {"names": items}}}}}}]},
+    });
+    serde_json::to_string(&crd).unwrap()
+}
+
+#[test]
+fn a_crd_whose_rule_is_too_expensive_is_refused_at_creation() {
+    let sim = common::start_sim();
+    let k = Kubectl::new(sim.kubeconfig_path());
+    let rule = "self.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))";
+    // Unbounded list of unbounded strings: refused, as by a real API server.
+    let unbounded = json!({"type": "array", "items": {"type": "string"},
+        "x-kubernetes-validations": [{"rule": rule}]});
+    let (ok, _, err) = k.run_stdin(&["apply", "-f", "-"], &crd_with_rule(unbounded));
+    assert!(!ok);
+    assert!(
+        err.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[names].x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds budget by factor of more than 100x (try simplifying the rule(s), or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)"),
+        "{err}"
+    );
+    // A rule that does not compile is refused too.
+    let broken = json!({"type": "array", "items": {"type": "string"}, "maxItems": 4,
+        "x-kubernetes-validations": [{"rule": "self.all(n, "}]});
+    let (ok, _, err) = k.run_stdin(&["apply", "-f", "-"], &crd_with_rule(broken));
+    assert!(!ok);
+    assert!(err.contains("x-kubernetes-validations[0].rule: Invalid value: \"self.all(n, \": compilation failed"), "{err}");
+    // Bounded, the same rule is accepted and enforced.
+    let bounded = json!({"type": "array", "maxItems": 16, "items": {"type": "string", "maxLength": 63},
+        "x-kubernetes-validations": [{"rule": rule, "messageExpression": "'first bad name: ' + self.filter(n, !n.matches('^[a-z0-9]+$'))[0]"}]});
+    k.ok_stdin(&["apply", "-f", "-"], &crd_with_rule(bounded));
+    k.ok(&["wait", "--for=condition=Established", "--timeout=30s", "crd/gadgets.sim.example.com"]);
+    let (ok, _, err) = k.run_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: sim.example.com/v1\nkind: Gadget\nmetadata:\n  name: g\nspec:\n  names: [ok, Not_OK]\n",
+    );
+    assert!(!ok);
+    assert!(err.contains("spec.names: Invalid value: \"array\": first bad name: Not_OK"), "{err}");
+    // The operator's own CRD passes.
+    let operator_crd = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds/multiarchimages.multiarch.dev.yaml");
+    k.ok(&["apply", "-f", operator_crd.to_str().unwrap()]);
+}
