@@ -10,12 +10,12 @@
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     Api, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::core::{ApiResource, GroupVersionKind};
-use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube_sim::{Sim, SimConfig, UserInfo};
 use serde_json::json;
 use std::time::{Duration, Instant};

@@ -151,7 +151,11 @@ mod tests {
         assert_eq!(check("self.n == oldSelf.n", &s, None), None);
         assert_eq!(check("self.unknownFn()", &s, None), None);
         assert_eq!(
-            check("!'a/../b'.startsWith('/') && !'a/../b'.matches('(^|/)[.][.](/|$)')", &s, None),
+            check(
+                "!'a/../b'.startsWith('/') && !'a/../b'.matches('(^|/)[.][.](/|$)')",
+                &s,
+                None
+            ),
             Some(false)
         );
     }

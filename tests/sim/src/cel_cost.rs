@@ -22,7 +22,9 @@ const STRING_FUNCTIONS: [&str; 4] = [".contains(", ".startsWith(", ".endsWith(",
 
 /// The largest serialized size of a value of this schema, and of one element.
 fn max_string_len(s: &Value) -> f64 {
-    s["maxLength"].as_f64().unwrap_or(MAX_REQUEST_SIZE_BYTES - 2.0)
+    s["maxLength"]
+        .as_f64()
+        .unwrap_or(MAX_REQUEST_SIZE_BYTES - 2.0)
 }
 
 fn min_serialized_size(s: &Value) -> f64 {
@@ -76,7 +78,15 @@ pub fn estimate(rule: &str, s: &Value) -> f64 {
         "string" => base + string_cost(rule, max_string_len(s)),
         "array" if MACROS.iter().any(|m| rule.contains(m)) => {
             let item = &s["items"];
-            let per_item = 1.0 + string_cost(rule, if item["type"] == "string" { max_string_len(item) } else { 1.0 });
+            let per_item = 1.0
+                + string_cost(
+                    rule,
+                    if item["type"] == "string" {
+                        max_string_len(item)
+                    } else {
+                        1.0
+                    },
+                );
             base + max_items(s) * per_item
         }
         _ => base,
@@ -97,16 +107,32 @@ fn cost_error_message(cost: f64, limit: f64) -> String {
 }
 
 fn walk(s: &Value, path: &str, errs: &mut Vec<FieldError>) {
-    for (i, r) in s["x-kubernetes-validations"].as_array().into_iter().flatten().enumerate() {
+    for (i, r) in s["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let rule = r["rule"].as_str().unwrap_or("");
         let field = format!("{path}.x-kubernetes-validations[{i}].rule");
         if let Err(e) = crate::k8scel::compile(rule) {
-            errs.push(FieldError::invalid(&field, &Value::String(rule.into()), &format!("compilation failed: {e}")));
+            errs.push(FieldError::invalid(
+                &field,
+                &Value::String(rule.into()),
+                &format!("compilation failed: {e}"),
+            ));
             continue;
         }
         let cost = estimate(rule, s);
         if cost > STATIC_ESTIMATED_COST_LIMIT {
-            errs.push(FieldError::other(&field, "FieldValueForbidden", format!("Forbidden: {}", cost_error_message(cost, STATIC_ESTIMATED_COST_LIMIT))));
+            errs.push(FieldError::other(
+                &field,
+                "FieldValueForbidden",
+                format!(
+                    "Forbidden: {}",
+                    cost_error_message(cost, STATIC_ESTIMATED_COST_LIMIT)
+                ),
+            ));
         }
     }
     for (k, c) in s["properties"].as_object().into_iter().flatten() {
@@ -116,17 +142,30 @@ fn walk(s: &Value, path: &str, errs: &mut Vec<FieldError>) {
         walk(&s["items"], &format!("{path}.items"), errs);
     }
     if s["additionalProperties"].is_object() {
-        walk(&s["additionalProperties"], &format!("{path}.additionalProperties"), errs);
+        walk(
+            &s["additionalProperties"],
+            &format!("{path}.additionalProperties"),
+            errs,
+        );
     }
 }
 
 /// The rule errors of every version's schema of a CRD.
 pub fn validate_crd(crd: &Value) -> Vec<FieldError> {
     let mut errs = vec![];
-    for (i, v) in crd["spec"]["versions"].as_array().into_iter().flatten().enumerate() {
+    for (i, v) in crd["spec"]["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let schema = &v["schema"]["openAPIV3Schema"];
         if schema.is_object() {
-            walk(schema, &format!("spec.versions[{i}].schema.openAPIV3Schema"), &mut errs);
+            walk(
+                schema,
+                &format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                &mut errs,
+            );
         }
     }
     errs
@@ -140,10 +179,26 @@ mod tests {
     #[test]
     fn bounded_rules_pass_unbounded_lists_do_not() {
         let path = json!({"type": "string", "maxLength": 1024});
-        assert!(estimate("!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')", &path) < 10_000.0);
+        assert!(
+            estimate(
+                "!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')",
+                &path
+            ) < 10_000.0
+        );
         let names = json!({"type": "array", "items": {"type": "string"}});
-        assert!(estimate("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))", &names) > STATIC_ESTIMATED_COST_LIMIT * 100.0);
-        let bounded = json!({"type": "array", "maxItems": 16, "items": {"type": "string", "maxLength": 64}});
-        assert!(estimate("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))", &bounded) < 10_000.0);
+        assert!(
+            estimate(
+                "self.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))",
+                &names
+            ) > STATIC_ESTIMATED_COST_LIMIT * 100.0
+        );
+        let bounded =
+            json!({"type": "array", "maxItems": 16, "items": {"type": "string", "maxLength": 64}});
+        assert!(
+            estimate(
+                "self.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))",
+                &bounded
+            ) < 10_000.0
+        );
     }
 }

@@ -74,7 +74,11 @@ fn tagged(this: &Value, want: &[&str], f: &str) -> Result<Json, ExecutionError> 
     }
 }
 
-fn setter(name: &'static str, from: &'static [&'static str], to: &'static str) -> impl Fn(This<Value>, Arc<String>) -> Result<Value, ExecutionError> + Send + Sync + 'static {
+fn setter(
+    name: &'static str,
+    from: &'static [&'static str],
+    to: &'static str,
+) -> impl Fn(This<Value>, Arc<String>) -> Result<Value, ExecutionError> + Send + Sync + 'static {
     move |This(this): This<Value>, arg: Arc<String>| {
         let mut j = tagged(&this, from, name)?;
         j[TAG] = json!(to);
@@ -86,7 +90,10 @@ fn setter(name: &'static str, from: &'static [&'static str], to: &'static str) -
 fn install(ctx: &mut Context, authz: &Authz) {
     let _ = ctx.add_function("group", setter("group", &["authorizer"], "group"));
     let _ = ctx.add_function("resource", setter("resource", &["group"], "resource"));
-    let _ = ctx.add_function("subresource", setter("subresource", &["resource"], "resource"));
+    let _ = ctx.add_function(
+        "subresource",
+        setter("subresource", &["resource"], "resource"),
+    );
     let _ = ctx.add_function("namespace", setter("namespace", &["resource"], "resource"));
     let _ = ctx.add_function("name", setter("name", &["resource"], "resource"));
     let _ = ctx.add_function("path", setter("path", &["authorizer"], "path"));
@@ -99,40 +106,49 @@ fn install(ctx: &mut Context, authz: &Authz) {
         },
     );
     let rbac = authz.rbac.clone();
-    let _ = ctx.add_function("check", move |This(this): This<Value>, verb: Arc<String>| {
-        let j = tagged(&this, &["resource", "path"], "check")?;
-        let s = |k: &str| j[k].as_str().unwrap_or("").to_string();
-        let user = UserInfo {
-            username: j["user"]["username"].as_str().unwrap_or("").into(),
-            groups: j["user"]["groups"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|g| g.as_str().map(String::from))
-                .collect(),
-            ..Default::default()
-        };
-        let a = Attributes {
-            user: Arc::new(user),
-            verb: verb.to_string(),
-            resource_request: j[TAG] == "resource",
-            api_group: s("group"),
-            resource: s("resource"),
-            subresource: s("subresource"),
-            namespace: s("namespace"),
-            name: s("name"),
-            path: s("path"),
-            ..Default::default()
-        };
-        let (allowed, reason) = crate::rbac::authorize_in(rbac.as_ref(), &a);
-        Ok::<Value, ExecutionError>(to_cel(&json!({TAG: "decision", "allowed": allowed, "reason": reason})))
-    });
+    let _ = ctx.add_function(
+        "check",
+        move |This(this): This<Value>, verb: Arc<String>| {
+            let j = tagged(&this, &["resource", "path"], "check")?;
+            let s = |k: &str| j[k].as_str().unwrap_or("").to_string();
+            let user = UserInfo {
+                username: j["user"]["username"].as_str().unwrap_or("").into(),
+                groups: j["user"]["groups"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|g| g.as_str().map(String::from))
+                    .collect(),
+                ..Default::default()
+            };
+            let a = Attributes {
+                user: Arc::new(user),
+                verb: verb.to_string(),
+                resource_request: j[TAG] == "resource",
+                api_group: s("group"),
+                resource: s("resource"),
+                subresource: s("subresource"),
+                namespace: s("namespace"),
+                name: s("name"),
+                path: s("path"),
+                ..Default::default()
+            };
+            let (allowed, reason) = crate::rbac::authorize_in(rbac.as_ref(), &a);
+            Ok::<Value, ExecutionError>(to_cel(
+                &json!({TAG: "decision", "allowed": allowed, "reason": reason}),
+            ))
+        },
+    );
     let _ = ctx.add_function("allowed", |This(this): This<Value>| {
-        Ok::<Value, ExecutionError>(Value::Bool(tagged(&this, &["decision"], "allowed")?["allowed"] == true))
+        Ok::<Value, ExecutionError>(Value::Bool(
+            tagged(&this, &["decision"], "allowed")?["allowed"] == true,
+        ))
     });
     let _ = ctx.add_function("reason", |This(this): This<Value>| {
         let j = tagged(&this, &["decision"], "reason")?;
-        Ok::<Value, ExecutionError>(Value::String(Arc::new(j["reason"].as_str().unwrap_or("").into())))
+        Ok::<Value, ExecutionError>(Value::String(Arc::new(
+            j["reason"].as_str().unwrap_or("").into(),
+        )))
     });
     let _ = ctx.add_function("errored", |This(this): This<Value>| {
         tagged(&this, &["decision"], "errored")?;
@@ -153,7 +169,11 @@ fn install(ctx: &mut Context, authz: &Authz) {
 }
 
 /// Evaluates a compiled expression with JSON variables.
-pub fn eval(program: &Program, vars: &[(&str, &Json)], authz: Option<&Authz>) -> Result<Json, String> {
+pub fn eval(
+    program: &Program,
+    vars: &[(&str, &Json)],
+    authz: Option<&Authz>,
+) -> Result<Json, String> {
     let mut ctx = Context::with_env(ENV.clone());
     for (name, v) in vars {
         ctx.add_variable_from_value(*name, to_cel(v));
@@ -161,7 +181,10 @@ pub fn eval(program: &Program, vars: &[(&str, &Json)], authz: Option<&Authz>) ->
     if let Some(a) = authz {
         install(&mut ctx, a);
     }
-    program.execute(&ctx).map(|v| to_json(&v)).map_err(|e| e.to_string())
+    program
+        .execute(&ctx)
+        .map(|v| to_json(&v))
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -175,10 +198,31 @@ mod tests {
     #[test]
     fn expressions_over_json() {
         let obj = json!({"spec": {"replicas": 3, "git": {"url": "x"}, "tags": ["a", "b"]}});
-        assert_eq!(run("object.spec.replicas > 2", &[("object", &obj)]), json!(true));
-        assert_eq!(run("has(object.spec.git) != has(object.spec.configMap)", &[("object", &obj)]), json!(true));
-        assert_eq!(run("object.spec.tags.all(t, t.matches('^[a-z]$'))", &[("object", &obj)]), json!(true));
+        assert_eq!(
+            run("object.spec.replicas > 2", &[("object", &obj)]),
+            json!(true)
+        );
+        assert_eq!(
+            run(
+                "has(object.spec.git) != has(object.spec.configMap)",
+                &[("object", &obj)]
+            ),
+            json!(true)
+        );
+        assert_eq!(
+            run(
+                "object.spec.tags.all(t, t.matches('^[a-z]$'))",
+                &[("object", &obj)]
+            ),
+            json!(true)
+        );
         assert_eq!(run("'/a'.startsWith('/')", &[]), json!(true));
-        assert_eq!(run("size(object.spec.tags) == 2 && 'a' in object.spec.tags", &[("object", &obj)]), json!(true));
+        assert_eq!(
+            run(
+                "size(object.spec.tags) == 2 && 'a' in object.spec.tags",
+                &[("object", &obj)]
+            ),
+            json!(true)
+        );
     }
 }

@@ -7,8 +7,8 @@
 
 pub mod admission;
 pub mod api;
-pub mod auth;
 pub mod apply;
+pub mod auth;
 pub mod builtin;
 pub mod cel;
 pub mod cel_cost;
@@ -346,7 +346,12 @@ impl Sim {
             let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
             contexts.push((name.clone(), sim.token_for(&UserInfo::new(name, &groups))));
         }
-        auth::write_kubeconfig(&sim.kubeconfig, &sim.url(), &sim.shared.tls.ca_pem, &contexts)?;
+        auth::write_kubeconfig(
+            &sim.kubeconfig,
+            &sim.url(),
+            &sim.shared.tls.ca_pem,
+            &contexts,
+        )?;
         Ok(sim)
     }
 
@@ -429,7 +434,12 @@ impl Sim {
         context: &str,
         token: &str,
     ) -> anyhow::Result<()> {
-        auth::write_kubeconfig(path, &self.url(), &self.shared.tls.ca_pem, &[(context.into(), token.into())])?;
+        auth::write_kubeconfig(
+            path,
+            &self.url(),
+            &self.shared.tls.ca_pem,
+            &[(context.into(), token.into())],
+        )?;
         Ok(())
     }
 
@@ -533,7 +543,10 @@ impl Sim {
                 .by_kind(&api_version, &kind)
                 .with_context(|| format!("{api_version} {kind} is not served"))?;
             let ns = if def.namespaced {
-                obj["metadata"]["namespace"].as_str().unwrap_or("default").to_string()
+                obj["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("default")
+                    .to_string()
             } else {
                 String::new()
             };
@@ -561,7 +574,6 @@ impl Drop for Sim {
         }
     }
 }
-
 
 fn pem_to_der(pem: &str) -> Vec<u8> {
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();

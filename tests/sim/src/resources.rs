@@ -134,14 +134,34 @@ pub fn builtins() -> Vec<Arc<ResDef>> {
         ("clusterroles", "ClusterRole", false),
         ("clusterrolebindings", "ClusterRoleBinding", false),
     ] {
-        v.push(builtin(crate::rbac::GROUP, "v1", plural, kind, namespaced, &[], false));
+        v.push(builtin(
+            crate::rbac::GROUP,
+            "v1",
+            plural,
+            kind,
+            namespaced,
+            &[],
+            false,
+        ));
     }
     for (plural, kind, namespaced) in [
         ("selfsubjectaccessreviews", "SelfSubjectAccessReview", false),
         ("subjectaccessreviews", "SubjectAccessReview", false),
-        ("localsubjectaccessreviews", "LocalSubjectAccessReview", true),
+        (
+            "localsubjectaccessreviews",
+            "LocalSubjectAccessReview",
+            true,
+        ),
     ] {
-        v.push(builtin("authorization.k8s.io", "v1", plural, kind, namespaced, &[], false));
+        v.push(builtin(
+            "authorization.k8s.io",
+            "v1",
+            plural,
+            kind,
+            namespaced,
+            &[],
+            false,
+        ));
     }
     v.push(builtin(
         "admissionregistration.k8s.io",

@@ -75,10 +75,20 @@ async fn a_policy_with_authorizer_allows_one_user_and_refuses_another() {
     .unwrap();
     let admin = sim.client();
     let cms = Api::<ConfigMap>::namespaced(admin.clone(), "default");
-    cms.create(&PostParams::default(), &cm("limits", json!({"maxKeys": "2"}))).await.unwrap();
+    cms.create(
+        &PostParams::default(),
+        &cm("limits", json!({"maxKeys": "2"})),
+    )
+    .await
+    .unwrap();
     install(&admin).await;
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "s1"}, "stringData": {"k": "v"}})).unwrap();
-    Api::<Secret>::namespaced(admin.clone(), "default").create(&PostParams::default(), &secret).await.unwrap();
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "s1"}, "stringData": {"k": "v"}}))
+            .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     // Both may write ConfigMaps; only alice may read the secret.
     let role: Role = serde_json::from_value(json!({"metadata": {"name": "cm-writer", "namespace": "default"},
         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "update", "patch", "get"]}]})).unwrap();
@@ -88,33 +98,81 @@ async fn a_policy_with_authorizer_allows_one_user_and_refuses_another() {
     roles.create(&PostParams::default(), &role).await.unwrap();
     roles.create(&PostParams::default(), &reader).await.unwrap();
     let rb = |name: &str, role: &str, users: &[&str]| -> RoleBinding {
-        let subjects: Vec<_> = users.iter().map(|u| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u})).collect();
+        let subjects: Vec<_> = users
+            .iter()
+            .map(|u| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u}))
+            .collect();
         serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role}, "subjects": subjects})).unwrap()
     };
     let rbs = Api::<RoleBinding>::namespaced(admin.clone(), "default");
-    rbs.create(&PostParams::default(), &rb("writers", "cm-writer", &["alice", "bob"])).await.unwrap();
-    rbs.create(&PostParams::default(), &rb("readers", "s1-reader", &["alice"])).await.unwrap();
+    rbs.create(
+        &PostParams::default(),
+        &rb("writers", "cm-writer", &["alice", "bob"]),
+    )
+    .await
+    .unwrap();
+    rbs.create(
+        &PostParams::default(),
+        &rb("readers", "s1-reader", &["alice"]),
+    )
+    .await
+    .unwrap();
 
-    let alice = Api::<ConfigMap>::namespaced(sim.client_for(&UserInfo::new("alice", &[])), "default");
+    let alice =
+        Api::<ConfigMap>::namespaced(sim.client_for(&UserInfo::new("alice", &[])), "default");
     let bob = Api::<ConfigMap>::namespaced(sim.client_for(&UserInfo::new("bob", &[])), "default");
-    alice.create(&PostParams::default(), &cm("a", json!({"secretRef": "s1"}))).await.unwrap();
-    let e = api_error(bob.create(&PostParams::default(), &cm("b", json!({"secretRef": "s1"}))).await.unwrap_err());
+    alice
+        .create(&PostParams::default(), &cm("a", json!({"secretRef": "s1"})))
+        .await
+        .unwrap();
+    let e = api_error(
+        bob.create(&PostParams::default(), &cm("b", json!({"secretRef": "s1"})))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
     assert_eq!(
         e.message,
         "configmaps \"b\" is forbidden: ValidatingAdmissionPolicy 'secret-readers-only' with binding 'secret-readers-only' denied request: user bob may not read secret s1"
     );
-    bob.create(&PostParams::default(), &cm("b", json!({"note": "no secret"}))).await.unwrap();
+    bob.create(
+        &PostParams::default(),
+        &cm("b", json!({"note": "no secret"})),
+    )
+    .await
+    .unwrap();
     // params: at most two keys.
-    let e = api_error(alice.create(&PostParams::default(), &cm("big", json!({"x": "1", "y": "2", "z": "3"}))).await.unwrap_err());
-    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
-    assert!(e.message.ends_with("denied request: too many keys"), "{}", e.message);
-    // oldObject on updates; a rule without a message names its expression.
-    alice.create(&PostParams::default(), &cm("owned", json!({"owner": "alice"}))).await.unwrap();
     let e = api_error(
         alice
-            .patch("owned", &PatchParams::default(), &Patch::Merge(json!({"data": {"owner": "mallory"}})))
+            .create(
+                &PostParams::default(),
+                &cm("big", json!({"x": "1", "y": "2", "z": "3"})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert!(
+        e.message.ends_with("denied request: too many keys"),
+        "{}",
+        e.message
+    );
+    // oldObject on updates; a rule without a message names its expression.
+    alice
+        .create(
+            &PostParams::default(),
+            &cm("owned", json!({"owner": "alice"})),
+        )
+        .await
+        .unwrap();
+    let e = api_error(
+        alice
+            .patch(
+                "owned",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": {"owner": "mallory"}})),
+            )
             .await
             .unwrap_err(),
     );
@@ -127,17 +185,28 @@ async fn a_policy_with_authorizer_allows_one_user_and_refuses_another() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  namespace: default\ndata:\n  secretRef: s1\n",
     );
     assert!(!ok);
-    assert!(err.contains("denied request: user bob may not read secret s1"), "{err}");
+    assert!(
+        err.contains("denied request: user bob may not read secret s1"),
+        "{err}"
+    );
     // Without its params the binding denies (parameterNotFoundAction: Deny).
     cms.delete("limits", &Default::default()).await.unwrap();
-    let e = api_error(cms.create(&PostParams::default(), &cm("late", json!({}))).await.unwrap_err());
+    let e = api_error(
+        cms.create(&PostParams::default(), &cm("late", json!({})))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(e.code, 422);
     assert_eq!(
         e.message,
         "configmaps \"late\" is forbidden: ValidatingAdmissionPolicy 'secret-readers-only' with binding 'secret-readers-only' denied request: failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction"
     );
-    cms.create(&PostParams::default(), &cm("limits", json!({"maxKeys": "2"}))).await.unwrap_err();
-
+    cms.create(
+        &PostParams::default(),
+        &cm("limits", json!({"maxKeys": "2"})),
+    )
+    .await
+    .unwrap_err();
 }
 
 fn crd_with_rule(items: serde_json::Value) -> String {
@@ -171,19 +240,33 @@ fn a_crd_whose_rule_is_too_expensive_is_refused_at_creation() {
         "x-kubernetes-validations": [{"rule": "self.all(n, "}]});
     let (ok, _, err) = k.run_stdin(&["apply", "-f", "-"], &crd_with_rule(broken));
     assert!(!ok);
-    assert!(err.contains("x-kubernetes-validations[0].rule: Invalid value: \"self.all(n, \": compilation failed"), "{err}");
+    assert!(
+        err.contains(
+            "x-kubernetes-validations[0].rule: Invalid value: \"self.all(n, \": compilation failed"
+        ),
+        "{err}"
+    );
     // Bounded, the same rule is accepted and enforced.
     let bounded = json!({"type": "array", "maxItems": 16, "items": {"type": "string", "maxLength": 63},
         "x-kubernetes-validations": [{"rule": rule, "messageExpression": "'first bad name: ' + self.filter(n, !n.matches('^[a-z0-9]+$'))[0]"}]});
     k.ok_stdin(&["apply", "-f", "-"], &crd_with_rule(bounded));
-    k.ok(&["wait", "--for=condition=Established", "--timeout=30s", "crd/gadgets.sim.example.com"]);
+    k.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/gadgets.sim.example.com",
+    ]);
     let (ok, _, err) = k.run_stdin(
         &["apply", "-f", "-"],
         "apiVersion: sim.example.com/v1\nkind: Gadget\nmetadata:\n  name: g\nspec:\n  names: [ok, Not_OK]\n",
     );
     assert!(!ok);
-    assert!(err.contains("spec.names: Invalid value: \"array\": first bad name: Not_OK"), "{err}");
+    assert!(
+        err.contains("spec.names: Invalid value: \"array\": first bad name: Not_OK"),
+        "{err}"
+    );
     // The operator's own CRD passes.
-    let operator_crd = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds/multiarchimages.multiarch.dev.yaml");
+    let operator_crd = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../crds/multiarchimages.multiarch.dev.yaml");
     k.ok(&["apply", "-f", operator_crd.to_str().unwrap()]);
 }

@@ -744,10 +744,10 @@ async fn faults_and_request_log() {
         retry_after_seconds: 1,
         ..Default::default()
     });
-    let resp = reqwest_get(&format!(
-        "{}/api/v1/namespaces/default/configmaps/f",
-        sim.url()
-    ), sim.admin_token());
+    let resp = reqwest_get(
+        &format!("{}/api/v1/namespaces/default/configmaps/f", sim.url()),
+        sim.admin_token(),
+    );
     assert!(resp.starts_with("HTTP/1.1 429"), "{resp}");
     assert!(
         resp.to_ascii_lowercase().contains("retry-after: 1"),

@@ -29,7 +29,11 @@ fn pluralize(one: &str, many: &str, n: usize) -> String {
 }
 
 fn join_quote(items: &[String]) -> String {
-    items.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|i| format!("{i:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn containers(spec: &Value) -> Vec<&Value> {
@@ -44,18 +48,34 @@ fn cname(c: &Value) -> String {
 }
 
 fn bad_containers(spec: &Value, bad: impl Fn(&Value) -> bool) -> Vec<String> {
-    containers(spec).into_iter().filter(|c| bad(c)).map(cname).collect()
+    containers(spec)
+        .into_iter()
+        .filter(|c| bad(c))
+        .map(cname)
+        .collect()
 }
 
 fn named(word: &str, names: &[String]) -> String {
-    format!("{} {}", pluralize(word, &format!("{word}s"), names.len()), join_quote(names))
+    format!(
+        "{} {}",
+        pluralize(word, &format!("{word}s"), names.len()),
+        join_quote(names)
+    )
 }
 
 /// check_privileged.go
 fn privileged(spec: &Value) -> Option<Violation> {
-    let bad = bad_containers(spec, |c| c["securityContext"]["privileged"] == Value::Bool(true));
+    let bad = bad_containers(spec, |c| {
+        c["securityContext"]["privileged"] == Value::Bool(true)
+    });
     (!bad.is_empty()).then(|| {
-        ("privileged".into(), format!("{} must not set securityContext.privileged=true", named("container", &bad)))
+        (
+            "privileged".into(),
+            format!(
+                "{} must not set securityContext.privileged=true",
+                named("container", &bad)
+            ),
+        )
     })
 }
 
@@ -89,8 +109,15 @@ fn host_path_volumes(spec: &Value) -> Option<Violation> {
 fn restricted_volumes(spec: &Value) -> Option<Violation> {
     let bad = host_path_volumes_names(spec);
     (!bad.is_empty()).then(|| {
-        let verb = if bad.len() == 1 { "uses restricted volume type" } else { "use restricted volume types" };
-        ("restricted volume types".into(), format!("{} {verb} \"hostPath\"", named("volume", &bad)))
+        let verb = if bad.len() == 1 {
+            "uses restricted volume type"
+        } else {
+            "use restricted volume types"
+        };
+        (
+            "restricted volume types".into(),
+            format!("{} {verb} \"hostPath\"", named("volume", &bad)),
+        )
     })
 }
 
@@ -111,14 +138,33 @@ fn host_ports(spec: &Value) -> Option<Violation> {
         }
     }
     (!bad.is_empty()).then(|| {
-        ("hostPort".into(), format!("{} {} {}", named("container", &bad), pluralize("uses hostPort", "use hostPorts", ports.len()), ports.join(", ")))
+        (
+            "hostPort".into(),
+            format!(
+                "{} {} {}",
+                named("container", &bad),
+                pluralize("uses hostPort", "use hostPorts", ports.len()),
+                ports.join(", ")
+            ),
+        )
     })
 }
 
 /// The capabilities a container runtime grants by default (check_capabilities_baseline.go).
 const DEFAULT_CAPABILITIES: [&str; 13] = [
-    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
-    "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
 ];
 
 fn added(c: &Value) -> Vec<String> {
@@ -135,7 +181,10 @@ fn capabilities_baseline(spec: &Value) -> Option<Violation> {
     let mut bad = vec![];
     let mut caps = std::collections::BTreeSet::new();
     for c in containers(spec) {
-        let extra: Vec<String> = added(c).into_iter().filter(|a| !DEFAULT_CAPABILITIES.contains(&a.as_str())).collect();
+        let extra: Vec<String> = added(c)
+            .into_iter()
+            .filter(|a| !DEFAULT_CAPABILITIES.contains(&a.as_str()))
+            .collect();
         if !extra.is_empty() {
             bad.push(cname(c));
             caps.extend(extra);
@@ -143,7 +192,14 @@ fn capabilities_baseline(spec: &Value) -> Option<Violation> {
     }
     (!bad.is_empty()).then(|| {
         let caps: Vec<String> = caps.into_iter().collect();
-        ("non-default capabilities".into(), format!("{} must not include {} in securityContext.capabilities.add", named("container", &bad), join_quote(&caps)))
+        (
+            "non-default capabilities".into(),
+            format!(
+                "{} must not include {} in securityContext.capabilities.add",
+                named("container", &bad),
+                join_quote(&caps)
+            ),
+        )
     })
 }
 
@@ -159,7 +215,10 @@ fn capabilities_restricted(spec: &Value) -> Option<Violation> {
         if !drop_all {
             missing_drop.push(cname(c));
         }
-        let extra: Vec<String> = added(c).into_iter().filter(|a| a != "NET_BIND_SERVICE").collect();
+        let extra: Vec<String> = added(c)
+            .into_iter()
+            .filter(|a| a != "NET_BIND_SERVICE")
+            .collect();
         if !extra.is_empty() {
             adding.push(cname(c));
             caps.extend(extra);
@@ -167,26 +226,45 @@ fn capabilities_restricted(spec: &Value) -> Option<Violation> {
     }
     let mut details = vec![];
     if !missing_drop.is_empty() {
-        details.push(format!("{} must set securityContext.capabilities.drop=[\"ALL\"]", named("container", &missing_drop)));
+        details.push(format!(
+            "{} must set securityContext.capabilities.drop=[\"ALL\"]",
+            named("container", &missing_drop)
+        ));
     }
     if !adding.is_empty() {
         let caps: Vec<String> = caps.into_iter().collect();
-        details.push(format!("{} must not include {} in securityContext.capabilities.add", named("container", &adding), join_quote(&caps)));
+        details.push(format!(
+            "{} must not include {} in securityContext.capabilities.add",
+            named("container", &adding),
+            join_quote(&caps)
+        ));
     }
     (!details.is_empty()).then(|| ("unrestricted capabilities".into(), details.join("; ")))
 }
 
 /// check_allowPrivilegeEscalation.go
 fn allow_privilege_escalation(spec: &Value) -> Option<Violation> {
-    let bad = bad_containers(spec, |c| c["securityContext"]["allowPrivilegeEscalation"] != Value::Bool(false));
+    let bad = bad_containers(spec, |c| {
+        c["securityContext"]["allowPrivilegeEscalation"] != Value::Bool(false)
+    });
     (!bad.is_empty()).then(|| {
-        ("allowPrivilegeEscalation != false".into(), format!("{} must set securityContext.allowPrivilegeEscalation=false", named("container", &bad)))
+        (
+            "allowPrivilegeEscalation != false".into(),
+            format!(
+                "{} must set securityContext.allowPrivilegeEscalation=false",
+                named("container", &bad)
+            ),
+        )
     })
 }
 
 /// A pod-level setting containers inherit unless they set their own:
 /// (explicitly bad setters, containers left unset).
-fn pod_or_container(spec: &Value, field: &str, ok: impl Fn(&Value) -> bool) -> (Vec<String>, Vec<String>, bool) {
+fn pod_or_container(
+    spec: &Value,
+    field: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> (Vec<String>, Vec<String>, bool) {
     let mut setters = vec![];
     let mut pod_ok = false;
     let pod = &spec["securityContext"][field];
@@ -217,13 +295,26 @@ fn pod_or_container(spec: &Value, field: &str, ok: impl Fn(&Value) -> bool) -> (
 
 /// check_runAsNonRoot.go
 fn run_as_non_root(spec: &Value) -> Option<Violation> {
-    let (setters, implicit, _) = pod_or_container(spec, "runAsNonRoot", |v| v == &Value::Bool(true));
+    let (setters, implicit, _) =
+        pod_or_container(spec, "runAsNonRoot", |v| v == &Value::Bool(true));
     let reason = "runAsNonRoot != true".to_string();
     if !setters.is_empty() {
-        return Some((reason, format!("{} must not set securityContext.runAsNonRoot=false", setters.join(" and "))));
+        return Some((
+            reason,
+            format!(
+                "{} must not set securityContext.runAsNonRoot=false",
+                setters.join(" and ")
+            ),
+        ));
     }
     (!implicit.is_empty()).then(|| {
-        (reason, format!("pod or {} must set securityContext.runAsNonRoot=true", named("container", &implicit)))
+        (
+            reason,
+            format!(
+                "pod or {} must set securityContext.runAsNonRoot=true",
+                named("container", &implicit)
+            ),
+        )
     })
 }
 
@@ -237,7 +328,12 @@ fn run_as_user(spec: &Value) -> Option<Violation> {
     if !bad.is_empty() {
         setters.push(named("container", &bad));
     }
-    (!setters.is_empty()).then(|| ("runAsUser=0".into(), format!("{} must not set runAsUser=0", setters.join(" and "))))
+    (!setters.is_empty()).then(|| {
+        (
+            "runAsUser=0".into(),
+            format!("{} must not set runAsUser=0", setters.join(" and ")),
+        )
+    })
 }
 
 fn profile_type(v: &Value) -> &str {
@@ -246,9 +342,16 @@ fn profile_type(v: &Value) -> &str {
 
 /// check_seccompProfile_baseline.go
 fn seccomp_baseline(spec: &Value) -> Option<Violation> {
-    let (setters, _, _) = pod_or_container(spec, "seccompProfile", |v| profile_type(v) != "Unconfined");
+    let (setters, _, _) =
+        pod_or_container(spec, "seccompProfile", |v| profile_type(v) != "Unconfined");
     (!setters.is_empty()).then(|| {
-        ("seccompProfile".into(), format!("{} must not set securityContext.seccompProfile.type to \"Unconfined\"", setters.join(" and ")))
+        (
+            "seccompProfile".into(),
+            format!(
+                "{} must not set securityContext.seccompProfile.type to \"Unconfined\"",
+                setters.join(" and ")
+            ),
+        )
     })
 }
 
@@ -269,7 +372,14 @@ fn seccomp_restricted(spec: &Value) -> Option<Violation> {
     let (setters, implicit, _) = pod_or_container(spec, "seccompProfile", valid);
     if !setters.is_empty() {
         let vals: Vec<String> = bad_values.into_iter().collect();
-        return Some(("seccompProfile".into(), format!("{} must not set securityContext.seccompProfile.type to {}", setters.join(" and "), join_quote(&vals))));
+        return Some((
+            "seccompProfile".into(),
+            format!(
+                "{} must not set securityContext.seccompProfile.type to {}",
+                setters.join(" and "),
+                join_quote(&vals)
+            ),
+        ));
     }
     (!implicit.is_empty()).then(|| {
         ("seccompProfile".into(), format!("pod or {} must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\"", named("container", &implicit)))
@@ -290,13 +400,23 @@ fn app_armor(meta: &Value, spec: &Value) -> Option<Violation> {
             (!ok).then(|| format!("{k}={v:?}"))
         })
         .collect();
-    let (setters, _, _) = pod_or_container(spec, "appArmorProfile", |v| profile_type(v) != "Unconfined");
+    let (setters, _, _) =
+        pod_or_container(spec, "appArmorProfile", |v| profile_type(v) != "Unconfined");
     for s in setters {
-        bad.push(format!("{s} must not set securityContext.appArmorProfile.type to \"Unconfined\""));
+        bad.push(format!(
+            "{s} must not set securityContext.appArmorProfile.type to \"Unconfined\""
+        ));
     }
     bad.sort();
     (!bad.is_empty()).then(|| {
-        (pluralize("forbidden AppArmor profile", "forbidden AppArmor profiles", bad.len()), bad.join(", "))
+        (
+            pluralize(
+                "forbidden AppArmor profile",
+                "forbidden AppArmor profiles",
+                bad.len(),
+            ),
+            bad.join(", "),
+        )
     })
 }
 
@@ -335,7 +455,10 @@ fn level_of(ns: &Value) -> (Level, String) {
         Some("baseline") => Level::Baseline,
         Some(_) => Level::Restricted,
     };
-    let version = labels[ENFORCE_VERSION_LABEL].as_str().unwrap_or("latest").to_string();
+    let version = labels[ENFORCE_VERSION_LABEL]
+        .as_str()
+        .unwrap_or("latest")
+        .to_string();
     let name = match level {
         Level::Privileged => "privileged",
         Level::Baseline => "baseline",
@@ -353,7 +476,10 @@ pub fn validate(s: &Store, req: &Request) -> ApiResult<()> {
     // Updates are checked only when they change the pod spec
     // (admission.go isSignificantPodUpdate).
     if req.op == Operation::Update
-        && req.old.is_some_and(|o| o["spec"] == req.object["spec"] && o["metadata"]["annotations"] == req.object["metadata"]["annotations"])
+        && req.old.is_some_and(|o| {
+            o["spec"] == req.object["spec"]
+                && o["metadata"]["annotations"] == req.object["metadata"]["annotations"]
+        })
     {
         return Ok(());
     }
@@ -367,7 +493,13 @@ pub fn validate(s: &Store, req: &Request) -> ApiResult<()> {
     }
     let detail: Vec<String> = failed
         .iter()
-        .map(|(reason, detail)| if detail.is_empty() { reason.clone() } else { format!("{reason} ({detail})") })
+        .map(|(reason, detail)| {
+            if detail.is_empty() {
+                reason.clone()
+            } else {
+                format!("{reason} ({detail})")
+            }
+        })
         .collect();
     Err(crate::rbac::forbidden_status(
         "",

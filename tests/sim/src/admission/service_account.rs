@@ -24,7 +24,9 @@ pub fn validate(s: &Store, req: &Request) -> ApiResult<()> {
             "",
             "pods",
             req.name(),
-            &format!("error looking up service account {ns}/{sa}: serviceaccount \"{sa}\" not found"),
+            &format!(
+                "error looking up service account {ns}/{sa}: serviceaccount \"{sa}\" not found"
+            ),
         ));
     }
     Ok(())

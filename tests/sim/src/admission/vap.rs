@@ -18,7 +18,11 @@ use std::sync::Arc;
 const GROUP: &str = "admissionregistration.k8s.io";
 
 fn strs(v: &Value) -> Vec<&str> {
-    v.as_array().into_iter().flatten().filter_map(Value::as_str).collect()
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
 }
 
 fn any_or(list: &[&str], want: &str) -> bool {
@@ -32,7 +36,11 @@ fn rule_matches(rule: &Value, req: &Request) -> bool {
     let resource_ok = resources.iter().any(|r| {
         let (res, sub) = r.split_once('/').unwrap_or((r, ""));
         let res_ok = res == "*" || res == d.plural;
-        let sub_ok = if r.contains('/') { sub == "*" || sub == req.sub } else { req.sub.is_empty() };
+        let sub_ok = if r.contains('/') {
+            sub == "*" || sub == req.sub
+        } else {
+            req.sub.is_empty()
+        };
         res_ok && sub_ok
     });
     let scope = rule["scope"].as_str().unwrap_or("*");
@@ -60,13 +68,20 @@ fn resources_match(m: &Value, req: &Request, namespace: Option<&Value>) -> bool 
     if !rules.iter().any(|r| rule_matches(r, req)) {
         return false;
     }
-    if m["excludeResourceRules"].as_array().into_iter().flatten().any(|r| rule_matches(r, req)) {
+    if m["excludeResourceRules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| rule_matches(r, req))
+    {
         return false;
     }
     let ns_labels = if req.is("", "namespaces") {
         req.object["metadata"]["labels"].clone()
     } else {
-        namespace.map(|n| n["metadata"]["labels"].clone()).unwrap_or(Value::Null)
+        namespace
+            .map(|n| n["metadata"]["labels"].clone())
+            .unwrap_or(Value::Null)
     };
     if req.def.namespaced || req.is("", "namespaces") {
         if !labels_match(&m["namespaceSelector"], &ns_labels) {
@@ -74,14 +89,20 @@ fn resources_match(m: &Value, req: &Request, namespace: Option<&Value>) -> bool 
         }
     }
     let obj_labels = &req.object["metadata"]["labels"];
-    let old_labels = req.old.map(|o| o["metadata"]["labels"].clone()).unwrap_or(Value::Null);
-    labels_match(&m["objectSelector"], obj_labels) || labels_match(&m["objectSelector"], &old_labels)
+    let old_labels = req
+        .old
+        .map(|o| o["metadata"]["labels"].clone())
+        .unwrap_or(Value::Null);
+    labels_match(&m["objectSelector"], obj_labels)
+        || labels_match(&m["objectSelector"], &old_labels)
 }
 
 /// The Status of a refusal (dispatcher.go: admission.NewForbidden, then
 /// the validation's reason, Invalid by default, and its code).
 fn refusal(req: &Request, policy: &str, binding: &str, message: &str, reason: &str) -> ApiError {
-    let text = format!("ValidatingAdmissionPolicy '{policy}' with binding '{binding}' denied request: {message}");
+    let text = format!(
+        "ValidatingAdmissionPolicy '{policy}' with binding '{binding}' denied request: {message}"
+    );
     let mut e = crate::rbac::forbidden_status(&req.def.group, &req.def.plural, req.name(), &text);
     let (code, reason) = match reason {
         "Forbidden" => (403, "Forbidden"),
@@ -111,14 +132,25 @@ fn request_json(req: &Request, user: &UserInfo) -> Value {
 
 /// The params a binding selects (dispatcher.go collectParams); None: the
 /// policy takes no params.
-fn params_for(s: &Store, req: &Request, policy: &Value, binding: &Value) -> Result<Option<Vec<Value>>, String> {
+fn params_for(
+    s: &Store,
+    req: &Request,
+    policy: &Value,
+    binding: &Value,
+) -> Result<Option<Vec<Value>>, String> {
     let kind = &policy["spec"]["paramKind"];
     if kind.is_null() {
         return Ok(None);
     }
     let pref = &binding["spec"]["paramRef"];
-    let Some(def) = req.registry.by_kind(kind["apiVersion"].as_str().unwrap_or(""), kind["kind"].as_str().unwrap_or("")) else {
-        return Err(format!("failed to find resource referenced by paramKind: '{}'", kind));
+    let Some(def) = req.registry.by_kind(
+        kind["apiVersion"].as_str().unwrap_or(""),
+        kind["kind"].as_str().unwrap_or(""),
+    ) else {
+        return Err(format!(
+            "failed to find resource referenced by paramKind: '{}'",
+            kind
+        ));
     };
     let ns = match pref["namespace"].as_str().filter(|n| !n.is_empty()) {
         Some(n) => n.to_string(),
@@ -126,7 +158,9 @@ fn params_for(s: &Store, req: &Request, policy: &Value, binding: &Value) -> Resu
         None => String::new(),
     };
     let found: Vec<Value> = if let Some(name) = pref["name"].as_str().filter(|n| !n.is_empty()) {
-        s.get(&def.gr(), &ns, name).map(|o| vec![(*o).clone()]).unwrap_or_default()
+        s.get(&def.gr(), &ns, name)
+            .map(|o| vec![(*o).clone()])
+            .unwrap_or_default()
     } else {
         s.list(&def.gr(), &ns)
             .into_iter()
@@ -143,13 +177,22 @@ fn params_for(s: &Store, req: &Request, policy: &Value, binding: &Value) -> Resu
 /// An expression's value, or its error text as the dispatcher words it.
 fn eval(expr: &str, vars: &[(&str, &Value)], authz: &Authz) -> Result<Value, String> {
     let p = k8scel::compile(expr).map_err(|e| format!("compilation failed: {e}"))?;
-    k8scel::eval(&p, vars, Some(authz)).map_err(|e| format!("expression '{expr}' resulted in error: {e}"))
+    k8scel::eval(&p, vars, Some(authz))
+        .map_err(|e| format!("expression '{expr}' resulted in error: {e}"))
 }
 
 /// Evaluates one binding with one param (or none): Some(message, reason) on refusal.
-fn evaluate(policy: &Value, vars: &mut Vec<(&str, Value)>, authz: &Authz) -> Result<Option<(String, String)>, String> {
+fn evaluate(
+    policy: &Value,
+    vars: &mut Vec<(&str, Value)>,
+    authz: &Authz,
+) -> Result<Option<(String, String)>, String> {
     let spec = &policy["spec"];
-    let view = |vars: &Vec<(&str, Value)>| -> Vec<(String, Value)> { vars.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() };
+    let view = |vars: &Vec<(&str, Value)>| -> Vec<(String, Value)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    };
     // Composited variables, each seeing the ones before it.
     let mut variables = serde_json::Map::new();
     for v in spec["variables"].as_array().into_iter().flatten() {
@@ -166,7 +209,12 @@ fn evaluate(policy: &Value, vars: &mut Vec<(&str, Value)>, authz: &Authz) -> Res
         match eval(c["expression"].as_str().unwrap_or(""), &refs, authz)? {
             Value::Bool(true) => {}
             Value::Bool(false) => return Ok(None),
-            other => return Err(format!("matchCondition '{}' must evaluate to bool, got {other}", c["name"].as_str().unwrap_or(""))),
+            other => {
+                return Err(format!(
+                    "matchCondition '{}' must evaluate to bool, got {other}",
+                    c["name"].as_str().unwrap_or("")
+                ))
+            }
         }
     }
     for v in spec["validations"].as_array().into_iter().flatten() {
@@ -174,7 +222,11 @@ fn evaluate(policy: &Value, vars: &mut Vec<(&str, Value)>, authz: &Authz) -> Res
         match eval(expr, &refs, authz)? {
             Value::Bool(true) => continue,
             Value::Bool(false) => {}
-            other => return Err(format!("expression '{expr}' resulted in error: must evaluate to bool, got {other}")),
+            other => {
+                return Err(format!(
+                    "expression '{expr}' resulted in error: must evaluate to bool, got {other}"
+                ))
+            }
         }
         let from_expr = v["messageExpression"]
             .as_str()
@@ -182,9 +234,17 @@ fn evaluate(policy: &Value, vars: &mut Vec<(&str, Value)>, authz: &Authz) -> Res
             .and_then(|m| m.as_str().map(|s| s.trim().to_string()))
             .filter(|m| !m.is_empty() && !m.contains('\n'));
         let message = from_expr
-            .or_else(|| v["message"].as_str().filter(|m| !m.is_empty()).map(String::from))
+            .or_else(|| {
+                v["message"]
+                    .as_str()
+                    .filter(|m| !m.is_empty())
+                    .map(String::from)
+            })
             .unwrap_or_else(|| format!("failed expression: {expr}"));
-        return Ok(Some((message, v["reason"].as_str().unwrap_or("Invalid").to_string())));
+        return Ok(Some((
+            message,
+            v["reason"].as_str().unwrap_or("Invalid").to_string(),
+        )));
     }
     Ok(None)
 }
@@ -195,8 +255,15 @@ pub fn validate(s: &Store, req: &Request) -> ApiResult<()> {
     if bindings.is_empty() || req.def.group == GROUP {
         return Ok(());
     }
-    let namespace = if req.def.namespaced { s.get("/namespaces", "", req.namespace()) } else { None };
-    let internal = UserInfo::new("system:kube-controller-manager", &[crate::auth::AUTHENTICATED]);
+    let namespace = if req.def.namespaced {
+        s.get("/namespaces", "", req.namespace())
+    } else {
+        None
+    };
+    let internal = UserInfo::new(
+        "system:kube-controller-manager",
+        &[crate::auth::AUTHENTICATED],
+    );
     let user = req.user.cloned().unwrap_or(internal);
     let authz = Authz {
         rbac: Arc::new(crate::rbac::Snapshot::take(s)),
@@ -206,14 +273,24 @@ pub fn validate(s: &Store, req: &Request) -> ApiResult<()> {
     };
     for b in bindings {
         let bname = crate::util::name_of(&b);
-        let Some(policy) = s.get(&format!("{GROUP}/validatingadmissionpolicies"), "", b["spec"]["policyName"].as_str().unwrap_or("")) else {
+        let Some(policy) = s.get(
+            &format!("{GROUP}/validatingadmissionpolicies"),
+            "",
+            b["spec"]["policyName"].as_str().unwrap_or(""),
+        ) else {
             continue;
         };
         let pname = crate::util::name_of(&policy);
-        if !resources_match(&policy["spec"]["matchConstraints"], req, namespace.as_deref()) {
+        if !resources_match(
+            &policy["spec"]["matchConstraints"],
+            req,
+            namespace.as_deref(),
+        ) {
             continue;
         }
-        if b["spec"]["matchResources"].is_object() && !resources_match(&b["spec"]["matchResources"], req, namespace.as_deref()) {
+        if b["spec"]["matchResources"].is_object()
+            && !resources_match(&b["spec"]["matchResources"], req, namespace.as_deref())
+        {
             continue;
         }
         let deny = strs(&b["spec"]["validationActions"]).contains(&"Deny");
@@ -222,7 +299,10 @@ pub fn validate(s: &Store, req: &Request) -> ApiResult<()> {
             ("object", req.object.clone()),
             ("oldObject", req.old.cloned().unwrap_or(Value::Null)),
             ("request", request_json(req, &user)),
-            ("namespaceObject", namespace.as_deref().cloned().unwrap_or(Value::Null)),
+            (
+                "namespaceObject",
+                namespace.as_deref().cloned().unwrap_or(Value::Null),
+            ),
         ];
         let params = match params_for(s, req, &policy, &b) {
             Ok(p) => p,
@@ -234,7 +314,9 @@ pub fn validate(s: &Store, req: &Request) -> ApiResult<()> {
             let mut vars = base.clone();
             vars.push(("params", p));
             match evaluate(&policy, &mut vars, &authz) {
-                Ok(Some((message, reason))) if deny => return Err(refusal(req, pname, bname, &message, &reason)),
+                Ok(Some((message, reason))) if deny => {
+                    return Err(refusal(req, pname, bname, &message, &reason))
+                }
                 Err(e) if fail && deny => return Err(refusal(req, pname, bname, &e, "Invalid")),
                 _ => {}
             }

@@ -292,7 +292,16 @@ impl Cluster {
             }
         }
         self.admit(def, &mut obj, None, opts.strict)?;
-        crate::admission::validate(&self.lock(), &self.registry(), &self.admission, def, &obj, None, "", opts)?;
+        crate::admission::validate(
+            &self.lock(),
+            &self.registry(),
+            &self.admission,
+            def,
+            &obj,
+            None,
+            "",
+            opts,
+        )?;
         if def.plural == "customresourcedefinitions" {
             builtin::crd_status(&mut obj);
         }

@@ -28,7 +28,9 @@ fn review_attributes(spec: &Value, user: Arc<UserInfo>, ns_override: Option<&str
             api_version: s(&ra["version"]),
             resource: s(&ra["resource"]),
             subresource: s(&ra["subresource"]),
-            namespace: ns_override.map(String::from).unwrap_or_else(|| s(&ra["namespace"])),
+            namespace: ns_override
+                .map(String::from)
+                .unwrap_or_else(|| s(&ra["namespace"])),
             name: s(&ra["name"]),
             path: String::new(),
         }
@@ -43,20 +45,37 @@ fn review_attributes(spec: &Value, user: Arc<UserInfo>, ns_override: Option<&str
     }
 }
 
-fn review(shared: &crate::Shared, def: &ResDef, ns: &str, mut obj: Value, user: &Arc<UserInfo>) -> Result<Value, ApiError> {
+fn review(
+    shared: &crate::Shared,
+    def: &ResDef,
+    ns: &str,
+    mut obj: Value,
+    user: &Arc<UserInfo>,
+) -> Result<Value, ApiError> {
     let spec = obj["spec"].clone();
     let has_ra = spec["resourceAttributes"].is_object();
     let has_na = spec["nonResourceAttributes"].is_object();
     if has_ra == has_na {
-        return Err(ApiError::invalid(&def.kind, &def.group, "", vec![FieldError::invalid(
-            "spec.resourceAttributes", &Value::Null,
-            "exactly one of nonResourceAttributes or resourceAttributes must be specified")]));
+        return Err(ApiError::invalid(
+            &def.kind,
+            &def.group,
+            "",
+            vec![FieldError::invalid(
+                "spec.resourceAttributes",
+                &Value::Null,
+                "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+            )],
+        ));
     }
     let subject = if def.plural == "selfsubjectaccessreviews" {
         user.clone()
     } else {
         let strs = |v: &Value| -> Vec<String> {
-            v.as_array().into_iter().flatten().filter_map(|x| x.as_str().map(String::from)).collect()
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
         };
         let mut extra = std::collections::BTreeMap::new();
         for (k, v) in spec["extra"].as_object().into_iter().flatten() {
@@ -72,9 +91,14 @@ fn review(shared: &crate::Shared, def: &ResDef, ns: &str, mut obj: Value, user: 
     // A LocalSubjectAccessReview is about its own namespace
     // (pkg/registry/authorization/localsubjectaccessreview/rest.go).
     let local = def.plural == "localsubjectaccessreviews";
-    if local && spec["resourceAttributes"]["namespace"].as_str().is_some_and(|n| n != ns) {
+    if local
+        && spec["resourceAttributes"]["namespace"]
+            .as_str()
+            .is_some_and(|n| n != ns)
+    {
         return Err(ApiError::bad_request(format!(
-            "spec.resourceAttributes.namespace must match namespace: {ns}")));
+            "spec.resourceAttributes.namespace must match namespace: {ns}"
+        )));
     }
     let attrs = review_attributes(&spec, subject.clone(), local.then_some(ns));
     let (allowed, reason) = crate::rbac::authorize(&shared.cluster, &attrs);
@@ -93,21 +117,42 @@ fn review(shared: &crate::Shared, def: &ResDef, ns: &str, mut obj: Value, user: 
     Ok(obj)
 }
 
-fn token_request(shared: &crate::Shared, ns: &str, name: &str, mut obj: Value) -> Result<Value, ApiError> {
+fn token_request(
+    shared: &crate::Shared,
+    ns: &str,
+    name: &str,
+    mut obj: Value,
+) -> Result<Value, ApiError> {
     let c = &shared.cluster;
     let sa = c.get(&c.def("", "serviceaccounts"), ns, name)?;
-    let secs = obj["spec"]["expirationSeconds"].as_i64().unwrap_or(super::DEFAULT_TOKEN_SECONDS);
+    let secs = obj["spec"]["expirationSeconds"]
+        .as_i64()
+        .unwrap_or(super::DEFAULT_TOKEN_SECONDS);
     // pkg/apis/authentication/validation/validation.go ValidateTokenRequest.
     if secs < super::MIN_TOKEN_SECONDS {
-        return Err(ApiError::invalid("TokenRequest", "authentication.k8s.io", name, vec![FieldError::invalid(
-            "spec.expirationSeconds", &json!(secs), "may not specify a duration less than 10 minutes")]));
+        return Err(ApiError::invalid(
+            "TokenRequest",
+            "authentication.k8s.io",
+            name,
+            vec![FieldError::invalid(
+                "spec.expirationSeconds",
+                &json!(secs),
+                "may not specify a duration less than 10 minutes",
+            )],
+        ));
     }
-    let token = shared.tokens.add_service_account(&sa, Some(std::time::Duration::from_secs(secs as u64)));
+    let token = shared
+        .tokens
+        .add_service_account(&sa, Some(std::time::Duration::from_secs(secs as u64)));
     let expires = chrono::Utc::now() + chrono::Duration::seconds(secs);
     obj["apiVersion"] = json!("authentication.k8s.io/v1");
     obj["kind"] = json!("TokenRequest");
-    obj["metadata"] = json!({"name": name, "namespace": ns, "creationTimestamp": crate::util::now_rfc3339()});
-    if obj["spec"]["audiences"].as_array().is_none_or(|a| a.is_empty()) {
+    obj["metadata"] =
+        json!({"name": name, "namespace": ns, "creationTimestamp": crate::util::now_rfc3339()});
+    if obj["spec"]["audiences"]
+        .as_array()
+        .is_none_or(|a| a.is_empty())
+    {
         obj["spec"]["audiences"] = json!([AUDIENCE]);
     }
     obj["spec"]["expirationSeconds"] = json!(secs);
@@ -144,7 +189,9 @@ pub fn serve(
     }
     let obj = body()?;
     if !obj.is_object() {
-        return Err(ApiError::bad_request("the body of the request was not a JSON object"));
+        return Err(ApiError::bad_request(
+            "the body of the request was not a JSON object",
+        ));
     }
     if is_token {
         return token_request(shared, ns, name, obj).map(Some);

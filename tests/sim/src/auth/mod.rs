@@ -138,7 +138,8 @@ impl Tokens {
             user.groups.push(AUTHENTICATED.into());
         }
         let token = self.fresh();
-        self.write().insert(token.clone(), Credential::User(Arc::new(user)));
+        self.write()
+            .insert(token.clone(), Credential::User(Arc::new(user)));
         token
     }
 

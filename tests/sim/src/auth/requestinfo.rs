@@ -113,21 +113,46 @@ mod tests {
     #[test]
     fn verbs_and_resources() {
         let a = attrs(http::Method::GET, "/apis/batch/v1/namespaces/ci/jobs", &[]);
-        assert_eq!((a.verb.as_str(), a.api_group.as_str(), a.resource.as_str(), a.namespace.as_str()), ("list", "batch", "jobs", "ci"));
-        let a = attrs(http::Method::GET, "/api/v1/namespaces/ci/pods", &[("watch", "1")]);
+        assert_eq!(
+            (
+                a.verb.as_str(),
+                a.api_group.as_str(),
+                a.resource.as_str(),
+                a.namespace.as_str()
+            ),
+            ("list", "batch", "jobs", "ci")
+        );
+        let a = attrs(
+            http::Method::GET,
+            "/api/v1/namespaces/ci/pods",
+            &[("watch", "1")],
+        );
         assert_eq!(a.verb, "watch");
         let a = attrs(http::Method::GET, "/api/v1/watch/namespaces/ci/pods/p", &[]);
-        assert_eq!((a.verb.as_str(), a.name.as_str(), a.subresource.as_str()), ("watch", "p", ""));
+        assert_eq!(
+            (a.verb.as_str(), a.name.as_str(), a.subresource.as_str()),
+            ("watch", "p", "")
+        );
         let a = attrs(http::Method::GET, "/api/v1/namespaces/ci/pods/p/log", &[]);
-        assert_eq!((a.resource.as_str(), a.subresource.as_str()), ("pods", "log"));
+        assert_eq!(
+            (a.resource.as_str(), a.subresource.as_str()),
+            ("pods", "log")
+        );
         let a = attrs(http::Method::DELETE, "/api/v1/namespaces/ci/pods", &[]);
         assert_eq!(a.verb, "deletecollection");
         let a = attrs(http::Method::GET, "/api/v1/namespaces/ci", &[]);
-        assert_eq!((a.resource.as_str(), a.name.as_str(), a.namespace.as_str()), ("namespaces", "ci", "ci"));
+        assert_eq!(
+            (a.resource.as_str(), a.name.as_str(), a.namespace.as_str()),
+            ("namespaces", "ci", "ci")
+        );
         let a = attrs(http::Method::GET, "/apis/batch/v1", &[]);
         assert!(!a.resource_request);
         assert_eq!(a.verb, "get");
-        let a = attrs(http::Method::GET, "/api/v1/namespaces/d/leases", &[("fieldSelector", "metadata.name=l")]);
+        let a = attrs(
+            http::Method::GET,
+            "/api/v1/namespaces/d/leases",
+            &[("fieldSelector", "metadata.name=l")],
+        );
         assert_eq!(a.name, "l");
     }
 }

@@ -37,7 +37,12 @@ pub struct Snapshot(std::collections::HashMap<String, Vec<Arc<Value>>>);
 impl Snapshot {
     pub fn take(s: &Store) -> Self {
         let mut m = std::collections::HashMap::new();
-        for p in ["roles", "rolebindings", "clusterroles", "clusterrolebindings"] {
+        for p in [
+            "roles",
+            "rolebindings",
+            "clusterroles",
+            "clusterrolebindings",
+        ] {
             m.insert(gr(p), s.list(&gr(p), ""));
         }
         Snapshot(m)
@@ -55,7 +60,11 @@ impl Objects for Snapshot {
             .collect()
     }
     fn get_of(&self, gr: &str, ns: &str, name: &str) -> Option<Arc<Value>> {
-        self.0.get(gr)?.iter().find(|o| crate::util::ns_of(o) == ns && crate::util::name_of(o) == name).cloned()
+        self.0
+            .get(gr)?
+            .iter()
+            .find(|o| crate::util::ns_of(o) == ns && crate::util::name_of(o) == name)
+            .cloned()
     }
 }
 
@@ -75,10 +84,7 @@ pub struct Attributes {
 }
 
 fn strs(v: &Value) -> impl Iterator<Item = &str> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
+    v.as_array().into_iter().flatten().filter_map(Value::as_str)
 }
 
 fn has(v: &Value, s: &str) -> bool {
@@ -94,9 +100,7 @@ pub fn rule_allows(a: &Attributes, rule: &Value) -> bool {
     if !a.resource_request {
         let path = &a.path;
         return strs(&rule["nonResourceURLs"]).any(|u| {
-            u == "*"
-                || u == path
-                || (u.ends_with('*') && path.starts_with(u.trim_end_matches('*')))
+            u == "*" || u == path || (u.ends_with('*') && path.starts_with(u.trim_end_matches('*')))
         });
     }
     let group_ok = has(&rule["apiGroups"], "*") || has(&rule["apiGroups"], &a.api_group);
@@ -153,7 +157,10 @@ fn cluster_role_rules<O: Objects + ?Sized>(s: &O, role: &Value, out: &mut Vec<Va
             continue;
         }
         let labels = &other["metadata"]["labels"];
-        if selectors.iter().any(|sel| crate::selectors::LabelSelector::from_object(sel).matches_labels(labels)) {
+        if selectors
+            .iter()
+            .any(|sel| crate::selectors::LabelSelector::from_object(sel).matches_labels(labels))
+        {
             out.extend(other["rules"].as_array().into_iter().flatten().cloned());
         }
     }
@@ -164,7 +171,10 @@ fn describe_subject(s: &Value, binding_ns: &str) -> String {
     let kind = s["kind"].as_str().unwrap_or("");
     let name = s["name"].as_str().unwrap_or("");
     if kind == "ServiceAccount" {
-        let ns = s["namespace"].as_str().filter(|n| !n.is_empty()).unwrap_or(binding_ns);
+        let ns = s["namespace"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(binding_ns);
         return format!("{kind} \"{name}/{ns}\"");
     }
     format!("{kind} {name:?}")
@@ -173,13 +183,21 @@ fn describe_subject(s: &Value, binding_ns: &str) -> String {
 /// Every rule that applies to the user in `ns` (cluster-wide rules too),
 /// each with the binding that grants it, plus the errors of bindings whose
 /// role is missing.
-pub fn rules_for<O: Objects + ?Sized>(s: &O, user: &UserInfo, ns: &str) -> (Vec<(Value, String)>, Vec<String>) {
+pub fn rules_for<O: Objects + ?Sized>(
+    s: &O,
+    user: &UserInfo,
+    ns: &str,
+) -> (Vec<(Value, String)>, Vec<String>) {
     let mut rules = vec![];
     let mut errors = vec![];
     let mut bindings = vec![];
     for b in s.list_of(&gr("clusterrolebindings"), "") {
         if let Some(sub) = strs_subjects(&b).find(|sub| subject_matches(sub, user, "")) {
-            bindings.push((b.clone(), format!("ClusterRoleBinding {:?}", crate::util::name_of(&b)), describe_subject(sub, "")));
+            bindings.push((
+                b.clone(),
+                format!("ClusterRoleBinding {:?}", crate::util::name_of(&b)),
+                describe_subject(sub, ""),
+            ));
         }
     }
     if !ns.is_empty() {
@@ -319,11 +337,20 @@ mod tests {
     fn rule_matching() {
         let r = json!({"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]});
         assert!(rule_allows(&attrs("create", "batch", "jobs", "", ""), &r));
-        assert!(!rule_allows(&attrs("create", "batch", "jobs", "status", ""), &r));
+        assert!(!rule_allows(
+            &attrs("create", "batch", "jobs", "status", ""),
+            &r
+        ));
         assert!(!rule_allows(&attrs("delete", "batch", "jobs", "", ""), &r));
         let r = json!({"apiGroups": ["*"], "resources": ["*/status"], "verbs": ["*"]});
-        assert!(rule_allows(&attrs("patch", "multiarch.dev", "multiarchimages", "status", ""), &r));
-        assert!(!rule_allows(&attrs("patch", "multiarch.dev", "multiarchimages", "", ""), &r));
+        assert!(rule_allows(
+            &attrs("patch", "multiarch.dev", "multiarchimages", "status", ""),
+            &r
+        ));
+        assert!(!rule_allows(
+            &attrs("patch", "multiarch.dev", "multiarchimages", "", ""),
+            &r
+        ));
         let r = json!({"apiGroups": [""], "resources": ["leases"], "resourceNames": ["l"], "verbs": ["get"]});
         assert!(rule_allows(&attrs("get", "", "leases", "", "l"), &r));
         assert!(!rule_allows(&attrs("get", "", "leases", "", "m"), &r));
@@ -331,8 +358,14 @@ mod tests {
         let mut a = attrs("get", "", "", "", "");
         a.resource_request = false;
         a.path = "/apis/batch".into();
-        assert!(rule_allows(&a, &json!({"nonResourceURLs": ["/apis/*"], "verbs": ["get"]})));
-        assert!(!rule_allows(&a, &json!({"nonResourceURLs": ["/api/*"], "verbs": ["get"]})));
+        assert!(rule_allows(
+            &a,
+            &json!({"nonResourceURLs": ["/apis/*"], "verbs": ["get"]})
+        ));
+        assert!(!rule_allows(
+            &a,
+            &json!({"nonResourceURLs": ["/api/*"], "verbs": ["get"]})
+        ));
     }
 
     #[test]
