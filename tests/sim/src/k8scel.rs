@@ -17,7 +17,7 @@ use cel::objects::{Key, Map};
 use cel::{Context, Env, ExecutionError, Value};
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 
@@ -25,8 +25,24 @@ const TAG: &str = "__authz";
 
 pub type Program = cel::Program;
 
-pub fn compile(expr: &str) -> Result<Program, String> {
-    ENV.compile(expr).map_err(|e| e.to_string())
+/// Compiled expressions by source: parsing is far slower than evaluating,
+/// and the same rules run on every write (the real server compiles them
+/// once, when the CRD or policy is stored).
+static PROGRAMS: LazyLock<Mutex<HashMap<String, Arc<Program>>>> = LazyLock::new(Default::default);
+/// Cached programs kept at most; the cache is emptied when full.
+const MAX_CACHED_PROGRAMS: usize = 4096;
+
+pub fn compile(expr: &str) -> Result<Arc<Program>, String> {
+    if let Some(p) = PROGRAMS.lock().unwrap_or_else(|e| e.into_inner()).get(expr) {
+        return Ok(p.clone());
+    }
+    let p = Arc::new(ENV.compile(expr).map_err(|e| e.to_string())?);
+    let mut cache = PROGRAMS.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= MAX_CACHED_PROGRAMS {
+        cache.clear();
+    }
+    cache.insert(expr.to_string(), p.clone());
+    Ok(p)
 }
 
 pub fn to_cel(v: &Json) -> Value {
