@@ -6,7 +6,7 @@
 //! .../policy/matching (matchConstraints, matchResources, namespace and
 //! object selectors).
 
-use super::{Operation, Request};
+use super::Request;
 use crate::auth::UserInfo;
 use crate::error::{ApiError, ApiResult};
 use crate::k8scel::{self, Authz};
@@ -83,10 +83,10 @@ fn resources_match(m: &Value, req: &Request, namespace: Option<&Value>) -> bool 
             .map(|n| n["metadata"]["labels"].clone())
             .unwrap_or(Value::Null)
     };
-    if req.def.namespaced || req.is("", "namespaces") {
-        if !labels_match(&m["namespaceSelector"], &ns_labels) {
-            return false;
-        }
+    if (req.def.namespaced || req.is("", "namespaces"))
+        && !labels_match(&m["namespaceSelector"], &ns_labels)
+    {
+        return false;
     }
     let obj_labels = &req.object["metadata"]["labels"];
     let old_labels = req
@@ -322,6 +322,5 @@ pub fn validate(s: &Store, req: &Request) -> ApiResult<()> {
             }
         }
     }
-    let _ = Operation::Create;
     Ok(())
 }
