@@ -365,3 +365,298 @@ fn relative_links_in_the_docs_lead_to_files() {
         }
     }
 }
+
+/// `name=$(kubectl ...)`: a documented command whose output later commands use.
+fn is_assignment(line: &str) -> bool {
+    line.split_once("=$(kubectl ").is_some_and(|(name, _)| {
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+/// The `kubectl ...` commands of a document (and `name=$(kubectl ...)`
+/// assignments), continuation lines joined: in
+/// Markdown, the lines of shell code blocks; in YAML, comment lines.
+fn kubectl_commands(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let markdown = path.extension().is_some_and(|e| e == "md");
+    let mut out = vec![];
+    let mut shell = false;
+    let mut pending: Option<String> = None;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if markdown && trimmed.starts_with("```") {
+            let lang = trimmed.trim_start_matches('`').trim();
+            shell = !shell && matches!(lang, "sh" | "bash" | "shell" | "console");
+            continue;
+        }
+        let code = if markdown {
+            if !shell {
+                continue;
+            }
+            trimmed
+        } else {
+            match trimmed.strip_prefix('#') {
+                Some(c) => c.trim_start(),
+                None => continue,
+            }
+        };
+        let cmd = match pending.take() {
+            Some(mut p) => {
+                p.push(' ');
+                p.push_str(code.trim());
+                p
+            }
+            None if code.starts_with("kubectl ") || is_assignment(code) => code.to_string(),
+            None => continue,
+        };
+        match cmd.strip_suffix('\\') {
+            Some(head) => pending = Some(head.trim_end().to_string()),
+            None => out.push(cmd),
+        }
+    }
+    out
+}
+
+/// The MultiArchImage status the operator writes when a build succeeds
+/// (`ready`) or fails for good; the documented `kubectl wait` commands
+/// wait for these.
+fn operator_status(generation: i64, ready: bool) -> serde_json::Value {
+    let (phase, r, stalled) = if ready {
+        ("Succeeded", "True", "False")
+    } else {
+        ("Failed", "False", "True")
+    };
+    serde_json::json!({"status": {
+        "phase": phase, "observedGeneration": generation,
+        "image": "registry.example.com/cowsay@sha256:5b1e07c2a1f3e0c0b6b4f1f0b8b8d4f4f1d5e9a2b7c3d6e8f9a0b1c2d3e4f5a6",
+        "conditions": [
+            {"type": "Ready", "status": r, "reason": phase, "message": "", "lastTransitionTime": "2025-01-01T00:00:00Z", "observedGeneration": generation},
+            {"type": "Stalled", "status": stalled, "reason": phase, "message": "", "lastTransitionTime": "2025-01-01T00:00:00Z", "observedGeneration": generation},
+        ],
+    }})
+}
+
+struct DocsCluster {
+    sim: kube_sim::Sim,
+    home: tempfile::TempDir,
+    kubectl: PathBuf,
+}
+
+impl DocsCluster {
+    /// A cluster with the CRD installed, as after the README's install step.
+    fn start() -> DocsCluster {
+        let kubectl = ["/usr/bin/kubectl", "/usr/local/bin/kubectl"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .expect("`kubectl` not found: install the Debian package kubernetes-client");
+        let sim = kube_sim::Sim::start(kube_sim::SimConfig::default()).expect("start kube-sim");
+        let c = DocsCluster {
+            sim,
+            home: tempfile::tempdir().unwrap(),
+            kubectl,
+        };
+        c.sh(&format!("kubectl apply -f {CRD}"), true);
+        c.sh("kubectl wait --for=condition=Established crd/multiarchimages.multiarch.dev --timeout=30s", true);
+        c
+    }
+
+    /// Run one shell command line from the repository root; returns
+    /// (success, stdout, stderr).
+    fn sh(&self, line: &str, must: bool) -> (bool, String, String) {
+        let bin = self.kubectl.parent().unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(line)
+            .current_dir(repo(""))
+            .env("KUBECONFIG", self.sim.kubeconfig_path())
+            .env("HOME", self.home.path())
+            .env("PATH", path)
+            // What a reader exports before pasting the commands.
+            .env("REGISTRY_TOKEN", "registry-token")
+            .env("GIT_TOKEN", "git-token")
+            .output()
+            .expect("run sh");
+        let r = (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        );
+        assert!(
+            !must || r.0,
+            "`{line}` failed:\nstdout: {}\nstderr: {}",
+            r.1,
+            r.2
+        );
+        r
+    }
+
+    fn set_operator_status(&self, ready: bool) {
+        let (_, generation, _) = self.sh(
+            "kubectl -n ci get mai cowsay -o jsonpath='{.metadata.generation}'",
+            true,
+        );
+        let status = operator_status(generation.trim().parse().unwrap_or(1), ready);
+        self.sh(
+            &format!(
+                "kubectl -n ci patch mai cowsay --subresource=status --type=merge -p '{status}'"
+            ),
+            true,
+        );
+    }
+}
+
+/// Commands that cannot run on the simulator, and why.
+const NOT_ON_THE_SIMULATOR: &[(&str, &str)] = &[
+    (
+        "kubectl apply -f deploy/multiarch-operator.yaml",
+        "the simulator serves no Deployments (apps/v1)",
+    ),
+    (
+        "kubectl -n multiarch-system rollout status deploy/multiarch-operator",
+        "the simulator runs no Deployment controller",
+    ),
+];
+
+/// Every `kubectl` command written in README.md, docs/*.md and
+/// deploy/examples/*, run as written against the simulator (without the
+/// operator: the test writes the status the operator would, so `kubectl
+/// wait` and `kubectl get` show what they would show). Substitutions, the
+/// ones a reader makes: `cowsay.yaml` (the reader's own file) is
+/// deploy/examples/cowsay-buildkit.yaml; `$REGISTRY_TOKEN`/`$GIT_TOKEN` are
+/// set; the build id `5f2c9a1e` of the example Job names is the one the
+/// operator renders; a trailing `&` (running two waits at once) is dropped.
+#[test]
+fn documented_kubectl_commands_run_on_the_simulator() {
+    let mut files = vec![repo("README.md")];
+    for dir in ["docs", "deploy/examples"] {
+        let mut more: Vec<PathBuf> = std::fs::read_dir(repo(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        more.sort();
+        files.extend(more);
+    }
+    let mut ran = 0;
+    for file in &files {
+        let commands = kubectl_commands(file);
+        if commands.is_empty() {
+            continue;
+        }
+        let c = DocsCluster::start();
+        let readme = file.ends_with("README.md");
+        let mut assignments: Vec<String> = vec![];
+        if !readme {
+            // The README's first build has happened.
+            c.sh("kubectl create namespace ci", true);
+            c.sh(
+                "kubectl apply -f deploy/examples/cowsay-buildkit.yaml",
+                true,
+            );
+        }
+        // The build Jobs of the example, as the operator creates them.
+        let build_id = {
+            let (_, rendered, _) = c.sh(
+                &format!(
+                    "{} render -f deploy/examples/cowsay-buildkit.yaml",
+                    env!("CARGO_BIN_EXE_multiarch-operator")
+                ),
+                true,
+            );
+            let name = rendered
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("name: cowsay-"))
+                .expect("a rendered Job name")
+                .to_string();
+            name.split('-').next().unwrap().to_string()
+        };
+        if !readme {
+            // Owned by the MultiArchImage (the garbage collector removes
+            // Jobs whose owner does not exist).
+            c.sh(
+                &format!(
+                    "{} render -f deploy/examples/cowsay-buildkit.yaml \
+                     | sed \"s/<uid of the MultiArchImage>/$(kubectl -n ci get mai cowsay -o jsonpath='{{.metadata.uid}}')/\" \
+                     | kubectl -n ci create -f -",
+                    env!("CARGO_BIN_EXE_multiarch-operator")
+                ),
+                true,
+            );
+        }
+        for cmd in commands {
+            if let Some((_, why)) = NOT_ON_THE_SIMULATOR.iter().find(|(c, _)| *c == cmd) {
+                eprintln!("not run ({why}): {cmd}");
+                continue;
+            }
+            let cmd = cmd
+                .replace("-f cowsay.yaml", "-f deploy/examples/cowsay-buildkit.yaml")
+                .replace("5f2c9a1e", &build_id);
+            let cmd = cmd.trim_end_matches('&').trim_end().to_string();
+            // Earlier assignments of the same document stay in effect.
+            let cmd = if is_assignment(&cmd) {
+                assignments.push(cmd.clone());
+                cmd
+            } else if assignments.is_empty() {
+                cmd
+            } else {
+                format!("{}; {cmd}", assignments.join("; "))
+            };
+            if cmd.contains("wait mai/cowsay") {
+                c.set_operator_status(!cmd.contains("condition=Stalled"));
+            }
+            if cmd.contains("logs") && cmd.contains("job/cowsay-") {
+                // The build pods cannot pull the builder images here, so
+                // kubectl finds the Job's pod and container and says it
+                // is waiting to start.
+                let (_, _, err) = c.sh(&cmd, false);
+                assert!(err.contains("is waiting to start"), "`{cmd}`: {err}");
+            } else {
+                let (_, out, _) = c.sh(&cmd, true);
+                if cmd.contains("get mai cowsay") && !cmd.contains("-o") {
+                    assert!(out.contains("cowsay") && out.contains("Succeeded"), "{out}");
+                }
+            }
+            ran += 1;
+        }
+    }
+    assert!(ran >= 20, "ran only {ran} documented commands");
+}
+
+/// Every Job the operator renders from every example is accepted by the
+/// API server's validation (the simulator enforces the real rules).
+#[test]
+fn rendered_jobs_of_every_example_are_accepted() {
+    let c = DocsCluster::start();
+    c.sh("kubectl create namespace ci", true);
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(repo("deploy/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    examples.sort();
+    let mut jobs = 0;
+    for ex in &examples {
+        let (_, rendered, _) = c.sh(
+            &format!(
+                "{} render -f {}",
+                env!("CARGO_BIN_EXE_multiarch-operator"),
+                ex.display()
+            ),
+            true,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("jobs.yaml");
+        std::fs::write(&f, &rendered).unwrap();
+        let (_, out, _) = c.sh(&format!("kubectl -n ci create -f {}", f.display()), true);
+        jobs += out.matches("job.batch/").count();
+    }
+    assert!(
+        jobs >= 3 * examples.len(),
+        "{jobs} Jobs from {} examples",
+        examples.len()
+    );
+}

@@ -110,7 +110,13 @@ pub fn default_job(job: &mut Value) {
     set_default(spec, "backoffLimit", json!(6));
     set_default(spec, "completionMode", json!("NonIndexed"));
     set_default(spec, "suspend", json!(false));
-    set_default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    // SetDefaults_Job: Failed when a podFailurePolicy is set.
+    let replacement = if spec.get("podFailurePolicy").is_some_and(|p| !p.is_null()) {
+        "Failed"
+    } else {
+        "TerminatingOrFailed"
+    };
+    set_default(spec, "podReplacementPolicy", json!(replacement));
     let manual = spec.get("manualSelector") == Some(&json!(true));
     if !manual {
         if spec.get("selector").is_none() {
@@ -129,49 +135,6 @@ pub fn default_job(job: &mut Value) {
     if job["status"].is_null() {
         job["status"] = json!({});
     }
-}
-
-pub fn validate_job(job: &Value) -> Vec<FieldError> {
-    let mut errs = vec![];
-    let rp = job["spec"]["template"]["spec"]["restartPolicy"]
-        .as_str()
-        .unwrap_or("");
-    if rp != "Never" && rp != "OnFailure" {
-        errs.push(FieldError::other(
-            "spec.template.spec.restartPolicy",
-            "FieldValueNotSupported",
-            format!("Unsupported value: \"{rp}\": supported values: \"OnFailure\", \"Never\""),
-        ));
-    }
-    errs.extend(validate_pod_spec(
-        &job["spec"]["template"]["spec"],
-        "spec.template.spec",
-    ));
-    errs
-}
-
-pub fn validate_pod_spec(spec: &Value, path: &str) -> Vec<FieldError> {
-    let mut errs = vec![];
-    match spec["containers"].as_array() {
-        Some(cs) if !cs.is_empty() => {
-            for (i, c) in cs.iter().enumerate() {
-                if c["name"].as_str().unwrap_or("").is_empty() {
-                    errs.push(FieldError::required(
-                        &format!("{path}.containers[{i}].name"),
-                        "",
-                    ));
-                }
-                if c["image"].as_str().unwrap_or("").is_empty() {
-                    errs.push(FieldError::required(
-                        &format!("{path}.containers[{i}].image"),
-                        "",
-                    ));
-                }
-            }
-        }
-        _ => errs.push(FieldError::required(&format!("{path}.containers"), "")),
-    }
-    errs
 }
 
 /// The real Job update validation: template and selector are immutable
@@ -356,4 +319,41 @@ pub fn validate_crd(crd: &Value) -> Vec<FieldError> {
         ));
     }
     errs
+}
+
+/// Service defaults (pkg/apis/core/v1/defaults.go SetDefaults_Service and
+/// the ClusterIP allocator): type ClusterIP, sessionAffinity None, TCP
+/// ports whose targetPort defaults to the port, a ClusterIP from
+/// 10.96.0.0/12 unless `None` (headless) or given.
+pub fn default_service(svc: &mut Value, rng: &crate::util::Rng) {
+    let spec = crate::util::ensure_obj(svc, &["spec"]);
+    set_default(spec, "type", json!("ClusterIP"));
+    set_default(spec, "sessionAffinity", json!("None"));
+    set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+    set_default(spec, "ipFamilies", json!(["IPv4"]));
+    set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
+    if spec
+        .get("clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .is_empty()
+    {
+        let suffix = rng
+            .name_suffix(2)
+            .bytes()
+            .fold(0u32, |a, b| a * 31 + b as u32);
+        let ip = format!("10.96.{}.{}", 1 + suffix % 250, 2 + (suffix / 250) % 250);
+        spec.insert("clusterIP".into(), json!(ip));
+    }
+    let ip = spec["clusterIP"].clone();
+    set_default(spec, "clusterIPs", json!([ip]));
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports {
+            if let Some(m) = p.as_object_mut() {
+                set_default(m, "protocol", json!("TCP"));
+                let port = m.get("port").cloned().unwrap_or(Value::Null);
+                set_default(m, "targetPort", port);
+            }
+        }
+    }
 }

@@ -139,6 +139,81 @@ fn route(shared: &Shared, segs: &[&str]) -> Result<Option<Route>, ApiError> {
     }))
 }
 
+/// Media types the real server accepts for custom resources (no protobuf).
+const CR_MEDIA_TYPES: &str = "application/json, application/yaml";
+
+/// A create/update body in the request's Content-Type. Follows
+/// apiserver's endpoints/handlers/negotiation (NegotiateInputSerializer):
+/// protobuf is a built-in kinds' format only, so custom resources answer 415.
+fn parse_typed_body(def: &ResDef, ctype: &str, b: &[u8]) -> Result<Value, ApiError> {
+    let media = ctype.split(';').next().unwrap_or("").trim();
+    if media != crate::protobuf::CONTENT_TYPE {
+        return parse_body(b);
+    }
+    if def.is_crd {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: {CR_MEDIA_TYPES}"),
+        ));
+    }
+    crate::protobuf::decode(b)
+        .map(|d| d.object)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// The response format the Accept header asks for: the first listed media
+/// type the server can produce for this kind (apiserver's
+/// negotiation.NegotiateOutputMediaType); 406 when there is none.
+fn wants_protobuf(def: &ResDef, accept: &str) -> Result<bool, ApiError> {
+    if accept.trim().is_empty() {
+        return Ok(false);
+    }
+    for part in accept.split(',') {
+        let mut it = part.split(';').map(str::trim);
+        let media = it.next().unwrap_or("");
+        let params: Vec<&str> = it.filter(|p| !p.starts_with("q=")).collect();
+        match media {
+            "application/json" | "application/yaml" | "*/*" | "application/*" => return Ok(false),
+            m if m == crate::protobuf::CONTENT_TYPE && params.is_empty() && !def.is_crd => {
+                return Ok(true)
+            }
+            _ => {}
+        }
+    }
+    Err(ApiError::new(
+        406,
+        "NotAcceptable",
+        format!(
+            "only the following media types are accepted: {}",
+            if def.is_crd {
+                CR_MEDIA_TYPES.to_string()
+            } else {
+                format!("{CR_MEDIA_TYPES}, {}", crate::protobuf::CONTENT_TYPE)
+            }
+        ),
+    ))
+}
+
+/// An object (or list) in the negotiated format.
+fn object_response(
+    code: u16,
+    v: &Value,
+    def: &ResDef,
+    accept: &str,
+) -> Result<Response<Body>, ApiError> {
+    if wants_protobuf(def, accept)? {
+        if let Some(b) = crate::protobuf::encode(v) {
+            return Ok(Response::builder()
+                .status(code)
+                .header("Content-Type", crate::protobuf::CONTENT_TYPE)
+                .body(full(b))
+                .unwrap());
+        }
+    }
+    Ok(json_response(code, v))
+}
+
 fn parse_body(b: &[u8]) -> Result<Value, ApiError> {
     if b.iter().all(|c| c.is_ascii_whitespace()) {
         return Ok(Value::Null);
@@ -221,10 +296,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
                 json_response(200, &crate::discovery::group_list(&reg))
             }
         }
-        ["openapi", "v3"] => json_response(
-            200,
-            &crate::discovery::openapi_v3_root(&shared.cluster.registry()),
-        ),
+        ["openapi", "v3"] => json_response(200, &crate::openapi::root(&shared.cluster.registry())),
         ["openapi", "v3", "api", v] => openapi_gv(&shared, "", v),
         ["openapi", "v3", "apis", g, v] => openapi_gv(&shared, g, v),
         ["api", v] => discovery_gv(&shared, "", v),
@@ -275,7 +347,7 @@ fn finish(shared: &Shared, mut rec: RequestRecord, resp: Response<Body>) -> Resp
 }
 
 fn openapi_gv(shared: &Shared, g: &str, v: &str) -> Response<Body> {
-    match crate::discovery::openapi_v3_gv(&shared.cluster.registry(), g, v) {
+    match crate::openapi::group_version(&shared.cluster.registry(), g, v) {
         Some(d) => json_response(200, &d),
         None => error_response(&ApiError::new(
             404,
@@ -451,7 +523,7 @@ async fn serve_resource(
         &r.name,
         &r.sub,
         verb,
-        || parse_body(&body),
+        || parse_typed_body(def, ctype, &body),
         &user,
     )? {
         return Ok(json_response(201, &o));
@@ -486,7 +558,7 @@ async fn serve_resource(
                     &crate::table::table(def, &[o], &include, rv, None),
                 ));
             }
-            Ok(json_response(200, &o))
+            object_response(200, &o, def, accept)
         }
         "list" => {
             let lo = list_opts(q)?;
@@ -521,10 +593,12 @@ async fn serve_resource(
             if let Some(n) = l.remaining {
                 md["remainingItemCount"] = json!(n);
             }
-            Ok(json_response(
+            object_response(
                 200,
                 &json!({"kind": def.list_kind(), "apiVersion": def.api_version(), "metadata": md, "items": l.items}),
-            ))
+                def,
+                accept,
+            )
         }
         "watch" => {
             let lo = list_opts(q)?;
@@ -561,14 +635,14 @@ async fn serve_resource(
             Ok(stream_response(rx, "application/json"))
         }
         "create" => {
-            let obj = parse_body(&body)?;
+            let obj = parse_typed_body(def, ctype, &body)?;
             let created = c.create(def, &r.ns, obj, &wopts)?;
-            Ok(json_response(201, &created))
+            object_response(201, &created, def, accept)
         }
         "update" => {
-            let obj = parse_body(&body)?;
+            let obj = parse_typed_body(def, ctype, &body)?;
             let o = c.update(def, &r.ns, &r.name, obj, &r.sub, &wopts)?;
-            Ok(json_response(200, &o))
+            object_response(200, &o, def, accept)
         }
         "patch" => {
             let ct = ctype.split(';').next().unwrap_or("").trim();
@@ -585,11 +659,11 @@ async fn serve_resource(
             rec.patch_type = format!("{ptype:?}").to_lowercase();
             let patch = parse_body(&body)?;
             let (o, created) = c.patch(def, &r.ns, &r.name, ptype, &patch, &r.sub, &wopts)?;
-            Ok(json_response(if created { 201 } else { 200 }, &o))
+            object_response(if created { 201 } else { 200 }, &o, def, accept)
         }
         "delete" => {
             let o = c.delete(def, &r.ns, &r.name, &delete_opts(q, &body))?;
-            Ok(json_response(200, &o))
+            object_response(200, &o, def, accept)
         }
         "deletecollection" => {
             let lo = list_opts(q)?;

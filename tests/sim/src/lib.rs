@@ -18,7 +18,9 @@ pub mod error;
 pub mod faults;
 pub mod http;
 pub mod k8scel;
+pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod rbac;
 pub mod resources;
 pub mod sandbox;
@@ -28,6 +30,7 @@ pub mod store;
 pub mod table;
 pub mod tls;
 pub mod util;
+pub mod validation;
 pub mod watch;
 
 pub use auth::UserInfo;
@@ -319,6 +322,7 @@ impl Sim {
                     };
                     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
                     sh.port.store(port, std::sync::atomic::Ordering::Relaxed);
+                    sh.cluster.publish_apiserver_endpoints(port);
                     let mut stop = sh.shutdown.subscribe();
                     tokio::spawn(http::serve(listener, sh.clone()));
                     controllers::spawn_all(sh.clone());

@@ -106,6 +106,17 @@ pub fn builtins() -> Vec<Arc<ResDef>> {
             false,
         ),
         builtin("", "v1", "events", "Event", true, &["ev"], false),
+        builtin("", "v1", "services", "Service", true, &["svc"], true),
+        builtin("", "v1", "endpoints", "Endpoints", true, &["ep"], false),
+        builtin(
+            "discovery.k8s.io",
+            "v1",
+            "endpointslices",
+            "EndpointSlice",
+            true,
+            &[],
+            false,
+        ),
         builtin("batch", "v1", "jobs", "Job", true, &[], true),
         builtin(
             "coordination.k8s.io",
@@ -197,7 +208,7 @@ pub fn builtins() -> Vec<Arc<ResDef>> {
             d.log_sub = true;
             d.categories = vec!["all".into()];
         }
-        if d.plural == "jobs" {
+        if d.plural == "jobs" || d.plural == "services" {
             d.categories = vec!["all".into()];
         }
         if d.plural == "customresourcedefinitions" {

@@ -389,6 +389,58 @@ fn builtin_columns(def: &ResDef) -> (Vec<Col>, RowFn) {
                 ]
             },
         ),
+        ("", "services") => (
+            vec![
+                col("Name", "string", 0),
+                col("Type", "string", 0),
+                col("Cluster-IP", "string", 0),
+                col("External-IP", "string", 0),
+                col("Port(s)", "string", 0),
+                col("Age", "string", 0),
+            ],
+            |s| {
+                let ports: Vec<String> = s["spec"]["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP")))
+                    .collect();
+                vec![
+                    json!(s["metadata"]["name"]),
+                    json!(s["spec"]["type"].as_str().unwrap_or("ClusterIP")),
+                    json!(s["spec"]["clusterIP"].as_str().unwrap_or("")),
+                    json!("<none>"),
+                    json!(ports.join(",")),
+                    age(s),
+                ]
+            },
+        ),
+        ("", "endpoints") => (
+            vec![
+                col("Name", "string", 0),
+                col("Endpoints", "string", 0),
+                col("Age", "string", 0),
+            ],
+            |e| {
+                let mut eps = vec![];
+                for sub in e["subsets"].as_array().into_iter().flatten() {
+                    for a in sub["addresses"].as_array().into_iter().flatten() {
+                        for p in sub["ports"].as_array().into_iter().flatten() {
+                            eps.push(format!("{}:{}", a["ip"].as_str().unwrap_or(""), p["port"]));
+                        }
+                    }
+                }
+                vec![
+                    json!(e["metadata"]["name"]),
+                    json!(if eps.is_empty() {
+                        "<none>".to_string()
+                    } else {
+                        eps.join(",")
+                    }),
+                    age(e),
+                ]
+            },
+        ),
         ("apiextensions.k8s.io" | "rbac.authorization.k8s.io", _) => (
             vec![col("Name", "string", 0), col("Created At", "date", 0)],
             |c| {

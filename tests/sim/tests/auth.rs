@@ -604,3 +604,55 @@ async fn owner_references_permission_enforcement_needs_the_finalizers_grant() {
         .await
         .unwrap();
 }
+
+#[test]
+fn kubectl_auth_can_i_and_create_token() {
+    let sim = sim_with_users();
+    let k = Kubectl::new(sim.kubeconfig_path());
+    k.ok(&["create", "namespace", "ci"]);
+    assert_eq!(
+        k.ok(&["auth", "can-i", "create", "jobs", "-n", "ci"])
+            .trim(),
+        "yes"
+    );
+    let (ok, out, _) = k.run(&[
+        "--context",
+        "alice",
+        "auth",
+        "can-i",
+        "create",
+        "jobs",
+        "-n",
+        "ci",
+    ]);
+    assert!(!ok);
+    assert_eq!(out.trim(), "no");
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        &rolebinding_yaml("alice-edit", "edit", "{kind: User, name: alice}"),
+    );
+    assert_eq!(
+        k.ok(&[
+            "--context",
+            "alice",
+            "auth",
+            "can-i",
+            "create",
+            "jobs",
+            "-n",
+            "ci"
+        ])
+        .trim(),
+        "yes"
+    );
+    k.ok(&["create", "serviceaccount", "builder", "-n", "ci"]);
+    let token = k.ok(&["create", "token", "builder", "-n", "ci"]);
+    let kc = sim.workdir().join("builder.kubeconfig");
+    sim.write_kubeconfig_with_token(&kc, "builder", token.trim())
+        .unwrap();
+    let (ok, out, _) = Kubectl::new(&kc).run(&["auth", "can-i", "list", "jobs", "-n", "ci"]);
+    assert!(!ok);
+    assert_eq!(out.trim(), "no");
+    let who = Kubectl::new(&kc).ok(&["auth", "can-i", "create", "selfsubjectaccessreviews"]);
+    assert_eq!(who.trim(), "yes");
+}

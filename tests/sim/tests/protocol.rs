@@ -653,7 +653,7 @@ async fn job_defaults_and_immutability() {
     );
     assert!(
         e.message
-            .contains("spec.template.spec.restartPolicy: Unsupported value: \"Always\""),
+            .contains("spec.template.spec.restartPolicy: Required value: valid values: \"OnFailure\", \"Never\""),
         "{}",
         e.message
     );

@@ -8,15 +8,20 @@ use crate::builtin;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::resources::ResDef;
 use crate::util::{self, name_of, ns_of};
+use crate::validation;
 use serde_json::{json, Value};
 
-fn dns_subdomain_ok(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 253
-        && n.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && n.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && n.ends_with(|c: char| c.is_ascii_alphanumeric())
+/// The `kubernetes` Service's ClusterIP (the first of the default
+/// service CIDR 10.96.0.0/12).
+const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
+
+/// The decoder's 400 for a body that does not convert to the kind's Go
+/// type (e.g. a quantity that does not parse), before any validation.
+fn cannot_handle(def: &ResDef, msg: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "{} in version \"{}\" cannot be handled as a {}: {msg}",
+        def.kind, def.version, def.kind
+    ))
 }
 
 /// Kinds whose create resets status (their status is owned by controllers).
@@ -29,6 +34,38 @@ pub(super) fn status_reset_on_create(def: &ResDef) -> bool {
 }
 
 impl Cluster {
+    /// The `kubernetes` Service in `default` and its Endpoints and
+    /// EndpointSlice, pointing at this API server, as kube-apiserver's
+    /// controlplane reconciler keeps them (pkg/controlplane/reconcilers).
+    pub fn publish_apiserver_endpoints(&self, port: u16) {
+        let w = WriteOpts::internal("kube-apiserver");
+        let labels = json!({"component": "apiserver", "provider": "kubernetes"});
+        let _ = self.create(
+            &self.def("", "services"),
+            "default",
+            json!({"metadata": {"name": "kubernetes", "labels": labels},
+                "spec": {"type": "ClusterIP", "clusterIP": KUBERNETES_SERVICE_IP, "clusterIPs": [KUBERNETES_SERVICE_IP],
+                    "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}}),
+            &w,
+        );
+        let _ = self.create(
+            &self.def("", "endpoints"),
+            "default",
+            json!({"metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+                "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}),
+            &w,
+        );
+        let _ = self.create(
+            &self.def("discovery.k8s.io", "endpointslices"),
+            "default",
+            json!({"metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+                "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}),
+            &w,
+        );
+    }
+
     /// Defaulting and validation shared by create and update.
     pub(super) fn admit(
         &self,
@@ -39,21 +76,28 @@ impl Cluster {
     ) -> ApiResult<()> {
         let name = name_of(obj).to_string();
         let mut errs: Vec<FieldError> = vec![];
-        // RBAC object names are path segments (`system:discovery`):
-        // pkg/apis/rbac/validation/validation.go ValidateRBACName.
-        let path_segment_name = def.group == "rbac.authorization.k8s.io";
-        if !dns_subdomain_ok(&name) && def.plural != "events" && !path_segment_name {
-            errs.push(FieldError::invalid("metadata.name", &json!(name),
-                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"));
+        if def.is_crd {
+            // Custom resources' names are DNS subdomains (apiextensions-apiserver).
+            errs.extend(validation::meta::each(
+                "metadata.name",
+                &name,
+                validation::meta::is_dns1123_subdomain(&name),
+            ));
         }
         match (def.group.as_str(), def.plural.as_str()) {
             ("", "pods") => {
+                if let Some(e) = validation::pod::quantity_decode_error(&obj["spec"]) {
+                    return Err(cannot_handle(def, e));
+                }
                 builtin::default_pod(obj);
-                errs.extend(builtin::validate_pod_spec(&obj["spec"], "spec"));
             }
             ("batch", "jobs") => {
+                if let Some(e) =
+                    validation::pod::quantity_decode_error(&obj["spec"]["template"]["spec"])
+                {
+                    return Err(cannot_handle(def, e));
+                }
                 builtin::default_job(obj);
-                errs.extend(builtin::validate_job(obj));
                 if let Some(o) = old {
                     errs.extend(builtin::job_immutable(o, obj));
                 }
@@ -69,6 +113,7 @@ impl Cluster {
                 let sp = util::ensure_obj(obj, &["spec"]);
                 sp.entry("finalizers").or_insert(json!(["kubernetes"]));
             }
+            ("", "services") => builtin::default_service(obj, &self.rng),
             ("", "secrets") => {
                 if obj.get("type").is_none() {
                     obj["type"] = json!("Opaque");
@@ -86,6 +131,7 @@ impl Cluster {
             }
             _ => {}
         }
+        errs.extend(validation::validate(def, obj, old));
         if let Some(schema) = def.schema.as_ref() {
             let pruned = crate::schema::default_and_prune(obj, schema);
             if strict && !pruned.is_empty() {

@@ -284,6 +284,16 @@ impl Cluster {
             obj["apiVersion"] = json!("v1");
         }
         if def.plural == "events" {
+            // Validated as sent, before the core/v1 compatibility fields exist.
+            let errs = crate::validation::event::validate_create(&obj, def.is_events_k8s_io());
+            if !errs.is_empty() {
+                return Err(ApiError::invalid(
+                    &def.kind,
+                    &def.group,
+                    name_of(&obj),
+                    errs,
+                ));
+            }
             builtin::event_core_compat(&mut obj);
         }
         if def.status_sub && kinds::status_reset_on_create(def) {

@@ -133,6 +133,12 @@ impl Cluster {
         }
         new["apiVersion"] = old["apiVersion"].clone();
         new["kind"] = old["kind"].clone();
+        if def.plural == "events" && sub.is_empty() {
+            let errs = crate::validation::event::validate_update(&new, def.is_events_k8s_io());
+            if !errs.is_empty() {
+                return Err(ApiError::invalid(&def.kind, &def.group, &name, errs));
+            }
+        }
         if def.plural == "events" {
             builtin::event_core_compat(&mut new);
         }
