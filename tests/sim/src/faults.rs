@@ -26,6 +26,34 @@ pub struct Faults {
     /// (None: every request). Lets a test fault the client under test while
     /// its own set-up and assertions go through untouched.
     pub user_agent_prefix: Option<String>,
+    /// Image pulls that fail before they succeed (a registry blip, a rate
+    /// limit). Applies to every pulling kubelet, whatever the User-Agent.
+    pub image_pull_failures: Vec<PullFailure>,
+}
+
+/// "The first `count` pulls of `image` fail with (`reason`, `message`), then
+/// pulls succeed" (a mapped image) or keep failing as not found (unmapped).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullFailure {
+    /// Image repository; tag and digest are ignored, as in `SimConfig::images`.
+    pub image: String,
+    pub count: u32,
+    /// The container's `waiting.reason` (empty: `ErrImagePull`; the kubelet
+    /// also reports e.g. `RegistryUnavailable`).
+    pub reason: String,
+    /// The pull error, e.g. "toomanyrequests: You have reached your pull rate limit".
+    pub message: String,
+}
+
+impl PullFailure {
+    pub fn new(image: &str, count: u32, message: &str) -> Self {
+        PullFailure {
+            image: image.into(),
+            count,
+            reason: String::new(),
+            message: message.into(),
+        }
+    }
 }
 
 impl Faults {

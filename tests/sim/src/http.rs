@@ -317,6 +317,16 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
             }
         }
         ["apis", g, v] => discovery_gv(&shared, g, v),
+        ["kube-sim", ..] => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => Bytes::new(),
+            };
+            match crate::admin::handle(&shared, &method, &segs[1..], &body) {
+                Ok(v) => json_response(200, &v),
+                Err(e) => error_response(&e),
+            }
+        }
         _ => match route(&shared, &segs) {
             Ok(Some(r)) => {
                 let body = match req.into_body().collect().await {
@@ -529,8 +539,12 @@ async fn serve_resource(
         return Ok(json_response(201, &o));
     }
     crate::auth::authorize_create_on_patch(shared, def, &r.ns, &r.name, &r.sub, verb, &user)?;
-    let allowed_sub =
-        |s: &str| s.is_empty() || (s == "status" && def.status_sub) || (s == "log" && def.log_sub);
+    let allowed_sub = |s: &str| {
+        s.is_empty()
+            || (s == "status" && def.status_sub)
+            || (s == "log" && def.log_sub)
+            || (s == "eviction" && def.plural == "pods" && def.group.is_empty())
+    };
     if !allowed_sub(&r.sub) {
         return Err(ApiError::new(
             404,
@@ -546,9 +560,7 @@ async fn serve_resource(
         ));
     }
     match verb {
-        "get" if r.sub == "log" => {
-            crate::controllers::kubelet::logs(shared, &r.ns, &r.name, q).await
-        }
+        "get" if r.sub == "log" => crate::podlogs::logs(shared, &r.ns, &r.name, q).await,
         "get" => {
             let o = c.get(def, &r.ns, &r.name)?;
             if table {
@@ -633,6 +645,10 @@ async fn serve_resource(
                 shared.shutdown.subscribe(),
             ));
             Ok(stream_response(rx, "application/json"))
+        }
+        "create" if r.sub == "eviction" => {
+            let status = crate::disruption::evict(shared, &r.ns, &r.name, &parse_body(&body)?)?;
+            Ok(json_response(201, &status))
         }
         "create" => {
             let obj = parse_typed_body(def, ctype, &body)?;

@@ -5,6 +5,7 @@
 //! processes inside bubblewrap sandboxes. See README.md for what it
 //! simplifies.
 
+pub mod admin;
 pub mod admission;
 pub mod api;
 pub mod apply;
@@ -14,12 +15,15 @@ pub mod cel;
 pub mod cel_cost;
 pub mod controllers;
 pub mod discovery;
+pub mod disruption;
 pub mod error;
 pub mod faults;
 pub mod http;
 pub mod k8scel;
+pub mod nodes;
 pub mod openapi;
 pub mod patch;
+pub mod podlogs;
 pub mod protobuf;
 pub mod rbac;
 pub mod resources;
@@ -34,7 +38,9 @@ pub mod validation;
 pub mod watch;
 
 pub use auth::UserInfo;
-pub use faults::{Faults, RequestRecord};
+pub use disruption::Disruption;
+pub use faults::{Faults, PullFailure, RequestRecord};
+pub use nodes::{NodeGroup, NodeSpec, Taint};
 
 use anyhow::Context;
 use serde_json::{json, Value};
@@ -43,77 +49,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A node taint, as in `node.spec.taints`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Taint {
-    pub key: String,
-    pub value: String,
-    /// NoSchedule, PreferNoSchedule or NoExecute.
-    pub effect: String,
-}
-
-impl Taint {
-    pub fn new(key: &str, value: &str, effect: &str) -> Self {
-        Taint {
-            key: key.into(),
-            value: value.into(),
-            effect: effect.into(),
-        }
-    }
-    /// Parse `key=value:Effect` (or `key:Effect`).
-    pub fn parse(s: &str) -> anyhow::Result<Self> {
-        let (kv, effect) = s
-            .rsplit_once(':')
-            .context("taint must be key=value:Effect")?;
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        Ok(Taint::new(k, v, effect))
-    }
-    fn to_json(&self) -> Value {
-        let mut t = json!({"key": self.key, "effect": self.effect});
-        if !self.value.is_empty() {
-            t["value"] = json!(self.value);
-        }
-        t
-    }
-}
-
-/// A simulated node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeSpec {
-    pub name: String,
-    pub os: String,
-    pub arch: String,
-    pub variant: Option<String>,
-    pub taints: Vec<Taint>,
-    /// Extra labels besides the standard kubernetes.io ones.
-    pub labels: Vec<(String, String)>,
-}
-
-impl NodeSpec {
-    /// A Ready node labelled like a real one for `os/arch[/variant]`.
-    pub fn new(name: &str, platform: &str) -> Self {
-        let mut p = platform.split('/');
-        NodeSpec {
-            name: name.into(),
-            os: p.next().unwrap_or("linux").into(),
-            arch: p.next().unwrap_or("amd64").into(),
-            variant: p.next().map(String::from),
-            taints: vec![],
-            labels: vec![],
-        }
-    }
-    pub fn with_taint(mut self, t: Taint) -> Self {
-        self.taints.push(t);
-        self
-    }
-    /// Parse `NAME=os/arch[/variant]`.
-    pub fn parse(s: &str) -> anyhow::Result<Self> {
-        let (n, p) = s
-            .split_once('=')
-            .context("node must be NAME=os/arch[/variant]")?;
-        Ok(NodeSpec::new(n, p))
-    }
-}
+/// kube-controller-manager's default `--terminated-pod-gc-threshold`.
+pub const DEFAULT_TERMINATED_POD_GC_THRESHOLD: usize = 12_500;
 
 /// Configuration of a simulated cluster.
 #[derive(Debug, Clone)]
@@ -149,6 +86,17 @@ pub struct SimConfig {
     /// The OwnerReferencesPermissionEnforcement admission plugin (off by
     /// default, as upstream; on in OpenShift).
     pub owner_references_permission_enforcement: bool,
+    /// First image pull back-off (the kubelet's is 10 s, doubling to 300 s).
+    pub image_pull_backoff: Duration,
+    /// kube-controller-manager's `--terminated-pod-gc-threshold`: PodGC
+    /// deletes the oldest terminated pods above this many (0: never).
+    pub terminated_pod_gc_threshold: usize,
+    /// Autoscaled node groups (cluster-autoscaler).
+    pub node_groups: Vec<NodeGroup>,
+    /// The cluster's clock minus the host's, in seconds: every time the API
+    /// server and its controllers write is shifted by it (negative: an
+    /// operator on the host runs ahead of the cluster).
+    pub clock_offset_seconds: i64,
 }
 
 impl Default for SimConfig {
@@ -167,6 +115,10 @@ impl Default for SimConfig {
             private_dirs: vec![PathBuf::from("/var/lib/containers")],
             users: vec![],
             owner_references_permission_enforcement: false,
+            image_pull_backoff: Duration::from_secs(10),
+            terminated_pod_gc_threshold: DEFAULT_TERMINATED_POD_GC_THRESHOLD,
+            node_groups: vec![],
+            clock_offset_seconds: 0,
         }
     }
 }
@@ -185,6 +137,9 @@ pub struct Shared {
     pub kubelet: controllers::kubelet::KubeletState,
     pub tokens: auth::Tokens,
     pub tls: tls::ServerTls,
+    /// The cluster clock's offset from the host's, milliseconds (see `util::now`).
+    pub clock_offset: Arc<std::sync::atomic::AtomicI64>,
+    pub autoscaler: controllers::autoscaler::AutoscalerState,
 }
 
 impl Shared {
@@ -199,45 +154,6 @@ pub struct Sim {
     thread: Option<std::thread::JoinHandle<()>>,
     kubeconfig: PathBuf,
     _tmp: Option<tempfile::TempDir>,
-}
-
-fn node_object(n: &NodeSpec, index: usize) -> Value {
-    let mut labels = json!({
-        "kubernetes.io/os": n.os, "kubernetes.io/arch": n.arch, "kubernetes.io/hostname": n.name,
-        "beta.kubernetes.io/os": n.os, "beta.kubernetes.io/arch": n.arch,
-        "node.kubernetes.io/instance-type": "kube-sim",
-    });
-    for (k, v) in &n.labels {
-        labels[k] = json!(v);
-    }
-    let mut annotations = json!({"node.alpha.kubernetes.io/ttl": "0"});
-    if let Some(v) = &n.variant {
-        annotations["kube-sim/arch-variant"] = json!(v);
-    }
-    let res = json!({"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "100Gi"});
-    let now = util::now_rfc3339();
-    let cond = |t: &str, s: &str, r: &str, m: &str| {
-        json!({"type": t, "status": s, "reason": r, "message": m,
-        "lastHeartbeatTime": now, "lastTransitionTime": now})
-    };
-    json!({
-        "metadata": {"name": n.name, "labels": labels, "annotations": annotations},
-        "spec": {"taints": n.taints.iter().map(Taint::to_json).collect::<Vec<_>>(), "podCIDR": format!("10.244.{index}.0/24")},
-        "status": {
-            "capacity": res, "allocatable": res,
-            "conditions": [
-                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-                cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-            ],
-            "addresses": [{"type": "InternalIP", "address": format!("10.0.0.{}", 10 + index)}, {"type": "Hostname", "address": n.name}],
-            "nodeInfo": {"architecture": n.arch, "operatingSystem": n.os, "kubeletVersion": "v1.34.0-sim",
-                "kubeProxyVersion": "", "containerRuntimeVersion": "kube-sim://local-processes", "osImage": "kube-sim host processes",
-                "kernelVersion": "sim", "machineID": format!("{index:032}"), "systemUUID": format!("sim-{index}"), "bootID": format!("boot-{index}")},
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-        }
-    })
 }
 
 impl Sim {
@@ -281,6 +197,10 @@ impl Sim {
             kubelet: Default::default(),
             tokens: auth::Tokens::new(config.seed),
             tls: tls::generate()?,
+            clock_offset: Arc::new(std::sync::atomic::AtomicI64::new(
+                config.clock_offset_seconds * 1000,
+            )),
+            autoscaler: Default::default(),
             config,
         });
         let mut nodes = shared.config.nodes.clone();
@@ -297,11 +217,14 @@ impl Sim {
         }
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<u16>>();
         let sh = shared.clone();
+        let clock = shared.clock_offset.clone();
         let thread = std::thread::Builder::new()
             .name("kube-sim".into())
             .spawn(move || {
+                util::bind_clock(clock.clone());
                 let rt = match tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
+                    .on_thread_start(move || util::bind_clock(clock.clone()))
                     .enable_all()
                     .thread_name("kube-sim-rt")
                     .build()
@@ -339,8 +262,9 @@ impl Sim {
             kubeconfig,
             _tmp: tmp,
         };
-        for (i, n) in nodes.iter().enumerate() {
-            sim.create_node(n, i);
+        let _clock = sim.clock();
+        for n in &nodes {
+            nodes::add_node(&sim.shared, n);
         }
         let mut contexts = vec![(
             "kube-sim".to_string(),
@@ -357,17 +281,6 @@ impl Sim {
             &contexts,
         )?;
         Ok(sim)
-    }
-
-    fn create_node(&self, n: &NodeSpec, index: usize) {
-        let c = &self.shared.cluster;
-        let def = c.def("", "nodes");
-        let _ = c.create(
-            &def,
-            "",
-            node_object(n, index),
-            &api::WriteOpts::internal("kubelet"),
-        );
     }
 
     /// Base URL of the API server, e.g. `https://127.0.0.1:41234` (plain
@@ -462,23 +375,47 @@ impl Sim {
 
     /// Add (or replace) a node; pending pods are reconsidered.
     pub fn add_node(&self, node: NodeSpec) {
-        let c = &self.shared.cluster;
-        let def = c.def("", "nodes");
-        let index = c.lock().list("/nodes", "").len() + 10;
-        if c.get(&def, "", &node.name).is_ok() {
-            let _ = c.delete(&def, "", &node.name, &Default::default());
-        }
-        self.create_node(&node, index);
+        let _clock = self.clock();
+        nodes::add_node(&self.shared, &node);
     }
 
     /// Remove a node; its running pods fail (PodGC) and Jobs retry elsewhere.
     pub fn remove_node(&self, name: &str) {
-        let c = &self.shared.cluster;
-        let _ = c.delete(&c.def("", "nodes"), "", name, &Default::default());
+        let _clock = self.clock();
+        disruption::remove_node(&self.shared, name);
+    }
+
+    /// Cordon a node and evict its pods through the Eviction API, as
+    /// `kubectl drain` does. Returns the evicted pods' names.
+    pub fn drain_node(&self, name: &str) -> anyhow::Result<Vec<String>> {
+        let _clock = self.clock();
+        disruption::drain(&self.shared, name).map_err(|e| anyhow::anyhow!(e.message))
+    }
+
+    /// Take a node away as `how` does (Karpenter consolidation, a spot
+    /// interruption, ...): its pods get `DisruptionTarget`, are terminated,
+    /// and the node is removed once they are gone.
+    pub fn reclaim_node(&self, name: &str, how: Disruption) -> anyhow::Result<()> {
+        let _clock = self.clock();
+        disruption::reclaim(&self.shared, name, how).map_err(|e| anyhow::anyhow!(e.message))
+    }
+
+    /// Shift the cluster's clock (see `SimConfig::clock_offset_seconds`).
+    pub fn set_clock_offset(&self, seconds: i64) {
+        self.shared
+            .clock_offset
+            .store(seconds * 1000, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Calls from the test's thread write times on the cluster's clock too.
+    fn clock(&self) -> ClockGuard {
+        util::bind_clock(self.shared.clock_offset.clone());
+        ClockGuard
     }
 
     /// Replace a node's taints.
     pub fn set_taints(&self, node: &str, taints: Vec<Taint>) -> anyhow::Result<()> {
+        let _clock = self.clock();
         let c = &self.shared.cluster;
         c.mutate(&c.def("", "nodes"), "", node, "", "kube-sim", |n| {
             n["spec"]["taints"] = json!(taints.iter().map(Taint::to_json).collect::<Vec<_>>());
@@ -490,6 +427,7 @@ impl Sim {
     /// Switch fault injection at runtime (reseeds the RNG with `faults.seed`).
     pub fn set_faults(&self, faults: Faults) {
         self.shared.fault_rng.reseed(faults.seed);
+        self.shared.kubelet.reset_pull_faults();
         *self.shared.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
     }
 
@@ -570,6 +508,15 @@ impl Sim {
     /// The in-process API (for direct, HTTP-free inspection).
     pub fn cluster(&self) -> &Arc<api::Cluster> {
         &self.shared.cluster
+    }
+}
+
+/// Restores the calling thread's clock binding when a `Sim` call ends.
+struct ClockGuard;
+
+impl Drop for ClockGuard {
+    fn drop(&mut self) {
+        util::unbind_clock();
     }
 }
 

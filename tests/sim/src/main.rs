@@ -1,7 +1,10 @@
 //! `kube-sim serve`: run a simulated cluster until SIGTERM/SIGINT.
+//! `kube-sim node ...` / `kube-sim clock ...`: change a running one.
+
+mod control;
 
 use clap::{Parser, Subcommand};
-use kube_sim::{Faults, NodeSpec, Sim, SimConfig, Taint};
+use kube_sim::{Faults, NodeGroup, NodeSpec, PullFailure, Sim, SimConfig, Taint};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,6 +19,10 @@ struct Cli {
 enum Cmd {
     /// Serve the API on 127.0.0.1 (free port) and write a kubeconfig once ready.
     Serve(Serve),
+    /// Add, remove, drain or reclaim a node of a running `kube-sim serve`.
+    Node(control::NodeCmd),
+    /// Shift the clock of a running `kube-sim serve`.
+    Clock(control::ClockCmd),
 }
 
 #[derive(clap::Args)]
@@ -68,11 +75,31 @@ struct Serve {
     /// Enable the OwnerReferencesPermissionEnforcement admission plugin.
     #[arg(long)]
     owner_references_permission_enforcement: bool,
+    /// NAME=os/arch,min=0,max=N,delay=20s[,taint=key=value:Effect][,label=k=v]
+    /// [,scale-down-unneeded=10m]; repeatable. An autoscaled node group.
+    #[arg(long = "node-group")]
+    node_groups: Vec<String>,
+    /// PodGC deletes the oldest terminated pods above this many (0: never).
+    #[arg(long, default_value_t = kube_sim::DEFAULT_TERMINATED_POD_GC_THRESHOLD)]
+    terminated_pod_gc_threshold: usize,
+    /// First image pull back-off (doubles per failure up to 30x), e.g. 10s.
+    #[arg(long, default_value = "10s")]
+    image_pull_backoff: String,
+    /// IMAGE=COUNT[=MESSAGE]: the first COUNT pulls of IMAGE fail; repeatable.
+    #[arg(long = "fault-image-pull")]
+    fault_image_pulls: Vec<String>,
+    /// The cluster's clock minus the host's, seconds.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    clock_offset_seconds: i64,
 }
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber_init();
-    let Cmd::Serve(s) = Cli::parse().cmd;
+    let s = match Cli::parse().cmd {
+        Cmd::Serve(s) => s,
+        Cmd::Node(n) => return control::node(n),
+        Cmd::Clock(c) => return control::clock(c),
+    };
     let mut cfg = SimConfig {
         kubeconfig_path: Some(s.kubeconfig.clone()),
         workdir: s.workdir,
@@ -89,8 +116,16 @@ fn main() -> anyhow::Result<()> {
             conflicts_status_only: s.fault_conflicts_status_only,
             seed: s.seed,
             user_agent_prefix: None,
+            image_pull_failures: s
+                .fault_image_pulls
+                .iter()
+                .map(|f| parse_pull_fault(f))
+                .collect::<anyhow::Result<_>>()?,
         },
         owner_references_permission_enforcement: s.owner_references_permission_enforcement,
+        terminated_pod_gc_threshold: s.terminated_pod_gc_threshold,
+        image_pull_backoff: kube_sim::nodes::parse_duration(&s.image_pull_backoff)?,
+        clock_offset_seconds: s.clock_offset_seconds,
         ..Default::default()
     };
     for u in &s.users {
@@ -104,6 +139,9 @@ fn main() -> anyhow::Result<()> {
     }
     for n in &s.nodes {
         cfg.nodes.push(NodeSpec::parse(n)?);
+    }
+    for g in &s.node_groups {
+        cfg.node_groups.push(NodeGroup::parse(g)?);
     }
     for t in &s.taints {
         let (node, taint) = t
@@ -139,6 +177,20 @@ fn main() -> anyhow::Result<()> {
     })?;
     drop(sim);
     Ok(())
+}
+
+/// `IMAGE=COUNT[=MESSAGE]`.
+fn parse_pull_fault(s: &str) -> anyhow::Result<PullFailure> {
+    let mut parts = s.splitn(3, '=');
+    let image = parts.next().unwrap_or("");
+    let count = parts
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("--fault-image-pull must be IMAGE=COUNT[=MESSAGE]"))?
+        .parse()?;
+    let message = parts
+        .next()
+        .unwrap_or("toomanyrequests: You have reached your pull rate limit (injected by kube-sim)");
+    Ok(PullFailure::new(image, count, message))
 }
 
 fn tracing_subscriber_init() {

@@ -3,16 +3,43 @@
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+thread_local! {
+    /// The simulated cluster's clock offset (ms) for code running on this
+    /// thread: every thread of a sim's runtime points at its sim's value.
+    static CLOCK_OFFSET: std::cell::RefCell<Option<std::sync::Arc<std::sync::atomic::AtomicI64>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Make `now()` on this thread follow `offset` (milliseconds).
+pub fn bind_clock(offset: std::sync::Arc<std::sync::atomic::AtomicI64>) {
+    CLOCK_OFFSET.with(|c| *c.borrow_mut() = Some(offset));
+}
+
+/// Undo `bind_clock` on this thread.
+pub fn unbind_clock() {
+    CLOCK_OFFSET.with(|c| *c.borrow_mut() = None);
+}
+
+/// The cluster's clock: the host's plus the sim's clock offset, so the times
+/// the API server and its controllers write can lag or lead the clients'.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    let ms = CLOCK_OFFSET.with(|c| {
+        c.borrow()
+            .as_ref()
+            .map(|o| o.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    });
+    chrono::Utc::now() + chrono::Duration::milliseconds(ms)
+}
+
 /// RFC 3339 timestamp with second precision, as metav1.Time serialises.
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// metav1.MicroTime, as events.k8s.io uses for eventTime.
 pub fn now_micro() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
+    now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -73,7 +100,7 @@ pub fn human_duration(secs: i64) -> String {
 
 pub fn age_of(ts: Option<&str>) -> String {
     match ts.and_then(parse_time) {
-        Some(t) => human_duration((chrono::Utc::now() - t).num_seconds()),
+        Some(t) => human_duration((now() - t).num_seconds()),
         None => "<unknown>".into(),
     }
 }

@@ -100,7 +100,7 @@ impl Cluster {
                 } else {
                     0
                 };
-                let ts = chrono::Utc::now() + chrono::Duration::seconds(grace);
+                let ts = util::now() + chrono::Duration::seconds(grace);
                 new["metadata"]["deletionTimestamp"] =
                     json!(ts.format("%Y-%m-%dT%H:%M:%SZ").to_string());
                 new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);

@@ -1,10 +1,10 @@
 //! Garbage collection: ownerReference cascades (Background, Foreground,
-//! Orphan) and PodGC for pods bound to nodes that no longer exist.
+//! Orphan). PodGC is in `podgc`.
 
 use crate::api::DeleteOpts;
 use crate::util::{name_of, ns_of, uid_of};
 use crate::Shared;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -43,11 +43,6 @@ pub fn reconcile(shared: &Arc<Shared>) {
         })
         .collect();
     let mut dependents: HashMap<String, usize> = HashMap::new();
-    let nodes: Vec<String> = all
-        .iter()
-        .filter(|(gr, _)| gr == "/nodes")
-        .map(|(_, n)| name_of(n).to_string())
-        .collect();
     for (gr, o) in &all {
         let Some(def) = c.registry().by_gr(gr) else {
             continue;
@@ -115,31 +110,6 @@ pub fn reconcile(shared: &Arc<Shared>) {
                             .remove("ownerReferences");
                     }
                 });
-            }
-        }
-        // PodGC: pods bound to a vanished node fail and are removed.
-        if gr == "/pods" {
-            let node = o["spec"]["nodeName"].as_str().unwrap_or("");
-            if !node.is_empty() && !nodes.iter().any(|n| n == node) {
-                let phase = o["status"]["phase"].as_str().unwrap_or("");
-                if phase != "Succeeded" && phase != "Failed" {
-                    let _ = c.mutate(&def, ns_of(o), name_of(o), "status", "pod-garbage-collector", |p| {
-                        p["status"]["phase"] = json!("Failed");
-                        let mut conds = p["status"]["conditions"].as_array().cloned().unwrap_or_default();
-                        crate::util::set_condition(&mut conds, json!({"type": "DisruptionTarget", "status": "True",
-                            "reason": "DeletionByPodGC", "message": "PodGC: node no longer exists"}));
-                        p["status"]["conditions"] = json!(conds);
-                    });
-                }
-                let _ = c.delete(
-                    &def,
-                    ns_of(o),
-                    name_of(o),
-                    &DeleteOpts {
-                        grace_seconds: Some(0),
-                        ..Default::default()
-                    },
-                );
             }
         }
     }

@@ -1,10 +1,13 @@
-//! The Job controller (batch/v1, NonIndexed): creates pods from the
-//! template, counts successes and failures (a pod deleted before finishing
-//! counts as failed, as with the real controller's tracking finalizers),
+//! The Job controller (batch/v1, NonIndexed), following
+//! pkg/controller/job/job_controller.go: creates pods from the template with
+//! the `batch.kubernetes.io/job-tracking` finalizer, counts successes and
+//! failures and then removes the finalizer (trackJobStatusAndRemoveFinalizers),
+//! evaluates `podFailurePolicy` on failed pods (Ignore, Count, FailJob),
 //! retries within backoffLimit with exponential delay, enforces
 //! activeDeadlineSeconds, and sets the 1.31+ conditions
 //! (SuccessCriteriaMet/FailureTarget, then Complete/Failed).
 
+use super::pod_failure_policy::{evaluate, Verdict};
 use crate::api::{DeleteOpts, WriteOpts};
 use crate::util::{name_of, now_rfc3339, ns_of, parse_time, set_condition, uid_of};
 use crate::Shared;
@@ -12,6 +15,9 @@ use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// The finalizer that keeps a Job's pods until they are counted.
+pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
 
 #[derive(Default)]
 struct Tracking {
@@ -22,6 +28,8 @@ struct Tracking {
     succeeded: i64,
     failed: i64,
     last_failure: Option<Instant>,
+    /// Set by a FailJob rule: the Job's failure message.
+    fail_job: Option<String>,
 }
 
 #[derive(Default)]
@@ -69,6 +77,18 @@ impl JobController {
         }
         let mut track = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         let live: HashSet<&str> = jobs.iter().map(|j| uid_of(j)).collect();
+        // Pods whose Job is gone keep nothing to count: drop the finalizer.
+        for p in &pods {
+            let owner = p["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["controller"] == true && r["kind"] == "Job")
+                .and_then(|r| r["uid"].as_str());
+            if has_tracking(p) && owner.is_none_or(|u| !live.contains(u)) {
+                remove_tracking(shared, p);
+            }
+        }
         track.retain(|uid, _| live.contains(uid.as_str()));
         for j in &jobs {
             let owned = by_owner.get(uid_of(j)).cloned().unwrap_or_default();
@@ -86,8 +106,15 @@ impl JobController {
             || cond_status(j, "Failed")
             || !j["metadata"]["deletionTimestamp"].is_null()
         {
+            // A finished or deleted Job lets go of its pods.
+            for p in pods {
+                if has_tracking(p) {
+                    remove_tracking(shared, p);
+                }
+            }
             return;
         }
+        let policy = &j["spec"]["podFailurePolicy"];
         // Resume counts after a restart of this controller from the status.
         if t.seen.is_empty() && t.counted.is_empty() {
             t.succeeded = j["status"]["succeeded"].as_i64().unwrap_or(0);
@@ -97,17 +124,37 @@ impl JobController {
         for p in pods {
             let uid = uid_of(p).to_string();
             if t.counted.contains(&uid) {
+                if has_tracking(p) {
+                    remove_tracking(shared, p);
+                }
                 continue;
             }
             match p["status"]["phase"].as_str() {
                 Some("Succeeded") => {
                     t.succeeded += 1;
                     t.counted.insert(uid);
+                    remove_tracking(shared, p);
                 }
-                Some("Failed") => {
-                    t.failed += 1;
-                    t.last_failure = Some(Instant::now());
+                _ if pod_failed(p, policy) => {
+                    let verdict = if policy.is_null() {
+                        Verdict::Count
+                    } else {
+                        evaluate(policy, p)
+                    };
+                    match verdict {
+                        Verdict::Ignore => {}
+                        Verdict::Count => {
+                            t.failed += 1;
+                            t.last_failure = Some(Instant::now());
+                        }
+                        Verdict::FailJob(msg) => {
+                            t.failed += 1;
+                            t.last_failure = Some(Instant::now());
+                            t.fail_job.get_or_insert(msg);
+                        }
+                    }
                     t.counted.insert(uid);
+                    remove_tracking(shared, p);
                 }
                 _ => {
                     t.seen.insert(uid);
@@ -154,35 +201,31 @@ impl JobController {
             (Some(ads), Some(st)) if !suspended => (now - st).num_seconds() >= ads,
             _ => false,
         };
-        let mut failure: Option<(&str, &str)> = None;
+        let mut failure: Option<(String, String)> = None;
         // Once a failure is targeted its reason sticks while pods terminate.
         let targeted = j["status"]["conditions"]
             .as_array()
             .into_iter()
             .flatten()
-            .find(|c| c["type"] == "FailureTarget" && c["status"] == "True")
-            .and_then(|c| c["reason"].as_str());
-        if let Some(r) = targeted {
-            failure = Some(match r {
-                "DeadlineExceeded" => (
-                    "DeadlineExceeded",
-                    "Job was active longer than specified deadline",
-                ),
-                _ => (
-                    "BackoffLimitExceeded",
-                    "Job has reached the specified backoff limit",
-                ),
-            });
+            .find(|c| c["type"] == "FailureTarget" && c["status"] == "True");
+        let pair = |r: &str, m: &str| Some((r.to_string(), m.to_string()));
+        if let Some(c) = targeted {
+            failure = pair(
+                c["reason"].as_str().unwrap_or(""),
+                c["message"].as_str().unwrap_or(""),
+            );
+        } else if let Some(msg) = &t.fail_job {
+            failure = pair("PodFailurePolicy", msg);
         } else if t.failed > backoff_limit {
-            failure = Some((
+            failure = pair(
                 "BackoffLimitExceeded",
                 "Job has reached the specified backoff limit",
-            ));
+            );
         } else if deadline_hit {
-            failure = Some((
+            failure = pair(
                 "DeadlineExceeded",
                 "Job was active longer than specified deadline",
-            ));
+            );
         }
         let success = failure.is_none() && t.succeeded >= completions;
         let mut events: Vec<(&str, String, String)> = vec![];
@@ -241,7 +284,7 @@ impl JobController {
         };
         let (succeeded, failed) = (t.succeeded, t.failed);
         let finished_pods = alive.is_empty() || (active.is_empty() && terminating == 0);
-        let mut finished_event: Option<(&str, &str, &str)> = None;
+        let mut finished_event: Option<(&str, String, String)> = None;
         let _ = c.mutate(&jdef, &ns, &name, "status", "job-controller", |o| {
             let st = crate::util::ensure_obj(o, &["status"]);
             if !suspended && st.get("startTime").is_none() {
@@ -259,18 +302,18 @@ impl JobController {
             }
             let mut conds: Vec<Value> = st.get("conditions").and_then(Value::as_array).cloned().unwrap_or_default();
             let cond = |ty: &str, reason: &str, msg: &str| json!({"type": ty, "status": "True", "reason": reason, "message": msg, "lastProbeTime": now_rfc3339()});
-            if let Some((reason, msg)) = failure {
+            if let Some((reason, msg)) = &failure {
                 set_condition(&mut conds, cond("FailureTarget", reason, msg));
                 if finished_pods {
                     set_condition(&mut conds, cond("Failed", reason, msg));
-                    finished_event = Some(("Warning", reason, msg));
+                    finished_event = Some(("Warning", reason.clone(), msg.clone()));
                 }
             } else if success {
                 set_condition(&mut conds, cond("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"));
                 if finished_pods {
                     set_condition(&mut conds, cond("Complete", "CompletionsReached", "Reached expected number of succeeded pods"));
                     st.insert("completionTime".into(), json!(now_rfc3339()));
-                    finished_event = Some(("Normal", "Completed", "Job completed"));
+                    finished_event = Some(("Normal", "Completed".into(), "Job completed".into()));
                 }
             }
             if suspended {
@@ -286,9 +329,54 @@ impl JobController {
             c.record_event(j, ty, &reason, &msg, "job-controller");
         }
         if let Some((ty, reason, msg)) = finished_event {
-            c.record_event(j, ty, reason, msg, "job-controller");
+            c.record_event(j, ty, &reason, &msg, "job-controller");
         }
     }
+}
+
+/// Whether a Job pod counts as failed (isPodFailed): with a
+/// podFailurePolicy only phase Failed does (PodGC and the kubelet make
+/// deleted pods terminal); otherwise a pod being deleted before it
+/// succeeded counts too.
+fn pod_failed(p: &Value, policy: &Value) -> bool {
+    let phase = p["status"]["phase"].as_str().unwrap_or("");
+    if phase == "Failed" {
+        return true;
+    }
+    policy.is_null() && !p["metadata"]["deletionTimestamp"].is_null() && phase != "Succeeded"
+}
+
+fn has_tracking(p: &Value) -> bool {
+    p["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| x == TRACKING_FINALIZER))
+}
+
+fn remove_tracking(shared: &Shared, p: &Value) {
+    if !has_tracking(p) {
+        return;
+    }
+    let c = &shared.cluster;
+    let _ = c.mutate(
+        &c.def("", "pods"),
+        ns_of(p),
+        name_of(p),
+        "",
+        "job-controller",
+        |o| {
+            if let Some(f) = o["metadata"]["finalizers"].as_array_mut() {
+                f.retain(|x| x != TRACKING_FINALIZER);
+            }
+            if o["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| f.is_empty())
+            {
+                if let Some(m) = o["metadata"].as_object_mut() {
+                    m.remove("finalizers");
+                }
+            }
+        },
+    );
 }
 
 fn pod_from_template(j: &Value) -> Value {
@@ -296,6 +384,7 @@ fn pod_from_template(j: &Value) -> Value {
     let mut md = json!({
         "generateName": format!("{}-", name_of(j)),
         "namespace": ns_of(j),
+        "finalizers": [TRACKING_FINALIZER],
         "labels": tpl["metadata"]["labels"],
         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name_of(j), "uid": uid_of(j),
             "controller": true, "blockOwnerDeletion": true}],

@@ -2,9 +2,12 @@
 //! changes (or on a slow resync for timers), reads current state and writes
 //! through the same API layer clients use.
 
+pub mod autoscaler;
 pub mod gc;
 pub mod jobs;
 pub mod kubelet;
+pub mod pod_failure_policy;
+pub mod podgc;
 pub mod scheduler;
 
 use crate::Shared;
@@ -20,6 +23,12 @@ pub fn spawn_all(shared: Arc<Shared>) {
     ));
     tokio::spawn(run_loop(
         shared.clone(),
+        "pod-garbage-collector",
+        Duration::from_secs(2),
+        podgc::reconcile,
+    ));
+    tokio::spawn(run_loop(
+        shared.clone(),
         "default-scheduler",
         Duration::from_secs(2),
         scheduler::reconcile,
@@ -30,6 +39,12 @@ pub fn spawn_all(shared: Arc<Shared>) {
         "job-controller",
         Duration::from_millis(500),
         move |s| jc.reconcile(s),
+    ));
+    tokio::spawn(run_loop(
+        shared.clone(),
+        "cluster-autoscaler",
+        Duration::from_millis(250),
+        autoscaler::reconcile,
     ));
     tokio::spawn(run_loop(
         shared,
