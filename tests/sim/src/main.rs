@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve the API on 127.0.0.1 (free port) and write a kubeconfig once ready.
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Add, remove, drain or reclaim a node of a running `kube-sim serve`.
     Node(control::NodeCmd),
     /// Shift the clock of a running `kube-sim serve`.
