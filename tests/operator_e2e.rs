@@ -528,7 +528,7 @@ async fn sigterm_stops_the_operator_cleanly_and_hands_over_the_lease() {
         world.operator.log()
     );
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(world.client.clone(), harness::NAMESPACE);
+        kube::Api::namespaced(world.client.clone(), harness::OPERATOR_NAMESPACE);
     let lease = leases.get("multiarch-operator").await.unwrap();
     assert_eq!(
         lease.spec.unwrap().holder_identity,
@@ -617,6 +617,12 @@ async fn the_chart_rbac_covers_exactly_what_the_operator_does() {
             r.code < 400 || r.code == 404 || r.code == 409,
             "the operator got {}: {r:?}",
             r.code
+        );
+        // It authenticates as its chart-rendered ServiceAccount, so RBAC
+        // (not the request log alone) decides what it may do.
+        assert_eq!(
+            r.user.as_ref().map(|u| u.username.as_str()),
+            Some("system:serviceaccount:multiarch-system:multiarch-operator"),
         );
         let resource = if r.subresource.is_empty() {
             r.resource.clone()

@@ -22,6 +22,19 @@ use serde_json::json;
 use crate::common::{require_tool, Registry};
 
 pub const NAMESPACE: &str = "default";
+/// The operator's own namespace, ServiceAccount and Lease namespace, as the
+/// rendered manifest names them.
+pub const OPERATOR_NAMESPACE: &str = "multiarch-system";
+pub const OPERATOR_SERVICE_ACCOUNT: &str = "multiarch-operator";
+/// Kinds of the rendered manifest that give the operator its identity and rights.
+const IDENTITY_KINDS: [&str; 6] = [
+    "Namespace",
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
 /// Generous: the machine may be busy with other tests.
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -79,7 +92,38 @@ pub async fn install_crd(client: &Client) {
     .await;
 }
 
-/// The operator, running as its own process against the simulated cluster.
+/// Applies the chart-rendered Namespace, ServiceAccount and RBAC
+/// (deploy/multiarch-operator.yaml) into the cluster, so the operator runs
+/// with exactly the rights it ships with.
+pub fn install_operator_identity(sim: &Sim) {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/multiarch-operator.yaml"),
+    )
+    .unwrap();
+    let docs: Vec<&str> = text
+        .split("\n---\n")
+        .filter(|doc| {
+            doc.lines()
+                .any(|l| IDENTITY_KINDS.iter().any(|k| l == format!("kind: {k}")))
+        })
+        .collect();
+    sim.apply_manifest(&docs.join("\n---\n"))
+        .expect("apply the operator's ServiceAccount and RBAC");
+}
+
+/// A kubeconfig for the operator's ServiceAccount.
+pub fn operator_kubeconfig(sim: &Sim, path: &Path) -> PathBuf {
+    install_operator_identity(sim);
+    let token = sim
+        .service_account_token(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT)
+        .expect("a token for the operator's ServiceAccount");
+    sim.write_kubeconfig_with_token(path, OPERATOR_SERVICE_ACCOUNT, &token)
+        .unwrap();
+    path.to_path_buf()
+}
+
+/// The operator, running as its own process against the simulated cluster,
+/// as its ServiceAccount under the chart's RBAC.
 pub struct Operator {
     extra: Vec<String>,
     child: Option<Child>,
@@ -99,7 +143,7 @@ impl Operator {
         let mut operator = Operator {
             extra: extra.iter().map(|a| a.to_string()).collect(),
             child: None,
-            kubeconfig: sim.kubeconfig_path().to_path_buf(),
+            kubeconfig: operator_kubeconfig(sim, &log_dir.join("operator.kubeconfig")),
             log: log_dir.join("operator.log"),
             metrics_port: free_port(),
             starts: 0,
@@ -123,7 +167,7 @@ impl Operator {
             ])
             .args([
                 "--leader-election-namespace",
-                NAMESPACE,
+                OPERATOR_NAMESPACE,
                 "--lease-duration-seconds",
                 "4",
             ])

@@ -2,16 +2,21 @@
 //! Job each. Prints create throughput, full-list latency, watch fan-out delay
 //! to 10 watchers (median, p99) and resident memory.
 //!
+//! The client is a tenant: a non-admin user bound by RBAC (the `edit`
+//! ClusterRole in `default`, aggregating a Widget role), over HTTPS with a
+//! bearer token, so every request is authenticated and authorized.
+//!
 //! Run: cargo bench -p kube-sim --bench sim_bench
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     Api, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::core::{ApiResource, GroupVersionKind};
-use kube_sim::{Sim, SimConfig};
+use kube_sim::{Sim, SimConfig, UserInfo};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -43,8 +48,8 @@ async fn main() {
         ..Default::default()
     })
     .unwrap();
-    let client = sim.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let admin = sim.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/widget-crd.yaml"
@@ -52,6 +57,27 @@ async fn main() {
     let crd: CustomResourceDefinition =
         serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     crds.create(&PostParams::default(), &crd).await.unwrap();
+    let widget_role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "widget-editor", "labels": {"rbac.authorization.k8s.io/aggregate-to-edit": "true"}},
+        "rules": [{"apiGroups": ["sim.example.com"], "resources": ["widgets", "widgets/status"],
+            "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}],
+    }))
+    .unwrap();
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &widget_role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "bench-edit", "namespace": "default"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "bench-team"}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let client = sim.client_for(&UserInfo::new("bench", &["bench-team"]));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let ar = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("sim.example.com", "v1", "Widget"),

@@ -101,7 +101,18 @@ fn kubeconfig(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         .context("--kubeconfig (or KUBECONFIG) is required")
 }
 
-/// `host:port` of the kubeconfig's current cluster (plain http, loopback).
+/// The first user's bearer token in the kubeconfig (the admin's in the one
+/// `kube-sim serve` writes).
+fn token(kubeconfig: &Path) -> anyhow::Result<String> {
+    let kc: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(kubeconfig)?)?;
+    Ok(kc["users"][0]["user"]["token"]
+        .as_str()
+        .unwrap_or("")
+        .to_string())
+}
+
+/// `host:port` of the kubeconfig's current cluster (loopback; the API port
+/// answers plain HTTP besides HTTPS).
 fn server(kubeconfig: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(kubeconfig)
         .with_context(|| format!("reading {}", kubeconfig.display()))?;
@@ -110,8 +121,9 @@ fn server(kubeconfig: &Path) -> anyhow::Result<String> {
         .as_str()
         .context("the kubeconfig names no cluster server")?;
     let hostport = url
-        .strip_prefix("http://")
-        .context("kube-sim serves plain http")?;
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .context("the kubeconfig's server is not a kube-sim URL")?;
     Ok(hostport.trim_end_matches('/').to_string())
 }
 
@@ -119,6 +131,7 @@ fn server(kubeconfig: &Path) -> anyhow::Result<String> {
 /// server's message.
 fn request(kubeconfig: &Path, method: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
     let addr = server(kubeconfig)?;
+    let token = token(kubeconfig)?;
     let payload = if body.is_null() {
         String::new()
     } else {
@@ -128,7 +141,7 @@ fn request(kubeconfig: &Path, method: &str, path: &str, body: &Value) -> anyhow:
         std::net::TcpStream::connect(&addr).with_context(|| format!("connecting to {addr}"))?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-sim-cli\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nUser-Agent: kube-sim-cli\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
         payload.len()
     )?;
     let mut raw = String::new();

@@ -89,4 +89,6 @@ pub struct RequestRecord {
     pub path: String,
     /// Content type of a PATCH (merge, json, strategic, apply), else empty.
     pub patch_type: String,
+    /// Who made the request (after impersonation); None when unauthenticated.
+    pub user: Option<std::sync::Arc<crate::auth::UserInfo>>,
 }

@@ -59,13 +59,20 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 let _ = stream.set_nodelay(true);
                 let sh = shared.clone();
                 tokio::spawn(async move {
+                    let acceptor = sh.tls.acceptor.clone();
                     let svc = hyper::service::service_fn(move |req| {
                         let sh = sh.clone();
                         async move { Ok::<_, Infallible>(handle(sh, req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
+                    let conn = hyper::server::conn::http1::Builder::new();
+                    let mut first = [0u8; 1];
+                    if matches!(stream.peek(&mut first).await, Ok(1) if first[0] == crate::tls::HANDSHAKE_BYTE) {
+                        if let Ok(tls) = acceptor.accept(stream).await {
+                            let _ = conn.serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await;
+                        }
+                    } else {
+                        let _ = conn.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+                    }
                 });
             }
             _ = shutdown.changed() => break,
@@ -257,7 +264,12 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         code: 200,
         path: path.clone(),
         patch_type: String::new(),
+        user: None,
     };
+    match crate::auth::gate(&shared, &method, &path, &q, req.headers()) {
+        Ok(u) => rec.user = Some(u),
+        Err(e) => return finish(&shared, rec, error_response(&e)),
+    }
     let resp = match segs.as_slice() {
         ["version"] => json_response(200, &crate::discovery::version()),
         ["healthz"] | ["livez"] | ["readyz"] => Response::builder()
@@ -331,6 +343,10 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
             Err(e) => error_response(&e),
         },
     };
+    finish(&shared, rec, resp)
+}
+
+fn finish(shared: &Shared, mut rec: RequestRecord, resp: Response<Body>) -> Response<Body> {
     rec.code = resp.status().as_u16();
     shared
         .requests
@@ -507,7 +523,22 @@ async fn serve_resource(
         force: q.get("force").is_some_and(|f| f == "true"),
         user_agent: ua.into(),
         strict: q.get("fieldValidation").is_some_and(|f| f == "Strict"),
+        user: rec.user.clone(),
     };
+    let user = rec.user.clone().unwrap_or_default();
+    if let Some(o) = crate::auth::endpoints::serve(
+        shared,
+        def,
+        &r.ns,
+        &r.name,
+        &r.sub,
+        verb,
+        || parse_typed_body(def, ctype, &body),
+        &user,
+    )? {
+        return Ok(json_response(201, &o));
+    }
+    crate::auth::authorize_create_on_patch(shared, def, &r.ns, &r.name, &r.sub, verb, &user)?;
     let allowed_sub = |s: &str| {
         s.is_empty()
             || (s == "status" && def.status_sub)

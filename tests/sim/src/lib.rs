@@ -6,31 +6,38 @@
 //! simplifies.
 
 pub mod admin;
+pub mod admission;
 pub mod api;
 pub mod apply;
+pub mod auth;
 pub mod builtin;
 pub mod cel;
+pub mod cel_cost;
 pub mod controllers;
 pub mod discovery;
 pub mod disruption;
 pub mod error;
 pub mod faults;
 pub mod http;
+pub mod k8scel;
 pub mod nodes;
 pub mod openapi;
 pub mod patch;
 pub mod podlogs;
 pub mod protobuf;
+pub mod rbac;
 pub mod resources;
 pub mod sandbox;
 pub mod schema;
 pub mod selectors;
 pub mod store;
 pub mod table;
+pub mod tls;
 pub mod util;
 pub mod validation;
 pub mod watch;
 
+pub use auth::UserInfo;
 pub use disruption::Disruption;
 pub use faults::{Faults, PullFailure, RequestRecord};
 pub use nodes::{NodeGroup, NodeSpec, Taint};
@@ -73,6 +80,12 @@ pub struct SimConfig {
     /// Extra host directories each container gets a private, empty copy of
     /// (only when they exist on the host), e.g. container storage.
     pub private_dirs: Vec<PathBuf>,
+    /// Users with static tokens, each a context (named after the user) in
+    /// the kubeconfig besides the admin one: (name, groups).
+    pub users: Vec<(String, Vec<String>)>,
+    /// The OwnerReferencesPermissionEnforcement admission plugin (off by
+    /// default, as upstream; on in OpenShift).
+    pub owner_references_permission_enforcement: bool,
     /// First image pull back-off (the kubelet's is 10 s, doubling to 300 s).
     pub image_pull_backoff: Duration,
     /// kube-controller-manager's `--terminated-pod-gc-threshold`: PodGC
@@ -100,6 +113,8 @@ impl Default for SimConfig {
             workdir: None,
             seed: 42,
             private_dirs: vec![PathBuf::from("/var/lib/containers")],
+            users: vec![],
+            owner_references_permission_enforcement: false,
             image_pull_backoff: Duration::from_secs(10),
             terminated_pod_gc_threshold: DEFAULT_TERMINATED_POD_GC_THRESHOLD,
             node_groups: vec![],
@@ -120,6 +135,8 @@ pub struct Shared {
     pub bookmark_interval: Duration,
     pub port: std::sync::atomic::AtomicU16,
     pub kubelet: controllers::kubelet::KubeletState,
+    pub tokens: auth::Tokens,
+    pub tls: tls::ServerTls,
     /// The cluster clock's offset from the host's, milliseconds (see `util::now`).
     pub clock_offset: Arc<std::sync::atomic::AtomicI64>,
     pub autoscaler: controllers::autoscaler::AutoscalerState,
@@ -159,6 +176,14 @@ impl Sim {
             .clone()
             .unwrap_or_else(|| workdir.join("kubeconfig"));
         let cluster = api::Cluster::new(config.history_window, config.seed);
+        cluster
+            .admission
+            .owner_references_permission_enforcement
+            .store(
+                config.owner_references_permission_enforcement,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        rbac::bootstrap::install(&cluster);
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let shared = Arc::new(Shared {
             cluster,
@@ -170,6 +195,8 @@ impl Sim {
             bookmark_interval: config.bookmark_interval,
             port: Default::default(),
             kubelet: Default::default(),
+            tokens: auth::Tokens::new(config.seed),
+            tls: tls::generate()?,
             clock_offset: Arc::new(std::sync::atomic::AtomicI64::new(
                 config.clock_offset_seconds * 1000,
             )),
@@ -228,7 +255,7 @@ impl Sim {
                 });
                 rt.shutdown_timeout(Duration::from_secs(2));
             })?;
-        let port = ready_rx.recv().context("kube-sim thread died")??;
+        ready_rx.recv().context("kube-sim thread died")??;
         let sim = Sim {
             shared,
             thread: Some(thread),
@@ -239,20 +266,101 @@ impl Sim {
         for n in &nodes {
             nodes::add_node(&sim.shared, n);
         }
-        write_kubeconfig(&sim.kubeconfig, port)?;
+        let mut contexts = vec![(
+            "kube-sim".to_string(),
+            sim.shared.tokens.admin_token().to_string(),
+        )];
+        for (name, groups) in &sim.shared.config.users {
+            let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+            contexts.push((name.clone(), sim.token_for(&UserInfo::new(name, &groups))));
+        }
+        auth::write_kubeconfig(
+            &sim.kubeconfig,
+            &sim.url(),
+            &sim.shared.tls.ca_pem,
+            &contexts,
+        )?;
         Ok(sim)
     }
 
-    /// Base URL of the API server, e.g. `http://127.0.0.1:41234`.
+    /// Base URL of the API server, e.g. `https://127.0.0.1:41234` (plain
+    /// `http://` on the same port answers too).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.shared.port())
+        format!("https://127.0.0.1:{}", self.shared.port())
     }
 
-    /// A fresh kube-rs client for this cluster (call from within any tokio runtime).
+    /// The bearer token of the default kubeconfig's `system:masters` admin.
+    pub fn admin_token(&self) -> &str {
+        self.shared.tokens.admin_token()
+    }
+
+    /// The CA that signed the server's certificate (PEM).
+    pub fn ca_pem(&self) -> &str {
+        &self.shared.tls.ca_pem
+    }
+
+    /// A fresh kube-rs client for this cluster, as the `system:masters`
+    /// admin (call from within any tokio runtime).
     pub fn client(&self) -> kube::Client {
-        let mut cfg = kube::Config::new(self.url().parse().expect("url"));
+        self.client_with_token(self.shared.tokens.admin_token())
+    }
+
+    /// A client authenticating with a bearer token. In-process clients use
+    /// the plain-HTTP side of the API port (kube-rs sends the token either
+    /// way, and does not set TCP_NODELAY, which over TLS delays each
+    /// request); kubeconfigs point at HTTPS.
+    pub fn client_with_token(&self, token: &str) -> kube::Client {
+        let url = format!("http://127.0.0.1:{}", self.shared.port());
+        let mut cfg = kube::Config::new(url.parse().expect("url"));
         cfg.default_namespace = "default".into();
+        cfg.auth_info.token = Some(token.to_string().into());
         kube::Client::try_from(cfg).expect("kube client")
+    }
+
+    /// A client for a user (a static token is minted; `system:authenticated`
+    /// is added to the groups).
+    pub fn client_for(&self, user: &UserInfo) -> kube::Client {
+        self.client_with_token(&self.token_for(user))
+    }
+
+    /// A client for a ServiceAccount, which must exist.
+    pub fn client_for_service_account(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<kube::Client> {
+        Ok(self.client_with_token(&self.service_account_token(namespace, name)?))
+    }
+
+    /// A static bearer token for a user.
+    pub fn token_for(&self, user: &UserInfo) -> String {
+        self.shared.tokens.add_user(user.clone())
+    }
+
+    /// A token for an existing ServiceAccount, valid while it exists.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> anyhow::Result<String> {
+        let c = &self.shared.cluster;
+        let sa = c
+            .get(&c.def("", "serviceaccounts"), namespace, name)
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        Ok(self.shared.tokens.add_service_account(&sa, None))
+    }
+
+    /// Writes a kubeconfig (for kubectl or a child process) that
+    /// authenticates with `token`; its one context is named `context`.
+    pub fn write_kubeconfig_with_token(
+        &self,
+        path: &Path,
+        context: &str,
+        token: &str,
+    ) -> anyhow::Result<()> {
+        auth::write_kubeconfig(
+            path,
+            &self.url(),
+            &self.shared.tls.ca_pem,
+            &[(context.into(), token.into())],
+        )?;
+        Ok(())
     }
 
     /// The kubeconfig for `kubectl --kubeconfig` or a child process (KUBECONFIG).
@@ -360,6 +468,43 @@ impl Sim {
             .collect()
     }
 
+    /// Creates every object of a multi-document YAML manifest whose kind is
+    /// served (as the admin; objects that exist already are left alone) and
+    /// returns the `Kind/name` of those it created. Namespaced objects
+    /// without a namespace go to `default`.
+    pub fn apply_manifest(&self, yaml: &str) -> anyhow::Result<Vec<String>> {
+        use serde::Deserialize;
+        let c = &self.shared.cluster;
+        let mut created = vec![];
+        for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+            let obj = Value::deserialize(doc)?;
+            if !obj.is_object() {
+                continue;
+            }
+            let api_version = obj["apiVersion"].as_str().unwrap_or("").to_string();
+            let kind = obj["kind"].as_str().unwrap_or("").to_string();
+            let def = c
+                .registry()
+                .by_kind(&api_version, &kind)
+                .with_context(|| format!("{api_version} {kind} is not served"))?;
+            let ns = if def.namespaced {
+                obj["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("default")
+                    .to_string()
+            } else {
+                String::new()
+            };
+            let name = util::name_of(&obj).to_string();
+            match c.create(&def, &ns, obj, &api::WriteOpts::internal("kube-sim")) {
+                Ok(_) => created.push(format!("{kind}/{name}")),
+                Err(e) if e.code == 409 => {}
+                Err(e) => anyhow::bail!("{kind}/{name}: {}", e.message),
+            }
+        }
+        Ok(created)
+    }
+
     /// The in-process API (for direct, HTTP-free inspection).
     pub fn cluster(&self) -> &Arc<api::Cluster> {
         &self.shared.cluster
@@ -382,20 +527,6 @@ impl Drop for Sim {
             let _ = t.join();
         }
     }
-}
-
-fn write_kubeconfig(path: &Path, port: u16) -> anyhow::Result<()> {
-    let kc = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: kube-sim\n  context:\n    cluster: kube-sim\n    user: kube-sim\n    namespace: default\ncurrent-context: kube-sim\nusers:\n- name: kube-sim\n  user: {{}}\n"
-    );
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    // Write then rename so a watcher never reads a half-written file.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, kc)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 /// Log locations the kubelet registers for `pods/log`.

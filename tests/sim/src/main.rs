@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve the API on 127.0.0.1 (free port) and write a kubeconfig once ready.
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Add, remove, drain or reclaim a node of a running `kube-sim serve`.
     Node(control::NodeCmd),
     /// Shift the clock of a running `kube-sim serve`.
@@ -68,6 +68,13 @@ struct Serve {
     fault_conflicts_status_only: bool,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// NAME[:GROUP,...]: a user with a static token, written to the
+    /// kubeconfig as a context named NAME; repeatable.
+    #[arg(long = "user")]
+    users: Vec<String>,
+    /// Enable the OwnerReferencesPermissionEnforcement admission plugin.
+    #[arg(long)]
+    owner_references_permission_enforcement: bool,
     /// NAME=os/arch,min=0,max=N,delay=20s[,taint=key=value:Effect][,label=k=v]
     /// [,scale-down-unneeded=10m]; repeatable. An autoscaled node group.
     #[arg(long = "node-group")]
@@ -115,11 +122,21 @@ fn main() -> anyhow::Result<()> {
                 .map(|f| parse_pull_fault(f))
                 .collect::<anyhow::Result<_>>()?,
         },
+        owner_references_permission_enforcement: s.owner_references_permission_enforcement,
         terminated_pod_gc_threshold: s.terminated_pod_gc_threshold,
         image_pull_backoff: kube_sim::nodes::parse_duration(&s.image_pull_backoff)?,
         clock_offset_seconds: s.clock_offset_seconds,
         ..Default::default()
     };
+    for u in &s.users {
+        let (name, groups) = u.split_once(':').unwrap_or((u, ""));
+        let groups = groups
+            .split(',')
+            .filter(|g| !g.is_empty())
+            .map(String::from)
+            .collect();
+        cfg.users.push((name.to_string(), groups));
+    }
     for n in &s.nodes {
         cfg.nodes.push(NodeSpec::parse(n)?);
     }

@@ -20,7 +20,9 @@ fn sub<T: schemars::JsonSchema>(g: &mut SchemaGenerator) -> schemars::Schema {
 
 /// The k8s-openapi type of a served built-in kind.
 fn builtin_schema(group: &str, version: &str, kind: &str) -> Option<SchemaFn> {
-    use k8s_openapi::api::{batch, coordination, core, discovery, events};
+    use k8s_openapi::api::{
+        admissionregistration, authorization, batch, coordination, core, discovery, events, rbac,
+    };
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
     Some(match (group, version, kind) {
         ("", "v1", "Namespace") => sub::<core::v1::Namespace>,
@@ -35,6 +37,27 @@ fn builtin_schema(group: &str, version: &str, kind: &str) -> Option<SchemaFn> {
         ("batch", "v1", "Job") => sub::<batch::v1::Job>,
         ("coordination.k8s.io", "v1", "Lease") => sub::<coordination::v1::Lease>,
         ("events.k8s.io", "v1", "Event") => sub::<events::v1::Event>,
+        ("rbac.authorization.k8s.io", "v1", "Role") => sub::<rbac::v1::Role>,
+        ("rbac.authorization.k8s.io", "v1", "RoleBinding") => sub::<rbac::v1::RoleBinding>,
+        ("rbac.authorization.k8s.io", "v1", "ClusterRole") => sub::<rbac::v1::ClusterRole>,
+        ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding") => {
+            sub::<rbac::v1::ClusterRoleBinding>
+        }
+        ("authorization.k8s.io", "v1", "SelfSubjectAccessReview") => {
+            sub::<authorization::v1::SelfSubjectAccessReview>
+        }
+        ("authorization.k8s.io", "v1", "SubjectAccessReview") => {
+            sub::<authorization::v1::SubjectAccessReview>
+        }
+        ("authorization.k8s.io", "v1", "LocalSubjectAccessReview") => {
+            sub::<authorization::v1::LocalSubjectAccessReview>
+        }
+        ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy") => {
+            sub::<admissionregistration::v1::ValidatingAdmissionPolicy>
+        }
+        ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding") => {
+            sub::<admissionregistration::v1::ValidatingAdmissionPolicyBinding>
+        }
         ("discovery.k8s.io", "v1", "EndpointSlice") => sub::<discovery::v1::EndpointSlice>,
         ("apiextensions.k8s.io", "v1", "CustomResourceDefinition") => {
             sub::<apiextensions::v1::CustomResourceDefinition>

@@ -45,6 +45,9 @@ impl ResDef {
         self.group == "events.k8s.io"
     }
     pub fn verbs(&self) -> Vec<&'static str> {
+        if self.group == "authorization.k8s.io" {
+            return vec!["create"];
+        }
         vec![
             "create",
             "delete",
@@ -134,6 +137,61 @@ pub fn builtins() -> Vec<Arc<ResDef>> {
             true,
         ),
     ];
+    // rbac.authorization.k8s.io/v1 (pkg/registry/rbac), the access reviews
+    // (create only, not stored) and admissionregistration.k8s.io/v1 policies.
+    for (plural, kind, namespaced) in [
+        ("roles", "Role", true),
+        ("rolebindings", "RoleBinding", true),
+        ("clusterroles", "ClusterRole", false),
+        ("clusterrolebindings", "ClusterRoleBinding", false),
+    ] {
+        v.push(builtin(
+            crate::rbac::GROUP,
+            "v1",
+            plural,
+            kind,
+            namespaced,
+            &[],
+            false,
+        ));
+    }
+    for (plural, kind, namespaced) in [
+        ("selfsubjectaccessreviews", "SelfSubjectAccessReview", false),
+        ("subjectaccessreviews", "SubjectAccessReview", false),
+        (
+            "localsubjectaccessreviews",
+            "LocalSubjectAccessReview",
+            true,
+        ),
+    ] {
+        v.push(builtin(
+            "authorization.k8s.io",
+            "v1",
+            plural,
+            kind,
+            namespaced,
+            &[],
+            false,
+        ));
+    }
+    v.push(builtin(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicies",
+        "ValidatingAdmissionPolicy",
+        false,
+        &[],
+        true,
+    ));
+    v.push(builtin(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicybindings",
+        "ValidatingAdmissionPolicyBinding",
+        false,
+        &[],
+        false,
+    ));
     let mut ev = builtin(
         "events.k8s.io",
         "v1",

@@ -369,6 +369,26 @@ fn builtin_columns(def: &ResDef) -> (Vec<Col>, RowFn) {
                 ]
             },
         ),
+        // pkg/printers/internalversion/printers.go (roleColumnDefinitions,
+        // roleBindingsColumnDefinitions).
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => (
+            vec![
+                col("Name", "string", 0),
+                col("Role", "string", 0),
+                col("Age", "string", 0),
+            ],
+            |b| {
+                vec![
+                    json!(b["metadata"]["name"]),
+                    json!(format!(
+                        "{}/{}",
+                        b["roleRef"]["kind"].as_str().unwrap_or(""),
+                        b["roleRef"]["name"].as_str().unwrap_or("")
+                    )),
+                    age(b),
+                ]
+            },
+        ),
         ("", "services") => (
             vec![
                 col("Name", "string", 0),
@@ -421,7 +441,7 @@ fn builtin_columns(def: &ResDef) -> (Vec<Col>, RowFn) {
                 ]
             },
         ),
-        ("apiextensions.k8s.io", _) => (
+        ("apiextensions.k8s.io" | "rbac.authorization.k8s.io", _) => (
             vec![col("Name", "string", 0), col("Created At", "date", 0)],
             |c| {
                 vec![

@@ -105,10 +105,11 @@ fn raw(
     body: Vec<u8>,
 ) -> (u16, String, Vec<u8>) {
     use std::io::{Read, Write};
-    let addr = sim.url().trim_start_matches("http://").to_string();
+    let addr = sim.url().trim_start_matches("https://").to_string();
+    let token = sim.admin_token();
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {ctype}\r\nAccept: {accept}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: {ctype}\r\nAccept: {accept}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();

@@ -744,10 +744,10 @@ async fn faults_and_request_log() {
         retry_after_seconds: 1,
         ..Default::default()
     });
-    let resp = reqwest_get(&format!(
-        "{}/api/v1/namespaces/default/configmaps/f",
-        sim.url()
-    ));
+    let resp = reqwest_get(
+        &format!("{}/api/v1/namespaces/default/configmaps/f", sim.url()),
+        sim.admin_token(),
+    );
     assert!(resp.starts_with("HTTP/1.1 429"), "{resp}");
     assert!(
         resp.to_ascii_lowercase().contains("retry-after: 1"),
@@ -785,10 +785,10 @@ async fn faults_can_be_scoped_to_one_user_agent() {
     // Another client goes through untouched...
     cms.get("s").await.unwrap();
     let url = format!("{}/api/v1/namespaces/default/configmaps/s", sim.url());
-    let plain = raw_get_as(&url, "curious/1.0");
+    let plain = raw_get_as(&url, sim.admin_token(), "curious/1.0");
     assert!(plain.starts_with("HTTP/1.1 200"), "{plain}");
     // ...while the named one gets every fault.
-    let faulted = raw_get_as(&url, "faulty/1.0");
+    let faulted = raw_get_as(&url, sim.admin_token(), "faulty/1.0");
     assert!(faulted.starts_with("HTTP/1.1 500"), "{faulted}");
     let codes: Vec<(String, u16)> = sim
         .requests()
@@ -800,14 +800,14 @@ async fn faults_can_be_scoped_to_one_user_agent() {
     assert!(codes.contains(&("curious/1.0".into(), 200)), "{codes:?}");
 }
 
-fn raw_get_as(url: &str, user_agent: &str) -> String {
+fn raw_get_as(url: &str, token: &str, user_agent: &str) -> String {
     use std::io::{Read, Write};
-    let rest = url.trim_start_matches("http://");
+    let rest = url.trim_start_matches("https://");
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut s = std::net::TcpStream::connect(host).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {user_agent}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nUser-Agent: {user_agent}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();
@@ -815,15 +815,16 @@ fn raw_get_as(url: &str, user_agent: &str) -> String {
     out
 }
 
-/// A raw HTTP GET (status line and headers), to see headers kube-rs hides.
-fn reqwest_get(url: &str) -> String {
+/// A raw HTTP GET (status line and headers), to see headers kube-rs hides;
+/// plain HTTP on the API port, as the admin.
+fn reqwest_get(url: &str, token: &str) -> String {
     use std::io::{Read, Write};
-    let rest = url.trim_start_matches("http://");
+    let rest = url.trim_start_matches("https://");
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut s = std::net::TcpStream::connect(host).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();

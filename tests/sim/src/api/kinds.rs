@@ -105,6 +105,7 @@ impl Cluster {
             ("apiextensions.k8s.io", _) => {
                 builtin::default_crd(obj);
                 errs.extend(builtin::validate_crd(obj));
+                errs.extend(crate::cel_cost::validate_crd(obj));
             }
             ("", "namespaces") => {
                 let st = util::ensure_obj(obj, &["status"]);

@@ -28,6 +28,7 @@ pub struct Cluster {
     /// Latest resourceVersion; watches and controllers wake on change.
     pub changed: tokio::sync::watch::Sender<u64>,
     pub rng: Rng,
+    pub admission: crate::admission::Config,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -38,6 +39,8 @@ pub struct WriteOpts {
     pub user_agent: String,
     /// fieldValidation=Strict: unknown fields of custom resources are errors.
     pub strict: bool,
+    /// Who writes (admission sees it); None for the simulator's own controllers.
+    pub user: Option<Arc<crate::auth::UserInfo>>,
 }
 
 impl WriteOpts {
@@ -112,6 +115,7 @@ impl Cluster {
             registry: RwLock::new(Registry::new()),
             changed: tx,
             rng: Rng::new(seed),
+            admission: Default::default(),
         });
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let _ = c.create(
@@ -298,6 +302,16 @@ impl Cluster {
             }
         }
         self.admit(def, &mut obj, None, opts.strict)?;
+        crate::admission::validate(
+            &self.lock(),
+            &self.registry(),
+            &self.admission,
+            def,
+            &obj,
+            None,
+            "",
+            opts,
+        )?;
         if def.plural == "customresourcedefinitions" {
             builtin::crd_status(&mut obj);
         }

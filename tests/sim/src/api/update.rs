@@ -146,6 +146,16 @@ impl Cluster {
         if sub != "status" {
             self.admit(def, &mut new, Some(old), opts.strict)?;
         }
+        crate::admission::validate(
+            s,
+            &self.registry(),
+            &self.admission,
+            def,
+            &new,
+            Some(old),
+            sub,
+            opts,
+        )?;
         if def.plural == "customresourcedefinitions" {
             builtin::crd_status(&mut new);
         }

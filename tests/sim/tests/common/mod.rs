@@ -89,8 +89,8 @@ impl Kubectl {
         out
     }
 
-    /// Run kubectl with stdin.
-    pub fn ok_stdin(&self, args: &[&str], input: &str) -> String {
+    /// Run kubectl with stdin; returns (success, stdout, stderr).
+    pub fn run_stdin(&self, args: &[&str], input: &str) -> (bool, String, String) {
         use std::io::Write;
         let mut child = Command::new(&self.bin)
             .args(args)
@@ -108,14 +108,17 @@ impl Kubectl {
             .write_all(input.as_bytes())
             .unwrap();
         let out = child.wait_with_output().unwrap();
-        let (o, e) = (
+        (
+            out.status.success(),
             String::from_utf8_lossy(&out.stdout).to_string(),
             String::from_utf8_lossy(&out.stderr).to_string(),
-        );
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\nstdout: {o}\nstderr: {e}"
-        );
+        )
+    }
+
+    /// Run kubectl with stdin and require success; returns stdout.
+    pub fn ok_stdin(&self, args: &[&str], input: &str) -> String {
+        let (ok, o, e) = self.run_stdin(args, input);
+        assert!(ok, "kubectl {args:?} failed:\nstdout: {o}\nstderr: {e}");
         o
     }
 
