@@ -721,12 +721,17 @@ async fn a_node_removed_under_its_build_is_retried_once_it_is_back() {
     let done = world.wait_phase(name, Phase::Succeeded).await;
     check_succeeded(&world, name, &done).await;
     let arm = &done.status.clone().unwrap().platforms[1];
-    assert_eq!(job_counts(&world, &arm.job).await, (1, 1));
+    // The pod lost with its node carries DisruptionTarget: the Job's
+    // podFailurePolicy ignores it, so it counts no failure.
+    assert_eq!(job_counts(&world, &arm.job).await, (0, 1));
     println!("FAULT node sim-arm64 removed under its build: reported \"{waiting}\"; after the node came back, {name} Succeeded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_removed_under_a_build_without_retries_fails_clearly() {
+async fn a_node_lost_under_a_build_without_retries_does_not_fail_it() {
+    // backoffLimit 0 allows no failure of the build itself, and losing the
+    // node is none: the disrupted pod is replaced, waits for a node, and
+    // the build succeeds once one is back.
     let world = started_world(&[]).await;
     let gate = Gate::start();
     let name = "lost-node-no-retry";
@@ -739,29 +744,34 @@ async fn a_node_removed_under_a_build_without_retries_fails_clearly() {
     .await;
     gate.wait_hits(2).await;
     world.sim.remove_node("sim-arm64");
-    let failed = world.wait_phase(name, Phase::Failed).await;
+    eventually(
+        "arm64 waiting for a node",
+        Duration::from_secs(60),
+        || async {
+            let resource = world.get(name).await;
+            let status = resource.status.clone()?;
+            assert_ne!(
+                status.phase,
+                Some(Phase::Failed),
+                "a disruption failed the build: {status:?}"
+            );
+            platform_message(&resource, "linux/arm64")
+                .contains("cannot be scheduled")
+                .then_some(())
+        },
+    )
+    .await;
+    world
+        .sim
+        .add_node(NodeSpec::new("sim-arm64", "linux/arm64"));
     gate.open();
-    let message = ready_message(&failed);
-    println!("FAULT node removed, backoffLimit 0: Ready=False: {message}");
-    assert!(
-        message.contains("linux/arm64"),
-        "names the platform: {message}"
+    let done = world.wait_phase(name, Phase::Succeeded).await;
+    check_succeeded(&world, name, &done).await;
+    let arm = &done.status.clone().unwrap().platforms[1];
+    assert_eq!(job_counts(&world, &arm.job).await, (0, 1));
+    println!(
+        "FAULT node removed, backoffLimit 0: not counted, {name} Succeeded once the node was back"
     );
-    assert!(message.contains("backoffLimit"), "says why: {message}");
-    let jobs: Vec<String> = world
-        .job_names()
-        .await
-        .into_iter()
-        .filter(|j| j.starts_with(&format!("{name}-")))
-        .collect();
-    assert_eq!(jobs.len(), 2, "the build Jobs, no merge: {jobs:?}");
-    for tag in &failed.spec.tags {
-        let reference = format!("{}:{tag}", failed.spec.image);
-        assert!(
-            common::inspect_raw(&reference, None).is_err(),
-            "{reference} not pushed"
-        );
-    }
 }
 
 // ---------------------------------------------------------------------------
