@@ -116,15 +116,46 @@ async fn resolve(client: &Client, resource: &MultiArchImage, run: &str) -> Resul
 
 /// Runs the build Job of the first platform at `commit`; panics on failure.
 async fn build(client: &Client, resource: &MultiArchImage, commit: Option<&str>) -> String {
+    build_with_host_dir(client, resource, commit, None).await
+}
+
+/// Like `build`, with a host directory given to the fetch step by a
+/// hostPath volume at the same path: a pod sees no host path otherwise
+/// (in the simulator every container has its own /tmp, and the checkout
+/// may live under it).
+async fn build_with_host_dir(
+    client: &Client,
+    resource: &MultiArchImage,
+    commit: Option<&str>,
+    host_dir: Option<&std::path::Path>,
+) -> String {
     let platform = &validate::validate(resource).unwrap().platforms[0];
     let build_id = render::build_id(&resource.spec, &Default::default());
-    let job = render::build_job(
+    let mut job = render::build_job(
         resource,
         &build_id,
         platform,
         &BuilderImages::default(),
         commit,
     );
+    if let Some(dir) = host_dir {
+        let mut value = serde_json::to_value(&job).unwrap();
+        let path = dir.display().to_string();
+        let pod = &mut value["spec"]["template"]["spec"];
+        pod["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "host-dir", "hostPath": {"path": path}}));
+        for container in pod["initContainers"].as_array_mut().unwrap() {
+            if container["name"] == "fetch-source" {
+                container["volumeMounts"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"name": "host-dir", "mountPath": path, "readOnly": true}));
+            }
+        }
+        job = serde_json::from_value(value).unwrap();
+    }
     let outcome = run_job(client, &job, "push").await;
     assert!(
         outcome.succeeded,
@@ -326,9 +357,8 @@ fn file_in_image(image: &str, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn git_lfs_files_are_pulled_into_the_context() {
     common::require_tool("git-lfs", "git-lfs");
-    // The LFS store: a repository the build pod reaches by path (git-lfs's
-    // standalone transfer for file:// URLs), outside /tmp, which every
-    // container gets a fresh tmpfs of.
+    // The LFS store: a repository the fetch step reaches by path (git-lfs's
+    // standalone transfer for file:// URLs), given to it by a hostPath volume.
     let store = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     run_checked(common::git::git(store.path()).args(["init", "-q", "--bare", "store.git"]));
     let store_url = format!("file://{}/store.git", store.path().display());
@@ -356,7 +386,7 @@ async fn git_lfs_files_are_pulled_into_the_context() {
     let client = sim.client();
     let registry = Registry::start_plain();
     let app = resource("lfs", &registry, json!({"url": server.http_url("app.git")}));
-    let image = build(&client, &app, Some(&commit)).await;
+    let image = build_with_host_dir(&client, &app, Some(&commit), Some(store.path())).await;
     assert_eq!(
         file_in_image(&image, "data.bin"),
         "the real content, not a pointer\n"
