@@ -77,11 +77,7 @@ pub fn build_job(
         "key": "kubernetes.io/arch", "operator": "Equal",
         "value": platform.node_arch(), "effect": "NoSchedule",
     })];
-    tolerations.extend(
-        spec.tolerations
-            .iter()
-            .map(|t| serde_json::to_value(t).expect("toleration")),
-    );
+    tolerations.extend(super::user_tolerations(spec));
 
     let mut pod_spec = json!({
         "restartPolicy": "Never",

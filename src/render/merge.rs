@@ -126,11 +126,7 @@ fn merge_job(
         .iter()
         .map(|arch| json!({"key": "kubernetes.io/arch", "operator": "Equal", "value": arch, "effect": "NoSchedule"}))
         .collect();
-    tolerations.extend(
-        spec.tolerations
-            .iter()
-            .map(|t| serde_json::to_value(t).expect("toleration")),
-    );
+    tolerations.extend(super::user_tolerations(spec));
     let mut container_security = restricted_container();
     container_security["readOnlyRootFilesystem"] = json!(true);
     let labels = labels(resource, build_id, "merge");

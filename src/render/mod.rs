@@ -199,6 +199,13 @@ fn owner_reference(resource: &MultiArchImage) -> Value {
     })
 }
 
+/// `spec.tolerations`, added after the automatic ones of each Job.
+fn user_tolerations(spec: &MultiArchImageSpec) -> impl Iterator<Item = Value> + '_ {
+    spec.tolerations
+        .iter()
+        .map(|t| serde_json::to_value(t).expect("a toleration serialises"))
+}
+
 /// The push secret volume: `.dockerconfigjson` as `config.json`.
 fn push_secret_volume(spec: &MultiArchImageSpec) -> Option<(Value, Value)> {
     let secret = spec.push_secret.as_ref()?;

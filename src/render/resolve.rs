@@ -32,11 +32,7 @@ pub fn resolve_job(resource: &MultiArchImage, run: &str, images: &BuilderImages)
         // The git image is published for every common architecture.
         json!({"key": "kubernetes.io/arch", "operator": "Exists", "effect": "NoSchedule"}),
     ];
-    tolerations.extend(
-        spec.tolerations
-            .iter()
-            .map(|t| serde_json::to_value(t).expect("toleration")),
-    );
+    tolerations.extend(super::user_tolerations(spec));
     let mut pod_spec = json!({
         "restartPolicy": "Never",
         "automountServiceAccountToken": false,
