@@ -18,11 +18,18 @@ declare -A DEB_FOR_COMMAND=(
   [git-lfs]=git-lfs
   # actionlint checks the release workflow's scripts with it.
   [shellcheck]=shellcheck
+  # tests/buildon.rs and benches/buildon.rs: QEMU user emulation, which the
+  # tests register through binfmt_misc themselves (no binfmt-support), and
+  # dpkg-deb to unpack the base images' packages.
+  [qemu-aarch64-static]=qemu-user-static
+  [dpkg-deb]=dpkg
 )
 missing=()
 for cmd in "${!DEB_FOR_COMMAND[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${DEB_FOR_COMMAND[$cmd]}")
 done
+# tests/cache.rs: a statically linked busybox for the RUN steps of its images.
+ldd /bin/busybox 2>&1 | grep -q "not a dynamic executable" || missing+=(busybox-static)
 # kubectl: any real one will do; Debian's kubernetes-client when none is present.
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 if ((${#missing[@]})); then
@@ -33,6 +40,24 @@ if ((${#missing[@]})); then
   else
     echo "missing Debian packages: ${missing[*]}" >&2
     echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+# Debian's static busybox for amd64 and arm64, the base images of
+# tests/buildon.rs and benches/buildon.rs (common/debian.rs), downloaded
+# here once so that the tests reach no network.
+DEBS_DIR=.cache/debs
+if ! ls "$DEBS_DIR"/busybox-static_*_arm64.deb "$DEBS_DIR"/busybox-static_*_amd64.deb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+      dpkg --add-architecture arm64
+      apt-get update -qq
+    fi
+    mkdir -p "$DEBS_DIR"
+    (cd "$DEBS_DIR" && apt-get download -qq busybox-static:amd64 busybox-static:arm64)
+  else
+    echo "missing $DEBS_DIR/busybox-static_*_{amd64,arm64}.deb; as root: dpkg --add-architecture arm64 && apt-get update && (cd $DEBS_DIR && apt-get download busybox-static:amd64 busybox-static:arm64)" >&2
     exit 1
   fi
 fi

@@ -19,6 +19,14 @@ pub const TAG_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$";
 /// A repository: optional `host[:port]/`, then lower-case path components;
 /// no tag and no digest.
 pub const REPOSITORY_PATTERN: &str = r"^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*$";
+/// `[scheme://]user:password@` before the first `/` of an image reference
+/// (a digest, `name@sha256:...`, has no `:` before its `@`). Checked before
+/// anything quotes the reference.
+pub const REFERENCE_CREDENTIALS_PATTERN: &str = r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/@]*:[^/@]*@";
+pub const REFERENCE_CREDENTIALS_MESSAGE: &str =
+    "must not carry credentials (user:password@); registry credentials go in Secrets, spec.pushSecret for the push";
+pub const REPOSITORY_MESSAGE: &str =
+    "must be a repository, [host[:port]/]path in lower case, without tag or digest";
 /// A Kubernetes object name (DNS-1123 subdomain).
 pub const OBJECT_NAME_PATTERN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
@@ -32,13 +40,26 @@ pub const TARGET_PATTERN: &str = r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$";
 pub const RELATIVE_PATH_RULE: &str = "!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')";
 pub const RELATIVE_PATH_MESSAGE: &str =
     "must be a relative path inside the source: no leading '/' and no '..' segment";
+/// CEL: a path naming a file, not a directory: its last segment is neither
+/// empty (a trailing `/`) nor `.` (`..` is refused by RELATIVE_PATH_RULE).
+pub const FILE_PATH_RULE: &str = "self != '.' && !self.endsWith('/') && !self.endsWith('/.')";
+pub const FILE_PATH_MESSAGE: &str = "must name a file: its last segment may not be empty or '.'";
 /// CEL: no password (any scheme) and no user (http/https) in a git URL. A CEL
 /// refusal echoes the type (`"string"`), never the value, so the secret in a
 /// refused URL is not repeated back.
 pub const GIT_URL_WITHOUT_CREDENTIALS_RULE: &str =
     "!self.matches('^https?://[^/]*@') && !self.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@')";
-/// A git clone URL: a scheme the fetch step supports, no white space.
-pub const GIT_URL_PATTERN: &str = r"^(https?://|ssh://|git@)[^\s]+$";
+/// A git clone URL: a scheme the fetch step supports, no white space (a
+/// POSIX class: the same text is RE2 in the CRD's CEL and Rust's regex).
+/// A CEL rule rather than a schema `pattern`: the API server quotes the
+/// value of a failed pattern, and a refused URL may carry a password.
+pub const GIT_URL_PATTERN: &str = r"^(https?://|ssh://|git@)[^[:space:]]+$";
+/// CEL: no query and no fragment, where tokens hide (`?private_token=`);
+/// the URL is stored in Job arguments that whoever reads Jobs can see.
+pub const GIT_URL_WITHOUT_QUERY_RULE: &str = "!self.contains('?') && !self.contains('#')";
+pub const GIT_URL_WITHOUT_QUERY_MESSAGE: &str = "must not carry a query or fragment (tokens there would be stored in the Jobs); put credentials in a Secret named by spec.source.git.secretRef";
+pub const GIT_URL_FORM_MESSAGE: &str =
+    "must be an https://, http://, ssh:// or git@host:path URL without white space";
 /// A branch, tag or commit: no leading `-` (it would be an option to git).
 pub const GIT_REVISION_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$";
 
@@ -55,6 +76,17 @@ pub const MAX_TARGET_LENGTH: usize = 128;
 pub const MAX_BUILD_ARGS: usize = 64;
 /// The longest build argument value, in bytes.
 pub const MAX_BUILD_ARG_VALUE: usize = 4096;
+/// The longest build argument name, in bytes.
+pub const MAX_BUILD_ARG_NAME: usize = 128;
+/// All build argument names and values together, in bytes: every build Job
+/// carries them, and the operator's caches hold every Job.
+pub const MAX_BUILD_ARGS_TOTAL: usize = 32 * 1024;
+/// `spec.tolerations` entries.
+pub const MAX_TOLERATIONS: usize = 32;
+/// `spec.nodeSelector` entries.
+pub const MAX_NODE_SELECTOR: usize = 32;
+/// Entries of each of `spec.resources.limits` and `.requests`.
+pub const MAX_RESOURCES_ENTRIES: usize = 16;
 /// A duration in whole hours, minutes and seconds, as Go and kubectl spell
 /// it: `30s`, `5m`, `1h30m`.
 pub const DURATION_PATTERN: &str = r"^([0-9]{1,7}[hms]){1,3}$";
@@ -71,6 +103,10 @@ pub const MAX_BUILDER_IMAGE_LENGTH: usize = 512;
 pub const MIN_ACTIVE_DEADLINE_SECONDS: i64 = 1;
 pub const MAX_ACTIVE_DEADLINE_SECONDS: i64 = 86400;
 pub const MAX_BACKOFF_LIMIT: i32 = 10;
+/// `spec.buildOn` has at most one entry per platform.
+pub const MAX_BUILD_ON: usize = MAX_PLATFORMS;
+/// `spec.cache.repository`: a repository, as `image`.
+pub const MAX_CACHE_REPOSITORY_LENGTH: usize = MAX_IMAGE_LENGTH;
 
 /// `kubectl annotate mai NAME multiarch.dev/retry=<any new value>`: rerun
 /// the failed platforms and the merge of the current build; platforms that
@@ -101,10 +137,20 @@ pub const REBUILD_ANNOTATION: &str = "multiarch.dev/rebuild";
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": BUILD_ON_KEYS_RULE,
+    "message": BUILD_ON_KEYS_MESSAGE,
+}]))]
 pub struct MultiArchImageSpec {
     /// Repository to publish to, without tag or digest, e.g.
     /// `registry.example.com/tools/cowsay`.
-    #[schemars(pattern(REPOSITORY_PATTERN), length(min = 1, max = MAX_IMAGE_LENGTH))]
+    #[schemars(
+        length(min = 1, max = MAX_IMAGE_LENGTH),
+        extend("x-kubernetes-validations" = [
+            {"rule": reference_without_credentials_rule(), "message": REFERENCE_CREDENTIALS_MESSAGE},
+            {"rule": repository_rule(), "message": REPOSITORY_MESSAGE},
+        ])
+    )]
     pub image: String,
 
     /// Tags the image index is pushed under.
@@ -144,10 +190,10 @@ pub struct MultiArchImageSpec {
     #[serde(default = "default_dockerfile")]
     #[schemars(
         length(min = 1, max = MAX_PATH_LENGTH),
-        extend("x-kubernetes-validations" = [{
-            "rule": RELATIVE_PATH_RULE,
-            "message": RELATIVE_PATH_MESSAGE,
-        }])
+        extend("x-kubernetes-validations" = [
+            {"rule": RELATIVE_PATH_RULE, "message": RELATIVE_PATH_MESSAGE},
+            {"rule": FILE_PATH_RULE, "message": FILE_PATH_MESSAGE},
+        ])
     )]
     pub dockerfile: String,
 
@@ -161,12 +207,34 @@ pub struct MultiArchImageSpec {
     #[schemars(extend(
         "maxProperties" = MAX_BUILD_ARGS,
         "additionalProperties" = {"type": "string", "maxLength": MAX_BUILD_ARG_VALUE},
+        "x-kubernetes-validations" = [
+            {"rule": build_arg_names_rule(), "message": build_arg_names_message()},
+            {"rule": build_args_total_rule(), "message": build_args_total_message()},
+        ],
     ))]
     pub build_args: BTreeMap<String, String>,
 
     /// Which builder runs in the build Jobs.
     #[serde(default)]
     pub builder: Builder,
+
+    /// Platforms built on the nodes of another platform, e.g.
+    /// `{linux/arm64: linux/amd64}` where the cluster has no arm64 node. The
+    /// build pod is pinned to the other platform's nodes and the builder is
+    /// still asked for the key's platform: `FROM --platform=$BUILDPLATFORM`
+    /// stages run natively (cross-compiling), other steps run the target's
+    /// code, which needs QEMU registered through `binfmt_misc` on those
+    /// nodes. Keys are spelled as in `spec.platforms`; a platform without an
+    /// entry is built on its own nodes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "maxProperties" = MAX_BUILD_ON,
+        "additionalProperties" = {"type": "string", "pattern": PLATFORM_PATTERN, "maxLength": MAX_PLATFORM_LENGTH},
+    ))]
+    pub build_on: BTreeMap<String, String>,
+    /// The per-platform registry cache of the build steps.
+    #[serde(default)]
+    pub cache: CacheSpec,
 
     /// A `kubernetes.io/dockerconfigjson` Secret in the same namespace with
     /// credentials to push to `image`; mounted into the build and merge Jobs.
@@ -183,14 +251,17 @@ pub struct MultiArchImageSpec {
     /// Extra node labels the build pods require, merged with the per-platform
     /// `kubernetes.io/os` and `kubernetes.io/arch` pin.
     #[serde(default)]
+    #[schemars(extend("maxProperties" = MAX_NODE_SELECTOR))]
     pub node_selector: BTreeMap<String, String>,
 
     /// Tolerations added to the automatic `kubernetes.io/arch` one.
     #[serde(default)]
+    #[schemars(length(max = MAX_TOLERATIONS))]
     pub tolerations: Vec<Toleration>,
 
     /// Compute resources of the build container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = cap_resources)]
     pub resources: Option<ResourceRequirements>,
 
     /// Service account of the build pods; the namespace's default when empty.
@@ -232,12 +303,15 @@ pub struct GitSource {
     /// Clone URL (`https://`, `http://`, `ssh://` or `git@host:path`), without
     /// credentials: put those in `secretRef`.
     #[schemars(
-        pattern(GIT_URL_PATTERN),
         length(min = 1, max = MAX_GIT_URL_LENGTH),
-        extend("x-kubernetes-validations" = [{
-            "rule": GIT_URL_WITHOUT_CREDENTIALS_RULE,
-            "message": "must not embed credentials; put them in a Secret named by spec.source.git.secretRef",
-        }])
+        extend("x-kubernetes-validations" = [
+            {
+                "rule": GIT_URL_WITHOUT_CREDENTIALS_RULE,
+                "message": "must not embed credentials; put them in a Secret named by spec.source.git.secretRef",
+            },
+            {"rule": GIT_URL_WITHOUT_QUERY_RULE, "message": GIT_URL_WITHOUT_QUERY_MESSAGE},
+            {"rule": format!("self.matches('{GIT_URL_PATTERN}')"), "message": GIT_URL_FORM_MESSAGE},
+        ])
     )]
     pub url: String,
     /// Branch, tag (annotated tags are peeled), full or abbreviated commit to
@@ -286,8 +360,67 @@ pub struct Builder {
     pub strategy: BuilderStrategy,
     /// Builder image overriding the operator's default for this strategy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = MAX_BUILDER_IMAGE_LENGTH))]
+    #[schemars(
+        length(min = 1, max = MAX_BUILDER_IMAGE_LENGTH),
+        extend("x-kubernetes-validations" = [{
+            "rule": reference_without_credentials_rule(),
+            "message": REFERENCE_CREDENTIALS_MESSAGE,
+        }])
+    )]
     pub image: Option<String>,
+}
+
+/// The build cache: each platform imports and exports its own registry
+/// cache, so one platform's build never overwrites another's. It never
+/// changes what is built (nor the build id), and a cache that cannot be read
+/// or written never fails a build: the platform builds without it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheSpec {
+    /// Import and export the cache (the default); `false` builds every
+    /// step from scratch and writes no cache.
+    #[serde(default = "default_cache_enabled")]
+    pub enabled: bool,
+    /// Repository holding the cache, without tag or digest; `image` when
+    /// unset. BuildKit writes `<repository>:buildcache-<os>-<arch>[-<variant>]`;
+    /// buildah, whose cache images are tagged by content, writes to the
+    /// repository `<repository>-buildcache-<os>-<arch>[-<variant>]`. Pushed
+    /// with the push credentials, so it must be writable with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(REPOSITORY_PATTERN), length(min = 1, max = MAX_CACHE_REPOSITORY_LENGTH))]
+    pub repository: Option<String>,
+}
+
+impl Default for CacheSpec {
+    fn default() -> Self {
+        CacheSpec {
+            enabled: true,
+            repository: None,
+        }
+    }
+}
+
+/// Whether a platform's build used its cache, as the builder's own output
+/// tells.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CacheState {
+    /// At least one step was taken from the cache.
+    Hit,
+    /// The cache was read and written, but held none of the steps.
+    Miss,
+    /// The cache could not be read or written: the platform built without
+    /// it (its `message` says why).
+    Unavailable,
+}
+
+impl CacheState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheState::Hit => "Hit",
+            CacheState::Miss => "Miss",
+            CacheState::Unavailable => "Unavailable",
+        }
+    }
 }
 
 /// Builder implementations.
@@ -360,6 +493,14 @@ pub struct SourceStatus {
     pub revision: String,
     /// The 40-hex commit the revision resolved to.
     pub commit: String,
+    /// The source-resolve Job that found `commit`. With `pollInterval`,
+    /// each interval has its own Job.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub resolve_job: String,
+    /// Why the last check of a polled revision failed; the build of
+    /// `commit` stands meanwhile. Empty once a check succeeds.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// Phases of the whole resource.
@@ -394,6 +535,14 @@ pub struct PlatformStatus {
     /// Node the build pod ran on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The platform of the nodes the build runs on: `platform` itself, or
+    /// its `spec.buildOn` entry (cross-compiled or emulated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_on: Option<String>,
+    /// Whether the build used its cache: `Hit`, `Miss` or `Unavailable`;
+    /// unset when `spec.cache.enabled` is false or before the build ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheState>,
     /// Digest of the single-platform image the builder pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
@@ -407,6 +556,61 @@ pub struct PlatformStatus {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
+
+/// A regular expression as a CEL string literal (backslashes escaped).
+fn cel_string(pattern: &str) -> String {
+    format!("'{}'", pattern.replace('\\', "\\\\"))
+}
+
+/// CEL rather than schema patterns: the API server quotes the value of a
+/// failed pattern, a CEL refusal only its type.
+fn reference_without_credentials_rule() -> String {
+    format!(
+        "!self.matches({})",
+        cel_string(REFERENCE_CREDENTIALS_PATTERN)
+    )
+}
+
+fn repository_rule() -> String {
+    format!("self.matches({})", cel_string(REPOSITORY_PATTERN))
+}
+
+/// CEL: build argument names of at most MAX_BUILD_ARG_NAME bytes (a CRD
+/// schema cannot bound map keys otherwise).
+fn build_arg_names_rule() -> String {
+    format!("self.all(k, size(k) <= {MAX_BUILD_ARG_NAME})")
+}
+
+fn build_arg_names_message() -> String {
+    format!("build argument names are at most {MAX_BUILD_ARG_NAME} bytes long")
+}
+
+/// CEL (Kubernetes' lists library has `sum()`): names and values together.
+fn build_args_total_rule() -> String {
+    format!("self.map(k, size(k) + size(self[k])).sum() <= {MAX_BUILD_ARGS_TOTAL}")
+}
+
+fn build_args_total_message() -> String {
+    format!("build argument names and values together are at most {MAX_BUILD_ARGS_TOTAL} bytes")
+}
+
+/// At most MAX_RESOURCES_ENTRIES limits and requests.
+fn cap_resources(schema: &mut schemars::Schema) {
+    if let Some(properties) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
+        for list in ["limits", "requests"] {
+            if let Some(entry) = properties.get_mut(list).and_then(|e| e.as_object_mut()) {
+                entry.insert("maxProperties".into(), MAX_RESOURCES_ENTRIES.into());
+            }
+        }
+    }
+}
+
+/// CEL: every `spec.buildOn` key is one of `spec.platforms`, spelled the
+/// same (`validate` applies the same rule).
+pub const BUILD_ON_KEYS_RULE: &str =
+    "!has(self.buildOn) || self.buildOn.all(k, k in self.platforms)";
+pub const BUILD_ON_KEYS_MESSAGE: &str =
+    "every key of spec.buildOn must be a platform listed in spec.platforms, spelled the same";
 
 /// CEL (Kubernetes has `duration()`): the same bounds `validate` applies.
 fn poll_interval_rule() -> String {
@@ -436,6 +640,10 @@ fn default_context_dir() -> String {
 
 fn default_dockerfile() -> String {
     "Dockerfile".to_string()
+}
+
+fn default_cache_enabled() -> bool {
+    true
 }
 
 fn default_active_deadline_seconds() -> i64 {

@@ -392,14 +392,18 @@ fn check_assembly(entries: &[PlatformEntry]) {
     assert_eq!(read.manifests.iter().collect::<Vec<_>>(), expected);
 }
 
-/// `controller::observe::parse_digest`: when it finds a digest, it is
-/// `sha256:` and 64 lower-case hex digits, and it is the message's last
-/// non-blank line, trimmed; it finds one whenever that line is one.
+/// `termination::parse` (through `controller::observe::parse_digest`):
+/// when it finds a digest, it is `sha256:` and 64 lower-case hex digits
+/// found in the message; a message with a `digest=` line gives that line's
+/// value (the last such line), any other the last non-blank line, trimmed,
+/// whenever that line is one. Never a panic.
 pub fn termination_message(data: &[u8]) {
     let Ok(message) = std::str::from_utf8(data) else {
         return;
     };
     let found = crate::controller::observe::parse_digest(message);
+    let report = crate::termination::parse(message);
+    assert_eq!(report.digest, found);
     let is_digest = |s: &str| {
         s.len() == 71
             && s.starts_with("sha256:")
@@ -411,8 +415,19 @@ pub fn termination_message(data: &[u8]) {
         assert!(is_digest(digest), "{message:?} gave {digest:?}");
         assert!(message.contains(digest.as_str()));
     }
-    let last_line = message.split('\n').map(str::trim).rfind(|l| !l.is_empty());
-    let expected = last_line.filter(|l| is_digest(l)).map(str::to_string);
+    let keyed = message
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.trim() == crate::termination::DIGEST_KEY)
+        .map(|(_, v)| v.trim())
+        .next_back();
+    let expected = match keyed {
+        Some(value) => Some(value).filter(|v| is_digest(v)).map(str::to_string),
+        None => {
+            let last_line = message.trim().lines().last().map(str::trim);
+            last_line.filter(|l| is_digest(l)).map(str::to_string)
+        }
+    };
     assert_eq!(found, expected, "{message:?}");
 }
 

@@ -11,4 +11,5 @@ pub mod platform;
 pub mod reference;
 pub mod render;
 pub mod telemetry;
+pub mod termination;
 pub mod validate;

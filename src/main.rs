@@ -23,6 +23,8 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         images: render::ImageArgs,
+        #[command(flatten)]
+        allowlists: validate::Allowlists,
     },
     /// Run the operator.
     Controller(controller::ControllerArgs),
@@ -37,7 +39,11 @@ fn main() -> ExitCode {
             print!("{}", api::crd_yaml());
             ExitCode::SUCCESS
         }
-        Command::Render { file, images } => match render_file(&file, &images.into()) {
+        Command::Render {
+            file,
+            images,
+            allowlists,
+        } => match render_file(&file, &images.into(), &allowlists) {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS
@@ -66,7 +72,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn render_file(file: &PathBuf, images: &render::BuilderImages) -> Result<String, String> {
+fn render_file(
+    file: &PathBuf,
+    images: &render::BuilderImages,
+    allowlists: &validate::Allowlists,
+) -> Result<String, String> {
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())
             .map_err(|e| format!("reading standard input: {e}"))?
@@ -77,10 +87,12 @@ fn render_file(file: &PathBuf, images: &render::BuilderImages) -> Result<String,
         validate::parse_manifests(&text).map_err(|e| format!("{}: {e}", file.display()))?;
     let mut out = String::new();
     for resource in &resources {
-        let yaml = render::render_yaml(resource, images).map_err(|e| {
+        let invalid = |e: validate::ValidationErrors| {
             let name = resource.metadata.name.as_deref().unwrap_or("<unnamed>");
             format!("{}: MultiArchImage {name} is invalid:\n{e}", file.display())
-        })?;
+        };
+        validate::validate_with(resource, allowlists).map_err(invalid)?;
+        let yaml = render::render_yaml(resource, images).map_err(invalid)?;
         out.push_str(&yaml);
     }
     Ok(out)

@@ -134,6 +134,8 @@ fn operator_grants() -> BTreeSet<Grant> {
     grant_set(&[
         ("multiarch.dev", "multiarchimages", &["list", "watch"]),
         ("multiarch.dev", "multiarchimages/status", &["patch"]),
+        // Checked by OwnerReferencesPermissionEnforcement, never called.
+        ("multiarch.dev", "multiarchimages/finalizers", &["update"]),
         (
             "batch",
             "jobs",
@@ -141,6 +143,7 @@ fn operator_grants() -> BTreeSet<Grant> {
         ),
         ("", "pods", &["list", "watch"]),
         ("events.k8s.io", "events", &["create", "patch"]),
+        ("", "events", &["list", "watch"]),
     ])
 }
 
@@ -325,11 +328,46 @@ fn namespaced_mode_uses_a_role_in_the_watched_namespace_and_nothing_cluster_wide
 }
 
 #[test]
+fn several_watched_namespaces_get_a_role_each_and_nothing_cluster_wide() {
+    let docs = documents(&render(&[
+        "--set",
+        "watchNamespaces={team-a,team-b}",
+        "--set",
+        "watchNamespace=team-c",
+    ]));
+    assert!(of_kind(&docs, "ClusterRole").is_empty());
+    assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
+    let in_namespace = |kind: &str| -> Vec<String> {
+        let mut namespaces: Vec<String> = of_kind(&docs, kind)
+            .into_iter()
+            .filter(|d| d["metadata"]["name"] == "multiarch-operator")
+            .map(|d| d["metadata"]["namespace"].as_str().unwrap().to_string())
+            .collect();
+        namespaces.sort();
+        namespaces
+    };
+    assert_eq!(in_namespace("Role"), ["team-a", "team-b", "team-c"]);
+    assert_eq!(in_namespace("RoleBinding"), ["team-a", "team-b", "team-c"]);
+    for role in of_kind(&docs, "Role")
+        .into_iter()
+        .filter(|d| d["metadata"]["name"] == "multiarch-operator")
+    {
+        assert_eq!(grants(role), operator_grants());
+    }
+    assert_eq!(
+        env(&docs, "WATCH_NAMESPACE").expect("WATCH_NAMESPACE is set")["value"],
+        "team-a,team-b,team-c"
+    );
+    assert_least_privilege(&docs, "several namespaces");
+}
+
+#[test]
 fn no_combination_of_values_grants_secrets_or_configmaps() {
     for sets in [
         vec![],
         vec!["watchNamespace=team-a"],
-        vec!["rbac.ownerReferencesPermissionEnforcement=true"],
+        vec!["watchNamespaces={team-a,team-b}"],
+        vec!["rbac.ownerReferencesPermissionEnforcement=false"],
         vec!["leaderElection.enabled=false"],
     ] {
         let args: Vec<&str> = sets.iter().flat_map(|s| ["--set", s]).collect();
@@ -339,7 +377,7 @@ fn no_combination_of_values_grants_secrets_or_configmaps() {
 
 #[test]
 fn every_rbac_rule_says_why_it_is_needed() {
-    let yaml = render(&["--set", "rbac.ownerReferencesPermissionEnforcement=true"]);
+    let yaml = render(&[]);
     let lines: Vec<&str> = yaml.lines().collect();
     let mut rules = 0;
     for (i, line) in lines.iter().enumerate() {
@@ -354,6 +392,34 @@ fn every_rbac_rule_says_why_it_is_needed() {
         }
     }
     assert!(rules >= 7, "found only {rules} rules");
+}
+
+/// OwnerReferencesPermissionEnforcement (plugin/pkg/admission/gc/
+/// gc_admission.go) refuses the Jobs' blockOwnerDeletion owner reference
+/// without `update` on the owner's finalizers: granted unless turned off,
+/// in both modes.
+#[test]
+fn the_finalizers_grant_is_on_by_default_and_can_be_turned_off() {
+    let finalizers = (
+        "multiarch.dev".to_string(),
+        "multiarchimages/finalizers".to_string(),
+        "update".to_string(),
+    );
+    for (sets, kind) in [
+        (vec![], "ClusterRole"),
+        (vec!["--set", "watchNamespace=team-a"], "Role"),
+    ] {
+        let docs = documents(&render(&sets));
+        let role = one(&docs, kind, "multiarch-operator");
+        assert!(grants(role).contains(&finalizers), "{sets:?}");
+        let mut off = sets.clone();
+        off.extend(["--set", "rbac.ownerReferencesPermissionEnforcement=false"]);
+        let docs = documents(&render(&off));
+        let role = one(&docs, kind, "multiarch-operator");
+        let mut expected = operator_grants();
+        expected.remove(&finalizers);
+        assert_eq!(grants(role), expected, "{off:?}");
+    }
 }
 
 #[test]
@@ -442,6 +508,34 @@ fn values_reach_the_pod() {
         flag(&args(&docs), "merge-image"),
         "registry.example.com/merge:1"
     );
+
+    let docs = documents(&render(&[
+        "--set",
+        "registryMirrors={docker.io=https://mirror.internal,ghcr.io=http://10.0.0.1:5000/ghcr}",
+    ]));
+    let mirrors: Vec<String> = args(&docs)
+        .into_iter()
+        .filter_map(|a| a.strip_prefix("--registry-mirror=").map(String::from))
+        .collect();
+    assert_eq!(
+        mirrors,
+        [
+            "docker.io=https://mirror.internal",
+            "ghcr.io=http://10.0.0.1:5000/ghcr"
+        ]
+    );
+    let mut with_help: Vec<String> = args(&docs);
+    with_help.push("--help".into());
+    let out = operator(&with_help.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", text(&out));
+    let mut bad = args(&docs);
+    bad.push("--registry-mirror=docker.io=https://mirror\".internal".into());
+    let out = operator(&bad.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        !out.status.success(),
+        "a mirror that would break the builder configuration is refused"
+    );
+    assert!(text(&out).contains("--registry-mirror"), "{}", text(&out));
 }
 
 #[test]
@@ -592,4 +686,148 @@ fn helm_lint_strict_finds_nothing_to_fix() {
             );
         }
     }
+}
+
+/// The tenant admission policy is on by default, matches creates and
+/// updates of the resource (not its status), enforces, and can be turned
+/// off or set to warn.
+#[test]
+fn the_tenant_admission_policy_is_on_by_default() {
+    let docs = documents(&render(&[]));
+    let name = "multiarch-operator-tenant-rights";
+    let policy = one(&docs, "ValidatingAdmissionPolicy", name);
+    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    let rules = policy["spec"]["matchConstraints"]["resourceRules"]
+        .as_array()
+        .unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0]["resources"],
+        serde_json::json!(["multiarchimages"])
+    );
+    assert_eq!(
+        rules[0]["operations"],
+        serde_json::json!(["CREATE", "UPDATE"])
+    );
+    let binding = one(&docs, "ValidatingAdmissionPolicyBinding", name);
+    assert_eq!(binding["spec"]["policyName"], name);
+    assert_eq!(
+        binding["spec"]["validationActions"],
+        serde_json::json!(["Deny"])
+    );
+    let warn = documents(&render(&[
+        "--set",
+        "admissionPolicy.validationActions={Warn,Audit}",
+    ]));
+    let binding = one(&warn, "ValidatingAdmissionPolicyBinding", name);
+    assert_eq!(
+        binding["spec"]["validationActions"],
+        serde_json::json!(["Warn", "Audit"])
+    );
+    assert!(binding["spec"].get("matchResources").is_none(), "{binding}");
+    let scoped = documents(&render(&[
+        "--set",
+        "watchNamespace=team-a",
+        "--set",
+        "watchNamespaces={team-b}",
+    ]));
+    let binding = one(&scoped, "ValidatingAdmissionPolicyBinding", name);
+    assert_eq!(
+        binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"],
+        serde_json::json!([{"key": "kubernetes.io/metadata.name", "operator": "In",
+            "values": ["team-b", "team-a"]}])
+    );
+    let off = documents(&render(&["--set", "admissionPolicy.enabled=false"]));
+    for kind in [
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ] {
+        assert!(of_kind(&off, kind)
+            .iter()
+            .all(|d| d["metadata"]["name"] != name));
+    }
+}
+
+#[test]
+fn the_operator_job_policy_binds_the_operators_account_and_can_be_turned_off() {
+    let docs = documents(&render(&[]));
+    let policy = one(
+        &docs,
+        "ValidatingAdmissionPolicy",
+        "multiarch-operator-jobs",
+    );
+    assert_eq!(
+        policy["spec"]["matchConditions"][0]["expression"],
+        "request.userInfo.username == \"system:serviceaccount:multiarch-system:multiarch-operator\""
+    );
+    one(
+        &docs,
+        "ValidatingAdmissionPolicyBinding",
+        "multiarch-operator-jobs",
+    );
+    // With allowlisted builder images, only those and the operator's run.
+    let listed = documents(&render(&[
+        "--set",
+        "allowlists.builderImages={registry.internal/tools}",
+    ]));
+    let policy = one(
+        &listed,
+        "ValidatingAdmissionPolicy",
+        "multiarch-operator-jobs",
+    );
+    let images = policy["spec"]["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "images")
+        .unwrap()["expression"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(images.contains("registry.internal/tools"), "{images}");
+    assert!(images.contains("quay.io/buildah/stable"), "{images}");
+    assert_eq!(policy["spec"]["validations"].as_array().unwrap().len(), 6);
+    let off = documents(&render(&["--set", "operatorJobPolicy.enabled=false"]));
+    assert!(of_kind(&off, "ValidatingAdmissionPolicy")
+        .iter()
+        .all(|d| d["metadata"]["name"] != "multiarch-operator-jobs"));
+}
+
+/// The allowlists reach the operator's flags; control-plane placement is
+/// refused unless allowed.
+#[test]
+fn allowlists_reach_the_operator() {
+    let defaults = args(&documents(&render(&[])));
+    assert_eq!(flag(&defaults, "allow-control-plane"), "false");
+    assert!(
+        !defaults.iter().any(|a| a.starts_with("--allowed-")),
+        "{defaults:?}"
+    );
+    let docs = documents(&render(&[
+        "--set",
+        "allowlists.builderImages={quay.io/buildah/,sha256:abc}",
+        "--set",
+        "allowlists.tolerationKeys={pool}",
+        "--set",
+        "allowlists.nodeSelectorKeys={example.com/pool}",
+        "--set",
+        "allowlists.allowControlPlane=true",
+    ]));
+    let args = args(&docs);
+    for expected in [
+        "--allowed-builder-image=quay.io/buildah/",
+        "--allowed-builder-image=sha256:abc",
+        "--allowed-toleration-key=pool",
+        "--allowed-node-selector-key=example.com/pool",
+        "--allow-control-plane=true",
+    ] {
+        assert!(
+            args.iter().any(|a| a == expected),
+            "{expected} not in {args:?}"
+        );
+    }
+    let mut with_help: Vec<&str> = args.iter().map(String::as_str).collect();
+    with_help.push("--help");
+    let out = operator(&with_help);
+    assert!(out.status.success(), "{}", text(&out));
 }

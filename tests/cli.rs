@@ -129,3 +129,30 @@ fn render_refuses_a_bad_platform_naming_it() {
         "nothing rendered for an invalid resource"
     );
 }
+
+#[test]
+fn render_refuses_offline_the_pod_fields_the_api_server_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    let mut text = std::fs::read_to_string(repo("deploy/examples/sample-buildkit.yaml")).unwrap();
+    text.push_str(
+        "  tolerations: [{key: pool, operator: Exists, value: builds}]\n\
+         \x20 resources: {requests: {cpu: \"4\", memory: 1Gi}, limits: {cpu: \"2\", memory: garbage}}\n",
+    );
+    std::fs::write(&bad, text).unwrap();
+    let out = operator(&["render", "-f", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "spec.tolerations[0].value: value must be empty when `operator` is 'Exists'",
+        "spec.resources.limits.memory: \"garbage\": quantities must match the regular expression",
+        "spec.resources.requests.cpu: must be less than or equal to cpu limit of 2",
+    ] {
+        assert!(stderr.contains(expected), "{expected}\n{stderr}");
+    }
+    assert!(
+        out.stdout.is_empty(),
+        "nothing rendered: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -450,7 +450,15 @@ impl DocsCluster {
             .map(PathBuf::from)
             .find(|p| p.is_file())
             .expect("`kubectl` not found: install the Debian package kubernetes-client");
-        let sim = kube_sim::Sim::start(kube_sim::SimConfig::default()).expect("start kube-sim");
+        // The operator's image runs the operator built here, as its
+        // Dockerfile's ENTRYPOINT does.
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_multiarch-operator"));
+        let sim = kube_sim::Sim::start(kube_sim::SimConfig {
+            images: vec![(OPERATOR_IMAGE.into(), bin.parent().map(PathBuf::from))],
+            image_entrypoints: vec![(OPERATOR_IMAGE.into(), vec!["multiarch-operator".into()])],
+            ..Default::default()
+        })
+        .expect("start kube-sim");
         let c = DocsCluster {
             sim,
             home: tempfile::tempdir().unwrap(),
@@ -517,17 +525,55 @@ impl DocsCluster {
     }
 }
 
+/// The operator's image repository in deploy/multiarch-operator.yaml.
+const OPERATOR_IMAGE: &str = "ghcr.io/multiarch-operator/multiarch-operator";
+
 /// Commands that cannot run on the simulator, and why.
-const NOT_ON_THE_SIMULATOR: &[(&str, &str)] = &[
-    (
-        "kubectl apply -f deploy/multiarch-operator.yaml",
-        "the simulator serves no Deployments (apps/v1)",
-    ),
-    (
-        "kubectl -n multiarch-system rollout status deploy/multiarch-operator",
-        "the simulator runs no Deployment controller",
-    ),
-];
+const NOT_ON_THE_SIMULATOR: &[(&str, &str)] = &[];
+
+/// After the README's install commands: the operator runs in-cluster as its
+/// ServiceAccount (it takes its leader Lease), then its Deployment is
+/// removed, as the rest of the test writes the status the operator would.
+fn check_and_stop_the_installed_operator(c: &DocsCluster) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, holder, _) = c.sh(
+            "kubectl -n multiarch-system get lease multiarch-operator -o jsonpath='{.spec.holderIdentity}'",
+            false,
+        );
+        if holder.starts_with("multiarch-operator-") {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let (_, logs, _) = c.sh(
+                "kubectl -n multiarch-system logs deploy/multiarch-operator --tail=40",
+                false,
+            );
+            panic!("the installed operator took no leader Lease; its log:\n{logs}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    c.sh(
+        "kubectl -n multiarch-system delete deploy multiarch-operator --wait=true",
+        true,
+    );
+    // The garbage collector removes its ReplicaSet, then the pod stops.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, pods, _) = c.sh(
+            "kubectl -n multiarch-system get pods -l app.kubernetes.io/name=multiarch-operator -o name",
+            true,
+        );
+        if pods.trim().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the operator's pods stay: {pods}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
 
 /// Every `kubectl` command written in README.md, docs/*.md and
 /// deploy/examples/*, run as written against the simulator (without the
@@ -577,8 +623,9 @@ fn documented_kubectl_commands_run_on_the_simulator() {
             );
             let name = rendered
                 .lines()
-                .find_map(|l| l.trim().strip_prefix("name: sample-"))
-                .expect("a rendered Job name")
+                .filter_map(|l| l.trim().strip_prefix("name: sample-"))
+                .find(|name| !name.ends_with("-resolve"))
+                .expect("a rendered build Job name")
                 .to_string();
             name.split('-').next().unwrap().to_string()
         };
@@ -617,10 +664,13 @@ fn documented_kubectl_commands_run_on_the_simulator() {
             } else {
                 format!("{}; {cmd}", assignments.join("; "))
             };
+            let installed = cmd.contains("rollout status deploy/multiarch-operator");
             if cmd.contains("wait mai/sample") {
                 c.set_operator_status(!cmd.contains("condition=Stalled"));
             }
-            if cmd.contains("logs") && cmd.contains("job/sample-") {
+            if cmd.contains("logs")
+                && (cmd.contains("job/sample-") || cmd.contains("-l multiarch.dev/name=sample"))
+            {
                 // The build pods cannot pull the builder images here, so
                 // kubectl finds the Job's pod and container and says it
                 // is waiting to start.
@@ -630,6 +680,10 @@ fn documented_kubectl_commands_run_on_the_simulator() {
                 let (_, out, _) = c.sh(&cmd, true);
                 if cmd.contains("get mai sample") && !cmd.contains("-o") {
                     assert!(out.contains("sample") && out.contains("Succeeded"), "{out}");
+                }
+                if installed {
+                    assert!(out.contains("successfully rolled out"), "{out}");
+                    check_and_stop_the_installed_operator(&c);
                 }
             }
             ran += 1;

@@ -19,11 +19,10 @@ mod harness;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::gate::Gate;
 use harness::{
     assert_clients_get_their_platform, assert_one_job_per_platform, eventually, hello_context,
     http_get, tail, World, NAMESPACE,
@@ -212,85 +211,6 @@ async fn job_counts(world: &World, job: &str) -> (i32, i32) {
         .status
         .unwrap_or_default();
     (status.failed.unwrap_or(0), status.succeeded.unwrap_or(0))
-}
-
-/// A tiny HTTP server on loopback that holds every request until opened:
-/// a build whose Dockerfile `ADD`s a file from it is running, and stays
-/// running, until the test says so.
-struct Gate {
-    port: u16,
-    open: Arc<AtomicBool>,
-    hits: Arc<AtomicUsize>,
-}
-
-impl Gate {
-    fn start() -> Gate {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let open = Arc::new(AtomicBool::new(false));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (o, h) = (open.clone(), hits.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (o, h) = (o.clone(), h.clone());
-                std::thread::spawn(move || serve_gated(stream, &o, &h));
-            }
-        });
-        Gate { port, open, hits }
-    }
-
-    /// A build context whose build waits at this gate.
-    fn context(&self, name: &str) -> Vec<(&'static str, String)> {
-        vec![(
-            "Dockerfile",
-            format!(
-                "FROM scratch\nADD http://127.0.0.1:{}/{name}.txt /gated.txt\n",
-                self.port
-            ),
-        )]
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-
-    async fn wait_hits(&self, n: usize) {
-        eventually(
-            &format!("{n} build(s) at the gate"),
-            Duration::from_secs(120),
-            || async { (self.hits() >= n).then_some(()) },
-        )
-        .await;
-    }
-
-    fn open(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
-
-fn serve_gated(mut stream: TcpStream, open: &AtomicBool, hits: &AtomicUsize) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    hits.fetch_add(1, Ordering::SeqCst);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !open.load(Ordering::SeqCst) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let body = "gated\n";
-    let head_only = head.starts_with(b"HEAD ");
-    let _ = write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-        body.len(),
-        if head_only { "" } else { body }
-    );
 }
 
 async fn apply_owned(
@@ -635,6 +555,67 @@ async fn a_registry_outage_longer_than_the_backoff_fails_clearly_and_pushes_noth
         );
     }
     assert_no_half_pushed_tag(&world.registry, name, &failed.spec.image);
+
+    // The registry is back: `kubectl annotate mai long-outage
+    // multiarch.dev/retry=1` runs the merge again, and no platform.
+    let before = job_uids(&world, name).await;
+    let home = tempfile::tempdir().unwrap();
+    let annotate = std::process::Command::new(common::require_tool("kubectl", "kubernetes-client"))
+        .args([
+            "annotate",
+            "mai",
+            name,
+            "multiarch.dev/retry=1",
+            "-n",
+            NAMESPACE,
+        ])
+        .env("KUBECONFIG", world.sim.kubeconfig_path())
+        .env("HOME", home.path())
+        .output()
+        .expect("run kubectl");
+    assert!(
+        annotate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&annotate.stderr)
+    );
+    let done = eventually(
+        "the retried merge to succeed",
+        Duration::from_secs(120),
+        || async {
+            let resource = world.get(name).await;
+            let status = resource.status.clone()?;
+            (status.last_handled_retry.as_deref() == Some("1")
+                && status.phase == Some(Phase::Succeeded))
+            .then_some(resource)
+        },
+    )
+    .await;
+    // The index, as in check_succeeded (whose one-Job-each check the rerun
+    // merge Job would fail by design).
+    let raw = common::inspect_raw(&format!("{}:latest", done.spec.image), None).unwrap();
+    assert_eq!(
+        Some(common::sha256_digest(&raw)),
+        done.status.clone().unwrap().digest
+    );
+    assert_clients_get_their_platform(name, &done);
+    let after = job_uids(&world, name).await;
+    let status = done.status.clone().unwrap();
+    for platform in &status.platforms {
+        assert_eq!(
+            after.get(&platform.job),
+            before.get(&platform.job),
+            "{} not rebuilt",
+            platform.platform
+        );
+        assert_eq!(job_counts(&world, &platform.job).await, (0, 1));
+    }
+    assert_ne!(
+        after.get(&merge_job),
+        before.get(&merge_job),
+        "the merge ran again"
+    );
+    assert_eq!(after.len(), 3, "{after:?}");
+    println!("FAULT registry down past the merge retries, then retry=1: {name} Succeeded, no platform rebuilt");
 }
 
 // ---------------------------------------------------------------------------
@@ -886,4 +867,479 @@ async fn an_api_server_failing_while_the_operator_starts_is_waited_out() {
     let tally = Tally::of(&operator_requests(&world));
     build_and_check(&world, "late-start", "late start\n").await;
     println!("FAULT every request failing (500) while the operator starts: {tally}; then it built");
+}
+
+// ---------------------------------------------------------------------------
+// The cluster's own behaviour: collected pods, pull back-off, evictions,
+// reclaimed and late nodes, refused pods, refused specs, skewed clocks
+
+/// The build pod of `platform`'s Job, by the node it runs on.
+async fn build_pod_on(world: &World, name: &str, node: &str) -> Pod {
+    pods_of(world, name)
+        .await
+        .into_iter()
+        .find(|p| {
+            pod_node(p) == Some(node)
+                && !p.metadata.name.as_deref().unwrap_or("").contains("-merge-")
+        })
+        .unwrap_or_else(|| panic!("{name}: a build pod on {node}"))
+}
+
+/// The uids of every Job of `name`, by Job name.
+async fn job_uids(world: &World, name: &str) -> BTreeMap<String, String> {
+    world
+        .jobs()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|j| Some((j.metadata.name?, j.metadata.uid?)))
+        .filter(|(job, _)| job.starts_with(&format!("{name}-")))
+        .collect()
+}
+
+fn repository_of(image: &str) -> String {
+    image.rsplit_once(':').map(|(r, _)| r.to_string()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_pod_collected_while_another_platform_builds_keeps_its_digest() {
+    let world = started_world(&[]).await;
+    let gate = Gate::start();
+    let name = "vanished";
+    // amd64 builds at once; arm64 waits at the gate.
+    gate.pass("amd64");
+    let context = vec![(
+        "Dockerfile",
+        format!(
+            "FROM scratch\nARG TARGETARCH\nADD http://127.0.0.1:{}/{name}-${{TARGETARCH}}.txt /gated.txt\n",
+            gate.port
+        ),
+    )];
+    apply_owned(&world, name, &context, json!({})).await;
+    let amd = eventually("amd64 built", Duration::from_secs(120), || async {
+        let status = world.get(name).await.status?;
+        status
+            .platforms
+            .into_iter()
+            .find(|p| p.platform == "linux/amd64" && p.phase == PlatformPhase::Succeeded)
+    })
+    .await;
+    assert_eq!(
+        world.get(name).await.status.unwrap().phase,
+        Some(Phase::Building)
+    );
+    // Its finished pod is collected (PodGC, a scaled-down node).
+    let pods: Api<Pod> = Api::namespaced(world.client.clone(), NAMESPACE);
+    let mut deleted = 0;
+    for pod in pods_of(&world, name).await {
+        if pod_node(&pod) == Some("sim-amd64") && pod_phase(&pod) == "Succeeded" {
+            pods.delete(
+                pod.metadata.name.as_deref().unwrap(),
+                &DeleteParams::default(),
+            )
+            .await
+            .unwrap();
+            deleted += 1;
+        }
+    }
+    assert_eq!(deleted, 1);
+    // Long enough for any grace period to run out before arm64 finishes.
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    gate.open();
+    let done = world.wait_phase(name, Phase::Succeeded).await;
+    check_succeeded(&world, name, &done).await;
+    let kept = &done.status.clone().unwrap().platforms[0];
+    assert_eq!(kept.digest, amd.digest, "the digest seen once is kept");
+    assert_eq!(job_counts(&world, &amd.job).await, (0, 1), "not rebuilt");
+    println!("FAULT finished amd64 pod deleted: {name} Succeeded with its kept digest");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_two_image_pulls_failing_are_waited_out() {
+    let world = started_world(&[]).await;
+    let image = repository_of(multiarch_operator::render::DEFAULT_BUILDAH_IMAGE);
+    world.sim.set_faults(Faults {
+        image_pull_failures: vec![kube_sim::PullFailure::new(
+            &image,
+            2,
+            "toomanyrequests: You have reached your pull rate limit",
+        )],
+        ..Faults::default()
+    });
+    let name = "pulls";
+    world
+        .apply(
+            name,
+            TWO_PLATFORMS,
+            &hello_context("pulls\n"),
+            json!({"backoffLimit": 0}),
+        )
+        .await;
+    let reported = eventually(
+        "a pull failure reported",
+        Duration::from_secs(60),
+        || async {
+            let resource = world.get(name).await;
+            let status = resource.status.clone()?;
+            assert_ne!(
+                status.phase,
+                Some(Phase::Failed),
+                "a pull back-off failed the build"
+            );
+            status
+                .platforms
+                .iter()
+                .find(|p| p.message.contains("rate limit"))
+                .map(|p| p.message.clone())
+        },
+    )
+    .await;
+    let done = world.wait_phase(name, Phase::Succeeded).await;
+    check_succeeded(&world, name, &done).await;
+    println!("FAULT the first two pulls of {image} failed: reported \"{reported}\", then {name} Succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_mid_build_is_retried_without_counting_against_backoff_limit() {
+    let world = started_world(&[]).await;
+    let gate = Gate::start();
+    let name = "evicted";
+    apply_owned(
+        &world,
+        name,
+        &gate.context(name),
+        json!({"backoffLimit": 0}),
+    )
+    .await;
+    gate.wait_hits(2).await;
+    let victim = build_pod_on(&world, name, "sim-arm64").await;
+    let victim_name = victim.metadata.name.clone().unwrap();
+    Api::<Pod>::namespaced(world.client.clone(), NAMESPACE)
+        .evict(&victim_name, &Default::default())
+        .await
+        .expect("evict through the Eviction API");
+    eventually("a replacement pod", Duration::from_secs(60), || async {
+        pods_of(&world, name)
+            .await
+            .iter()
+            .any(|p| {
+                pod_node(p) == Some("sim-arm64") && p.metadata.name.as_deref() != Some(&victim_name)
+            })
+            .then_some(())
+    })
+    .await;
+    gate.open();
+    let done = world.wait_phase(name, Phase::Succeeded).await;
+    check_succeeded(&world, name, &done).await;
+    let arm = &done.status.clone().unwrap().platforms[1];
+    assert_eq!(
+        job_counts(&world, &arm.job).await,
+        (0, 1),
+        "the eviction counted no failure"
+    );
+    println!("FAULT {victim_name} evicted mid-build with backoffLimit 0: {name} Succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_karpenter_reclaim_of_the_arm64_node_is_survived() {
+    let world = started_world(&[]).await;
+    let gate = Gate::start();
+    let name = "reclaimed";
+    apply_owned(
+        &world,
+        name,
+        &gate.context(name),
+        json!({"backoffLimit": 0}),
+    )
+    .await;
+    gate.wait_hits(2).await;
+    world
+        .sim
+        .reclaim_node("sim-arm64", kube_sim::Disruption::KarpenterConsolidation)
+        .unwrap();
+    eventually(
+        "arm64 waiting for a node",
+        Duration::from_secs(60),
+        || async {
+            let resource = world.get(name).await;
+            assert_ne!(resource.status.clone()?.phase, Some(Phase::Failed));
+            platform_message(&resource, "linux/arm64")
+                .contains("cannot be scheduled")
+                .then_some(())
+        },
+    )
+    .await;
+    // Karpenter brings up a replacement.
+    world
+        .sim
+        .add_node(NodeSpec::new("arm-replacement", "linux/arm64"));
+    gate.open();
+    let done = world.wait_phase(name, Phase::Succeeded).await;
+    check_succeeded(&world, name, &done).await;
+    let arm = &done.status.clone().unwrap().platforms[1];
+    assert_eq!(arm.node.as_deref(), Some("arm-replacement"));
+    assert_eq!(job_counts(&world, &arm.job).await, (0, 1));
+    println!("FAULT sim-arm64 reclaimed by Karpenter consolidation mid-build: {name} Succeeded on the replacement");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arm64_from_a_node_group_scaled_from_zero_is_waited_for() {
+    let world = World::start_configured(&[("sim-amd64", "linux/amd64")], &[], |config| {
+        config.node_groups = vec![kube_sim::NodeGroup::new(
+            "arm",
+            "linux/arm64",
+            0,
+            3,
+            Duration::from_secs(20),
+        )];
+    })
+    .await;
+    let name = "scale-up";
+    let started = Instant::now();
+    world
+        .apply(name, TWO_PLATFORMS, &hello_context("scale\n"), json!({}))
+        .await;
+    let waiting = eventually(
+        "arm64 waiting for a node",
+        Duration::from_secs(30),
+        || async {
+            let resource = world.get(name).await;
+            let message = platform_message(&resource, "linux/arm64");
+            message.contains("waiting for a node").then_some(message)
+        },
+    )
+    .await;
+    assert!(waiting.contains("arm 0->1"), "{waiting}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "reported before the node came"
+    );
+    let event = world.wait_event(name, "WaitingForNode").await;
+    assert_eq!(event.type_.as_deref(), Some("Normal"));
+    let done = world.wait_phase(name, Phase::Succeeded).await;
+    check_succeeded(&world, name, &done).await;
+    println!(
+        "FAULT arm64 from zero nodes: reported \"{waiting}\" in time; {name} Succeeded after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// A namespace with these labels.
+async fn namespace(world: &World, name: &str, labels: serde_json::Value) {
+    let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": labels},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(world.client.clone())
+        .patch(
+            name,
+            &kube::api::PatchParams::apply("e2e").force(),
+            &kube::api::Patch::Apply(&ns),
+        )
+        .await
+        .unwrap();
+}
+
+/// Waits until `name` in `namespace` names the Job controller's refusal
+/// containing `words`, with the `Stalled` condition; the seconds it took.
+async fn wait_failed_create(world: &World, namespace: &str, name: &str, words: &str) -> f64 {
+    let started = Instant::now();
+    let message = eventually("FailedCreate named", Duration::from_secs(20), || async {
+        let resource = world.mais_in(namespace).get(name).await.ok()?;
+        let status = resource.status.clone()?;
+        let stalled = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == "FailedCreate");
+        let message = status
+            .platforms
+            .iter()
+            .map(|p| p.message.clone())
+            .find(|m| m.contains("FailedCreate") && m.contains(words))?;
+        stalled.then_some(message)
+    })
+    .await;
+    let took = started.elapsed().as_secs_f64();
+    println!("FAULT {namespace}/{name}: named in {took:.1} s: {message}");
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_refused_by_pod_security_are_named_within_seconds() {
+    let world = started_world(&[]).await;
+    let ns = "restricted";
+    namespace(
+        &world,
+        ns,
+        json!({"pod-security.kubernetes.io/enforce": "restricted"}),
+    )
+    .await;
+    world
+        .apply_in(ns, "psa", TWO_PLATFORMS, &hello_context("psa\n"), json!({}))
+        .await;
+    let took = wait_failed_create(&world, ns, "psa", "PodSecurity").await;
+    assert!(took < 15.0, "{took} s");
+    // The administrator relaxes the namespace: the build goes on by itself.
+    namespace(
+        &world,
+        ns,
+        json!({"pod-security.kubernetes.io/enforce": "privileged"}),
+    )
+    .await;
+    eventually("psa Succeeded", Duration::from_secs(120), || async {
+        let status = world.mais_in(ns).get("psa").await.ok()?.status?;
+        (status.phase == Some(Phase::Succeeded)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_service_account_is_named_and_the_build_goes_on_once_it_exists() {
+    let world = started_world(&[]).await;
+    let name = "no-sa";
+    world
+        .apply(
+            name,
+            TWO_PLATFORMS,
+            &hello_context("sa\n"),
+            json!({"serviceAccountName": "builder"}),
+        )
+        .await;
+    let took = wait_failed_create(
+        &world,
+        NAMESPACE,
+        name,
+        "serviceaccount \"builder\" not found",
+    )
+    .await;
+    assert!(took < 15.0, "{took} s");
+    let sa: k8s_openapi::api::core::v1::ServiceAccount = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "builder", "namespace": NAMESPACE},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(world.client.clone(), NAMESPACE)
+        .create(&Default::default(), &sa)
+        .await
+        .unwrap();
+    let done = world.wait_phase(name, Phase::Succeeded).await;
+    check_succeeded(&world, name, &done).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_the_api_server_refuses_ends_invalid_spec_naming_the_field_once() {
+    let world = started_world(&[]).await;
+    let cases = [
+        (
+            "bad-toleration",
+            json!({"tolerations": [{"key": "a", "operator": "Exists", "value": "x"}]}),
+            "spec.tolerations[0]",
+        ),
+        (
+            "bad-resources",
+            json!({"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}),
+            "spec.resources",
+        ),
+    ];
+    for (name, spec, field) in &cases {
+        world
+            .apply(
+                name,
+                TWO_PLATFORMS,
+                &hello_context("refused\n"),
+                spec.clone(),
+            )
+            .await;
+        let failed = world.wait_phase(name, Phase::Failed).await;
+        let status = failed.status.clone().unwrap();
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "InvalidSpec")
+        );
+        assert!(ready.message.contains(field), "{name}: {}", ready.message);
+        assert!(
+            !ready.message.contains("spec.template"),
+            "{}",
+            ready.message
+        );
+        let event = world.wait_event(name, "InvalidSpec").await;
+        assert_eq!(event.type_.as_deref(), Some("Warning"));
+        println!("FAULT {name}: Ready=False InvalidSpec: {}", ready.message);
+    }
+    // Settled: no Job is applied again and again.
+    world.sim.clear_requests();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let applies = operator_requests(&world)
+        .iter()
+        .filter(|r| r.resource == "jobs" && r.verb == "patch")
+        .count();
+    assert_eq!(applies, 0, "refused Jobs are not retried");
+    assert!(world.job_names().await.is_empty(), "nothing runs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_60_seconds_ahead_of_the_api_server_misjudges_nothing() {
+    let world = World::start_configured(TWO_NODES, &[], |config| {
+        config.clock_offset_seconds = -60;
+    })
+    .await;
+    let name = "skewed";
+    // The context ConfigMap appears late: the pods wait, scheduled, with
+    // no container started, for a while.
+    world
+        .apply(
+            name,
+            TWO_PLATFORMS,
+            &hello_context("skew\n"),
+            json!({"source": {"configMap": {"name": "late-context"}}}),
+        )
+        .await;
+    let watch_until = Instant::now() + Duration::from_secs(15);
+    let mut scheduled = false;
+    while Instant::now() < watch_until {
+        let resource = world.get(name).await;
+        for platform in resource.status.iter().flat_map(|s| s.platforms.iter()) {
+            assert!(
+                !platform.message.contains("started no container"),
+                "judged by the API server's timestamps: {}",
+                platform.message
+            );
+            scheduled |= platform.node.is_some();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(scheduled, "the pods were scheduled meanwhile");
+    let config_map: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "late-context", "namespace": NAMESPACE},
+        "data": {"Dockerfile": "FROM scratch\nCOPY hello.txt /hello.txt\n", "hello.txt": "skew\n"},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(world.client.clone(), NAMESPACE)
+        .create(&Default::default(), &config_map)
+        .await
+        .unwrap();
+    let done = world.wait_phase(name, Phase::Succeeded).await;
+    for platform in &done.status.clone().unwrap().platforms {
+        assert_eq!(
+            job_counts(&world, &platform.job).await,
+            (0, 1),
+            "never run again"
+        );
+    }
+    let uids = job_uids(&world, name).await;
+    assert_eq!(
+        uids.len(),
+        3,
+        "one Job per platform and the merge: {uids:?}"
+    );
+    println!("FAULT the operator 60 s ahead of the API server: {name} Succeeded, nothing rerun");
 }

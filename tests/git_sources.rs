@@ -163,8 +163,10 @@ async fn build_with_host_dir(
         resource.metadata.name.as_deref().unwrap(),
         outcome.message
     );
-    let digest = outcome.message.trim().to_string();
-    assert!(digest.starts_with("sha256:"), "{digest}");
+    // The build pod's report, read as the operator reads it.
+    let digest = multiarch_operator::termination::parse(&outcome.message)
+        .digest
+        .unwrap_or_else(|| panic!("no digest in the report: {}", outcome.message));
     format!("{}@{digest}", resource.spec.image)
 }
 

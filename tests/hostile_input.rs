@@ -19,11 +19,26 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 use multiarch_operator::api::Phase;
-use multiarch_operator::validate::{parse_manifests, validate};
+use multiarch_operator::validate::{parse_manifests, validate_with, Allowlists};
 use serde_json::{json, Value};
 
 const TWO_NODES: &[(&str, &str)] = &[("sim-amd64", "linux/amd64"), ("sim-arm64", "linux/arm64")];
 const CONTEXT: &str = "hostile-context";
+/// The builder images the operator of the table allows.
+const ALLOWED_BUILDER_IMAGE: &str = "quay.io/buildah/";
+
+/// The operator's flags for the table, and the same allowlists offline.
+fn operator_flags() -> Vec<String> {
+    vec![format!("--allowed-builder-image={ALLOWED_BUILDER_IMAGE}")]
+}
+
+fn allowlists() -> Allowlists {
+    Allowlists {
+        builder_images: vec![ALLOWED_BUILDER_IMAGE.into()],
+        ..Allowlists::default()
+    }
+}
+
 /// The password of the git URL case: it must never be echoed or stored.
 const URL_SECRET: &str = "s3cret-4f1d2c";
 
@@ -71,6 +86,20 @@ fn cases() -> Vec<Case> {
     let many_args: serde_json::Map<String, Value> =
         (0..65).map(|i| (format!("A{i}"), json!("v"))).collect();
     let many_tags: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
+    let tolerations = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"key": format!("k{i}"), "operator": "Exists"}))
+            .collect()
+    };
+    let (many_tolerations, huge_tolerations) = (tolerations(33), tolerations(2000));
+    let many_labels: serde_json::Map<String, Value> =
+        (0..33).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let many_resources: serde_json::Map<String, Value> = (0..17)
+        .map(|i| (format!("example.com/r{i}"), json!("1")))
+        .collect();
+    let heavy_args: serde_json::Map<String, Value> = (0..10)
+        .map(|i| (format!("A{i}"), json!("x".repeat(4000))))
+        .collect();
     vec![
         // Wrong types.
         case(
@@ -162,6 +191,36 @@ fn cases() -> Vec<Case> {
             spec(json!({ "tags": many_tags })),
             Refused("spec.tags"),
         ),
+        case(
+            "33 tolerations",
+            spec(json!({ "tolerations": many_tolerations })),
+            Refused("spec.tolerations"),
+        ),
+        case(
+            "2,000 tolerations",
+            spec(json!({ "tolerations": huge_tolerations })),
+            Refused("spec.tolerations"),
+        ),
+        case(
+            "33 nodeSelector entries",
+            spec(json!({ "nodeSelector": many_labels })),
+            Refused("spec.nodeSelector"),
+        ),
+        case(
+            "17 resource limits",
+            spec(json!({"resources": {"limits": many_resources}})),
+            Refused("spec.resources.limits"),
+        ),
+        case(
+            "build arg name of 200 bytes",
+            spec(json!({"buildArgs": {"N".repeat(200): "v"}})),
+            Refused("spec.buildArgs"),
+        ),
+        case(
+            "build args of 40 KB together",
+            spec(json!({ "buildArgs": heavy_args })),
+            Refused("spec.buildArgs"),
+        ),
         // Platforms.
         case(
             "100 platforms",
@@ -245,6 +304,24 @@ fn cases() -> Vec<Case> {
             Refused("spec.image"),
         ),
         case(
+            "image with credentials",
+            spec(json!({"image": format!("user:{URL_SECRET}@registry.example.com/e2e/app")})),
+            Refused("spec.image"),
+        ),
+        case(
+            "image with a scheme and credentials",
+            spec(
+                json!({"image": format!("https://user:{URL_SECRET}@registry.example.com/e2e/app")}),
+            ),
+            Refused("spec.image"),
+        ),
+        case(
+            "builder image with credentials",
+            spec(json!({"builder": {"strategy": "buildah",
+                "image": format!("user:{URL_SECRET}@quay.io/buildah/stable:v1")}})),
+            Refused("spec.builder.image"),
+        ),
+        case(
             "image that is an option",
             spec(json!({"image": "--dest-creds=x"})),
             Refused("spec.image"),
@@ -279,6 +356,21 @@ fn cases() -> Vec<Case> {
             "contextDir absolute",
             spec(json!({"contextDir": "/"})),
             Refused("spec.contextDir"),
+        ),
+        case(
+            "dockerfile .",
+            spec(json!({"dockerfile": "."})),
+            Refused("spec.dockerfile"),
+        ),
+        case(
+            "dockerfile naming a directory",
+            spec(json!({"dockerfile": "docker/"})),
+            Refused("spec.dockerfile"),
+        ),
+        case(
+            "dockerfile ending in /.",
+            spec(json!({"dockerfile": "docker/."})),
+            Refused("spec.dockerfile"),
         ),
         case(
             "dockerfile with a newline",
@@ -344,6 +436,24 @@ fn cases() -> Vec<Case> {
             Refused("spec.source.git.url"),
         ),
         case(
+            "ftp url with a password",
+            spec(json!({"source": {"configMap": null,
+                "git": {"url": format!("ftp://user:{URL_SECRET}@git.example.com/repo.git")}}})),
+            Refused("spec.source.git.url"),
+        ),
+        case(
+            "git url with a token in the query",
+            spec(json!({"source": {"configMap": null,
+                "git": {"url": format!("https://git.example.com/repo.git?private_token={URL_SECRET}")}}})),
+            Refused("spec.source.git.url"),
+        ),
+        case(
+            "git url with a token in the fragment",
+            spec(json!({"source": {"configMap": null,
+                "git": {"url": format!("https://git.example.com/repo.git#{URL_SECRET}")}}})),
+            Refused("spec.source.git.url"),
+        ),
+        case(
             "ssh url with a password",
             spec(json!({"source": {"configMap": null,
                 "git": {"url": format!("ssh://git:{URL_SECRET}@git.example.com/repo.git")}}})),
@@ -402,6 +512,11 @@ fn cases() -> Vec<Case> {
             Refused("spec.backoffLimit"),
         ),
         case(
+            "backoffLimit is a word",
+            spec(json!({"backoffLimit": "two"})),
+            Refused("spec.backoffLimit"),
+        ),
+        case(
             "huge backoffLimit",
             spec(json!({"backoffLimit": 1000})),
             Refused("spec.backoffLimit"),
@@ -438,6 +553,32 @@ fn cases() -> Vec<Case> {
             "serviceAccountName with illegal characters",
             spec(json!({"serviceAccountName": "Bad Name!"})),
             Refused("spec.serviceAccountName"),
+        ),
+        // Cluster-wide allowlists of the operator.
+        case(
+            "builder image outside the allowlist",
+            spec(
+                json!({"builder": {"strategy": "buildah", "image": "registry.example.com/root/shell:1"}}),
+            ),
+            Failed(&["spec.builder.image"]),
+        ),
+        case(
+            "toleration of the control-plane taint",
+            spec(
+                json!({"tolerations": [{"key": "node-role.kubernetes.io/control-plane",
+                "operator": "Exists", "effect": "NoSchedule"}]}),
+            ),
+            Failed(&["spec.tolerations[0].key"]),
+        ),
+        case(
+            "toleration of every taint",
+            spec(json!({"tolerations": [{"operator": "Exists"}]})),
+            Failed(&["spec.tolerations[0]"]),
+        ),
+        case(
+            "nodeSelector on the control plane",
+            spec(json!({"nodeSelector": {"node-role.kubernetes.io/master": ""}})),
+            Failed(&["spec.nodeSelector[node-role.kubernetes.io/master]"]),
         ),
         case(
             "several problems at once",
@@ -610,7 +751,7 @@ fn validate_names_the_same_field_as_the_api_server() {
         let mut body = base_for(&format!("127.0.0.1:5000/hostile/{name}"), &name);
         merge(&mut body, &case.patch);
         let offline = parse_manifests(&body.to_string())
-            .and_then(|found| validate(&found[0]).map_err(|e| e.to_string()));
+            .and_then(|found| validate_with(&found[0], &allowlists()).map_err(|e| e.to_string()));
         let fields: Vec<String> = match &case.expect {
             Expect::Refused(field) | Expect::RefusedStrict(field) => vec![field.to_string()],
             // Offline is strict, as kubectl is: an unknown field is refused.
@@ -638,7 +779,9 @@ fn validate_names_the_same_field_as_the_api_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_specs_are_refused_or_fail_naming_their_field() {
-    let world = World::start(TWO_NODES).await;
+    let flags = operator_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let world = World::start_with(TWO_NODES, &flags).await;
     apply_config_map(
         &world.client,
         CONTEXT,
@@ -673,6 +816,11 @@ async fn hostile_specs_are_refused_or_fail_naming_their_field() {
                 assert!(
                     text.contains(field),
                     "{name} ({}): the refusal does not name {field}: {text}",
+                    case.what
+                );
+                assert!(
+                    !text.contains(URL_SECRET),
+                    "{name} ({}): the refusal repeats the URL password: {text}",
                     case.what
                 );
                 refused += 1;
@@ -908,6 +1056,28 @@ async fn kubectl_shows_the_refusal_naming_the_field() {
             &["spec.source.git.url", "must not embed credentials"],
         ),
         (
+            "k-ftp-creds",
+            spec(json!({"source": {"configMap": null,
+                "git": {"url": format!("ftp://user:{URL_SECRET}@git.example.com/repo.git")}}})),
+            &["spec.source.git.url", "must not embed credentials"],
+        ),
+        (
+            "k-query-token",
+            spec(json!({"source": {"configMap": null,
+                "git": {"url": format!("https://git.example.com/repo.git?private_token={URL_SECRET}")}}})),
+            &["spec.source.git.url", "must not carry a query or fragment"],
+        ),
+        (
+            "k-type",
+            spec(json!({"backoffLimit": "two"})),
+            &["spec.backoffLimit", "must be of type integer"],
+        ),
+        (
+            "k-dockerfile-dot",
+            spec(json!({"dockerfile": "."})),
+            &["spec.dockerfile", "must name a file"],
+        ),
+        (
             "k-sources",
             spec(json!({"source": {"git": {"url": "https://example.com/app.git"}}})),
             &["spec.source", "exactly one of"],
@@ -941,4 +1111,41 @@ async fn kubectl_shows_the_refusal_naming_the_field() {
         list.items.is_empty().then_some(())
     })
     .await;
+}
+
+/// `render -f` reads at most what the API server would accept, nested no
+/// deeper than a MultiArchImage can be, and names the field of a type error.
+#[test]
+fn render_bounds_its_input_and_names_type_errors() {
+    use multiarch_operator::validate::{MAX_MANIFEST_BYTES, MAX_MANIFEST_DEPTH};
+    let mut body = base_for("127.0.0.1:5000/hostile/render", "render");
+    body["metadata"]["annotations"] = json!({"pad": "x".repeat(MAX_MANIFEST_BYTES)});
+    let error = parse_manifests(&body.to_string()).unwrap_err();
+    assert!(
+        error.contains(&format!("at most {MAX_MANIFEST_BYTES}")),
+        "{error}"
+    );
+
+    let mut body = base_for("127.0.0.1:5000/hostile/render", "render");
+    let mut deep = json!("bottom");
+    for _ in 0..MAX_MANIFEST_DEPTH {
+        deep = json!([deep]);
+    }
+    body["spec"]["buildArgs"] = json!({"DEEP": deep});
+    let error = parse_manifests(&body.to_string()).unwrap_err();
+    assert!(error.contains("nested deeper than"), "{error}");
+
+    let mut body = base_for("127.0.0.1:5000/hostile/render", "render");
+    body["spec"]["backoffLimit"] = json!("two");
+    let error = parse_manifests(&body.to_string()).unwrap_err();
+    assert!(
+        error.ends_with("spec.backoffLimit: expected an integer, got \"two\""),
+        "{error}"
+    );
+    body["spec"]["backoffLimit"] = json!(URL_SECRET.repeat(10));
+    let error = parse_manifests(&body.to_string()).unwrap_err();
+    assert!(
+        error.ends_with("spec.backoffLimit: expected an integer, got a string of 130 characters"),
+        "{error}"
+    );
 }

@@ -305,6 +305,27 @@ fn sources_on_another_registry_are_copied_to_the_target_registry() {
 }
 
 #[test]
+fn an_insecure_registry_may_serve_tls_with_a_certificate_nobody_trusts() {
+    let registry = Registry::start_self_signed();
+    let sources = fixture_images().push_all(&registry, "sources/tls", ManifestFormat::Oci);
+    let target = format!("{}:latest", registry.repo("apps/tls"));
+    // Without --insecure-registry the certificate is checked, and refused.
+    let refused = merge(&args(&sources, std::slice::from_ref(&target), &[]));
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains(registry.host()) && refused.stderr.contains("unreachable"),
+        "{}",
+        refused.stderr
+    );
+    assert_tag_absent(&target, None);
+    // With it, the same registry is spoken to over unverified TLS: the
+    // same meaning the builders give spec.insecureRegistry.
+    let run = merge(&args(&sources, std::slice::from_ref(&target), &[&registry]));
+    run.digest();
+    assert_clients_resolve(&target, &sources, None);
+}
+
+#[test]
 fn a_missing_source_is_reported_and_nothing_is_pushed() {
     let registry = shared_plain_registry();
     let mut sources = fixture_images().push_all(registry, "sources/missing", ManifestFormat::Oci);

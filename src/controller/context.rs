@@ -6,24 +6,32 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kube::Client;
 use tokio::sync::watch;
 
+pub use super::sightings::Sightings;
 use crate::render::BuilderImages;
 use crate::telemetry::Metrics;
+use crate::validate::Allowlists;
 
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub images: BuilderImages,
+    /// What any MultiArchImage may use: builder images, toleration and
+    /// node label keys, control-plane placement.
+    pub allowlists: Allowlists,
     /// The operator's Jobs and their Pods, as last watched.
     pub caches: Caches,
     /// Failed reconciles in a row, per resource.
     pub backoff: Backoff,
+    /// When this process first saw timed facts (Jobs complete, pods not
+    /// started), on its monotonic clock.
+    pub sightings: Sightings,
 }
 
 /// Per-resource back-off of failed reconciles: 5 s, doubling to 5 min, so
@@ -59,4 +67,20 @@ pub struct Caches {
     pub pods: Store<Pod>,
     /// True once both caches hold their first full list.
     pub ready: watch::Receiver<bool>,
+    /// Events the operator acts on: `FailedCreate` of Jobs and
+    /// `TriggeredScaleUp` of pods (advisory: a reconcile never waits for them).
+    pub events: Vec<Store<Event>>,
+}
+
+impl Caches {
+    /// The cached Events about objects in `namespace`.
+    pub fn events_in(&self, namespace: &str) -> Vec<Event> {
+        self.events
+            .iter()
+            .flat_map(|store| {
+                store.state_filter(|e| e.involved_object.namespace.as_deref() == Some(namespace))
+            })
+            .map(|e| Event::clone(&e))
+            .collect()
+    }
 }

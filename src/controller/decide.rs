@@ -8,18 +8,24 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::observe::{
     JobFacts, JobFailure, JobOutcome, Observation, PodFacts, PodFailure, PodPhase, Waiting,
 };
-use crate::api::{MultiArchImageStatus, PlatformPhase, PlatformStatus};
+use crate::api::{MultiArchImageStatus, PlatformPhase, PlatformStatus, SourceStatus};
 use crate::platform::Platform;
 use crate::render::Plan;
+use crate::termination::CacheOutcome;
 use crate::validate::ValidationErrors;
 
-/// How long after a Job completes its succeeded pod may still be unseen (the
-/// Job's and the pod's changes arrive separately) before it counts as gone.
-const RESULT_GRACE_SECONDS: i64 = 30;
+#[path = "refusal.rs"]
+mod refusal;
+pub use refusal::{is_refusal, refusal_errors, refused, spec_field};
 
-/// How long a scheduled pod may wait for its first container before the
-/// platform's message says so.
-const NOT_STARTED_AFTER_SECONDS: i64 = 60;
+/// How long after the operator saw a Job complete its succeeded pod may
+/// still be unseen (the Job's and the pod's changes arrive separately)
+/// before it counts as gone. Measured on the operator's own clock.
+const RESULT_GRACE_SECONDS: u64 = 30;
+
+/// How long a pod the operator has seen scheduled may wait for its first
+/// container before the platform's message says so.
+const NOT_STARTED_AFTER_SECONDS: u64 = 60;
 
 /// What reconcile must do, and the facts `report` describes.
 #[derive(Clone, Debug)]
@@ -28,6 +34,9 @@ pub struct Decision {
     pub create: Vec<Job>,
     /// Jobs of superseded builds.
     pub delete: Vec<String>,
+    /// Jobs of no more use, deleted without a word (resolve Jobs whose
+    /// commit is recorded, or that run again).
+    pub cleanup: Vec<String>,
     /// One per planned platform, in plan order.
     pub platforms: Vec<PlatformView>,
     pub progress: Progress,
@@ -35,6 +44,8 @@ pub struct Decision {
     pub merge_job: Option<String>,
     /// The `multiarch.dev/retry` value acted on, for the status.
     pub attempt: Option<String>,
+    /// The git source's resolved commit this build builds.
+    pub source: Option<SourceStatus>,
 }
 
 /// Where one platform stands.
@@ -45,6 +56,8 @@ pub struct PlatformView {
     pub phase: PlatformPhase,
     pub node: Option<String>,
     pub digest: Option<String>,
+    /// How the build cache served it, once built with one.
+    pub cache: Option<CacheOutcome>,
     pub start_time: Option<Time>,
     pub completion_time: Option<Time>,
     /// Why it waits or failed, if there is something to say.
@@ -70,6 +83,16 @@ pub enum Note {
     /// The Job completed, but its pod (and so its digest) is gone before
     /// the digest was seen: the platform builds again.
     Rerun,
+    /// The Job controller cannot create the pod (Pod Security, a missing
+    /// ServiceAccount, quota, a webhook): its `FailedCreate` message. It
+    /// keeps trying; nothing changes until the cluster or the spec does.
+    FailedCreate(String),
+    /// No node fits yet, and the cluster autoscaler is adding one: waited
+    /// for, until the Job's deadline.
+    AwaitingNode { why: String, scale_up: String },
+    /// The Job's deadline passed before its pod ever got a node (or was
+    /// ever created); `last` is what the platform last reported.
+    NeverScheduled { deadline: i64, last: String },
     /// The Job failed.
     Failed {
         job: Box<JobFacts>,
@@ -93,6 +116,15 @@ pub enum Progress {
     PlatformsFailed,
     MergeFailed(MergeFailure),
     Invalid(ValidationErrors),
+    /// The git revision is being resolved to a commit; nothing is built
+    /// before it is.
+    Resolving(Option<Note>),
+    /// The revision could not be resolved (no such branch, refused
+    /// credentials, host unreachable past the resolve Job's retries).
+    SourceFailed {
+        reason: JobFailure,
+        detail: Option<PodFailure>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -119,6 +151,7 @@ impl Progress {
                 | Progress::PlatformsFailed
                 | Progress::MergeFailed(_)
                 | Progress::Invalid(_)
+                | Progress::SourceFailed { .. }
         )
     }
 }
@@ -138,11 +171,7 @@ pub fn decide(
     previous: Option<&MultiArchImageStatus>,
     retry: Option<&str>,
 ) -> Decision {
-    let handled = previous.and_then(|p| p.last_handled_retry.clone());
-    let attempt = match retry {
-        Some(value) if handled.as_deref() != Some(value) => Some(value.to_string()),
-        _ => handled,
-    };
+    let attempt = attempt_of(retry, previous.and_then(|p| p.last_handled_retry.clone()));
     // A failed Job of an earlier attempt counts as gone.
     let stale = |job: &&JobFacts| {
         matches!(job.outcome, JobOutcome::Failed { .. }) && job.attempt != attempt
@@ -179,12 +208,11 @@ pub fn decide(
             job,
             &observed.pods_of(&name),
             before.and_then(|b| b.start_time.clone()),
-            &observed.now,
         );
         if view.note == Some(Note::Rerun) {
             rerun.push(name.clone());
         }
-        platforms.push(view);
+        platforms.push(never_scheduled(view, before));
     }
 
     let ready = platforms
@@ -214,7 +242,7 @@ pub fn decide(
                 Progress::MergeStarting
             }
             Some(job) => {
-                let progress = merge_progress(job, &observed.pods_of(&name), &observed.now);
+                let progress = merge_progress(job, &observed.pods_of(&name));
                 if progress == Progress::Merging(MergeStep::Rerun) {
                     // Pushing is idempotent: the merge runs again.
                     rerun.push(name.clone());
@@ -237,15 +265,26 @@ pub fn decide(
         build_id: plan.build_id.clone(),
         create,
         delete,
+        cleanup: Vec::new(),
         platforms,
         progress,
         merge_job,
         attempt,
+        source: None,
+    }
+}
+
+/// The attempt Jobs are made under: a `multiarch.dev/retry` value not yet
+/// handled starts a new one.
+pub fn attempt_of(retry: Option<&str>, handled: Option<String>) -> Option<String> {
+    match retry {
+        Some(value) if handled.as_deref() != Some(value) => Some(value.to_string()),
+        _ => handled,
     }
 }
 
 /// A Job made under `attempt`.
-fn with_attempt(mut job: Job, attempt: Option<&str>) -> Job {
+pub fn with_attempt(mut job: Job, attempt: Option<&str>) -> Job {
     if let Some(attempt) = attempt {
         job.metadata
             .annotations
@@ -258,6 +297,29 @@ fn with_attempt(mut job: Job, attempt: Option<&str>) -> Job {
     job
 }
 
+/// A Job past its deadline whose pod never got a node (as far as the
+/// status ever showed) says so, with what the platform last reported.
+fn never_scheduled(mut view: PlatformView, before: Option<&PlatformStatus>) -> PlatformView {
+    let Some(Note::Failed {
+        job,
+        reason: JobFailure::DeadlineExceeded,
+        ..
+    }) = &view.note
+    else {
+        return view;
+    };
+    let waited = before.filter(|b| b.node.is_none() && b.phase == PlatformPhase::Pending);
+    if view.node.is_none() {
+        if let Some(before) = waited {
+            view.note = Some(Note::NeverScheduled {
+                deadline: job.active_deadline_seconds,
+                last: before.message.clone(),
+            });
+        }
+    }
+    view
+}
+
 /// A platform whose digest the status holds already.
 fn kept(platform: &Platform, built: &PlatformStatus) -> PlatformView {
     PlatformView {
@@ -266,6 +328,11 @@ fn kept(platform: &Platform, built: &PlatformStatus) -> PlatformView {
         phase: PlatformPhase::Succeeded,
         node: built.node.clone(),
         digest: built.digest.clone(),
+        // A succeeded platform's message is its cache's.
+        cache: built.cache.map(|state| CacheOutcome {
+            state,
+            detail: Some(built.message.clone()).filter(|m| !m.is_empty()),
+        }),
         start_time: built.start_time.clone(),
         completion_time: built.completion_time.clone(),
         note: None,
@@ -280,18 +347,32 @@ pub fn invalid(
     observed: &Observation,
     attempt: Option<String>,
 ) -> Decision {
+    waiting(build_id, Progress::Invalid(errors), observed, attempt)
+}
+
+/// The decision for a resource that builds nothing yet (`progress`: its
+/// source is being resolved, or cannot be) or at all (an invalid spec):
+/// the Jobs of an earlier build stop.
+pub fn waiting(
+    build_id: &str,
+    progress: Progress,
+    observed: &Observation,
+    attempt: Option<String>,
+) -> Decision {
     Decision {
         build_id: build_id.to_string(),
         create: Vec::new(),
         delete: superseded(observed, build_id),
+        cleanup: Vec::new(),
         platforms: Vec::new(),
-        progress: Progress::Invalid(errors),
+        progress,
         merge_job: None,
         attempt,
+        source: None,
     }
 }
 
-fn superseded(observed: &Observation, build_id: &str) -> Vec<String> {
+pub fn superseded(observed: &Observation, build_id: &str) -> Vec<String> {
     observed
         .jobs
         .iter()
@@ -308,7 +389,6 @@ pub fn platform_view(
     job: Option<&JobFacts>,
     pods: &[&PodFacts],
     start_time: Option<Time>,
-    now: &Time,
 ) -> PlatformView {
     let mut view = PlatformView {
         platform: platform.clone(),
@@ -316,6 +396,7 @@ pub fn platform_view(
         phase: PlatformPhase::Pending,
         node: None,
         digest: None,
+        cache: None,
         start_time,
         completion_time: None,
         note: None,
@@ -339,6 +420,7 @@ pub fn platform_view(
             let succeeded = pods.iter().find(|p| p.phase == PodPhase::Succeeded);
             if let Some(pod) = succeeded {
                 view.node = pod.node.clone();
+                view.cache = pod.cache.clone();
             }
             match succeeded.map(|p| p.digest.clone()) {
                 Some(Some(digest)) => {
@@ -350,7 +432,7 @@ pub fn platform_view(
                     view.note = Some(Note::NoDigest);
                 }
                 // The Job's news can come before its pod's: wait for the pod.
-                None if !overdue(at.as_ref(), now) => view.phase = PlatformPhase::Building,
+                None if !overdue(job) => view.phase = PlatformPhase::Building,
                 // Gone before its digest was seen (collected, its node
                 // removed): build it again rather than fail a good build.
                 None => {
@@ -373,10 +455,19 @@ pub fn platform_view(
         JobOutcome::Running => {}
     }
     let Some(pod) = newest else {
+        if let Some(message) = &job.failed_create {
+            view.note = Some(Note::FailedCreate(message.clone()));
+        }
         return view;
     };
     if let Some(why) = &pod.unschedulable {
-        view.note = Some(Note::Unschedulable(why.clone()));
+        view.note = Some(match &pod.scale_up {
+            Some(scale_up) => Note::AwaitingNode {
+                why: why.clone(),
+                scale_up: scale_up.clone(),
+            },
+            None => Note::Unschedulable(why.clone()),
+        });
         return view;
     }
     if let Some(waiting) = &pod.waiting {
@@ -386,7 +477,7 @@ pub fn platform_view(
         view.note = Some(Note::Waiting(waiting.clone()));
         return view;
     }
-    if let Some(waited) = not_started_for(pod, now) {
+    if let Some(waited) = not_started_for(pod) {
         // A cluster reports a volume that cannot mount only in the pod's
         // events: say what to check rather than stay silent until the deadline.
         view.note = Some(Note::NotStarted {
@@ -403,14 +494,14 @@ pub fn platform_view(
     view
 }
 
-fn merge_progress(job: &JobFacts, pods: &[&PodFacts], now: &Time) -> Progress {
+fn merge_progress(job: &JobFacts, pods: &[&PodFacts]) -> Progress {
     match &job.outcome {
-        JobOutcome::Complete { at } => {
+        JobOutcome::Complete { .. } => {
             let succeeded = pods.iter().find(|p| p.phase == PodPhase::Succeeded);
             match succeeded.map(|p| p.digest.clone()) {
                 Some(Some(digest)) => Progress::Succeeded { digest },
                 Some(None) => Progress::MergeFailed(MergeFailure::NoDigest),
-                None if !overdue(at.as_ref(), now) => Progress::Merging(MergeStep::ReadingResult),
+                None if !overdue(job) => Progress::Merging(MergeStep::ReadingResult),
                 None => Progress::Merging(MergeStep::Rerun),
             }
         }
@@ -429,19 +520,22 @@ fn merge_progress(job: &JobFacts, pods: &[&PodFacts], now: &Time) -> Progress {
     }
 }
 
-fn overdue(completed: Option<&Time>, now: &Time) -> bool {
-    completed.is_some_and(|done| now.0.duration_since(done.0).as_secs() > RESULT_GRACE_SECONDS)
+/// A completed Job whose pod the operator has not seen for the grace period
+/// since it saw the Job complete (never from the Job's server timestamp).
+pub fn overdue(job: &JobFacts) -> bool {
+    job.complete_for
+        .is_some_and(|seen| seen.as_secs() > RESULT_GRACE_SECONDS)
 }
 
-/// Seconds a scheduled pod has waited without starting any container, once
-/// that exceeds `NOT_STARTED_AFTER_SECONDS`.
-fn not_started_for(pod: &PodFacts, now: &Time) -> Option<i64> {
+/// Seconds the operator has seen a scheduled pod without any container
+/// started, once that exceeds `NOT_STARTED_AFTER_SECONDS`.
+fn not_started_for(pod: &PodFacts) -> Option<i64> {
     pod.node.as_ref()?;
     if pod.phase != PodPhase::Pending || pod.started {
         return None;
     }
-    let waited = now.0.duration_since(pod.created.as_ref()?.0).as_secs();
-    (waited > NOT_STARTED_AFTER_SECONDS).then_some(waited)
+    let waited = pod.not_started_for?.as_secs();
+    (waited > NOT_STARTED_AFTER_SECONDS).then(|| i64::try_from(waited).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -9,8 +9,12 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::api::{LocalObjectRef, MultiArchImage, MultiArchImageStatus, Phase, PlatformPhase};
-use crate::controller::observe::{parse_digest, Observation};
+use crate::api::{
+    CacheState, LocalObjectRef, MultiArchImage, MultiArchImageStatus, Phase, PlatformPhase,
+};
+use std::time::{Duration, Instant};
+
+use crate::controller::observe::{parse_digest, Observation, Sightings};
 use crate::controller::report::{report, Notice};
 use crate::render::{build_id, plan, BuilderImages, Plan};
 use crate::validate::{parse_manifests, validate};
@@ -111,6 +115,10 @@ struct World {
     plan: Plan,
     jobs: Vec<Job>,
     pods: Vec<Pod>,
+    /// The operator's monotonic clock: when it first saw each timed fact.
+    sightings: Sightings,
+    started: Instant,
+    elapsed: Duration,
 }
 
 impl World {
@@ -122,7 +130,14 @@ impl World {
             plan,
             jobs: Vec::new(),
             pods: Vec::new(),
+            sightings: Sightings::default(),
+            started: Instant::now(),
+            elapsed: Duration::ZERO,
         }
+    }
+    /// The operator's clock moves on by `seconds`.
+    fn wait(&mut self, seconds: u64) {
+        self.elapsed += Duration::from_secs(seconds);
     }
     /// The resource with a push secret, planned again (before any Job).
     fn with_push_secret(mut self, name: &str) -> Self {
@@ -141,7 +156,8 @@ impl World {
         self
     }
     fn decide(&self) -> Step {
-        let observed = Observation::of(&self.jobs, &self.pods, now());
+        let observed = Observation::of(&self.jobs, &self.pods, now())
+            .timed_at(&self.sightings, self.started + self.elapsed);
         let previous = self
             .resource
             .status
@@ -578,16 +594,20 @@ fn a_pod_that_never_starts_says_what_to_check() {
     let mut w = World::new().with_jobs([json!([]), json!([])]);
     // The rendered Job, whose pod mounts the ConfigMap context.
     w.jobs[0] = w.plan.build_jobs[0].clone();
-    let mut stuck = pod(
+    let stuck = pod(
         &w.name(0),
         Some("amd-1"),
         json!({"phase": "Pending",
         "initContainerStatuses": [{"name": "build", "image": "x", "imageID": "", "ready": false,
             "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]}),
     );
-    stuck.metadata.creation_timestamp =
-        Some(Time(Timestamp::from_second(1_800_000_000 - 300).unwrap()));
     w.pods.push(stuck);
+    assert!(
+        w.decide().status.platforms[0].message.is_empty(),
+        "just seen"
+    );
+    // Seen stuck for five minutes, as the operator's own clock measures.
+    w.wait(300);
     // Just scheduled: nothing to say yet.
     w.pods
         .push(pod(&w.name(1), Some("arm-1"), json!({"phase": "Pending"})));
@@ -619,10 +639,11 @@ fn a_completed_job_waits_a_moment_for_its_pod_to_be_seen() {
     let d = w.decide();
     assert_eq!(d.status.platforms[0].phase, PlatformPhase::Building);
     assert_eq!(d.status.phase, Some(Phase::Building));
-    // Long after completion with no succeeded pod in sight, it is one.
+    // Long after the operator saw it complete with no succeeded pod in
+    // sight, it is one.
     let mut late = World::new().with_jobs([complete(), json!([])]);
-    late.jobs[0].status.as_mut().unwrap().completion_time =
-        Some(Time(Timestamp::from_second(1_800_000_000 - 3600).unwrap()));
+    late.decide();
+    late.wait(31);
     let d = late.decide();
     // Its digest was never seen: the platform builds again, it does not fail.
     assert_eq!(d.status.platforms[0].phase, PlatformPhase::Pending);
@@ -684,4 +705,227 @@ fn a_retry_reruns_only_the_failed_platform() {
             .map(String::as_str),
         Some("1")
     );
+}
+
+#[test]
+fn an_operator_clock_ahead_of_the_api_server_neither_reruns_nor_says_not_started() {
+    // The server stamped the completion and the pod's creation an hour
+    // before the operator's clock: the operator has only just seen them.
+    let hour_ago = Time(Timestamp::from_second(1_800_000_000 - 3600).unwrap());
+    let mut w = World::new().with_jobs([complete(), json!([])]);
+    w.jobs[0].status.as_mut().unwrap().completion_time = Some(hour_ago.clone());
+    let mut scheduled = pod(&w.name(1), Some("arm-1"), json!({"phase": "Pending"}));
+    scheduled.metadata.creation_timestamp = Some(hour_ago);
+    w.pods.push(scheduled);
+    let d = w.decide();
+    assert_eq!(d.status.platforms[0].phase, PlatformPhase::Building);
+    assert!(d.delete.is_empty(), "not run again: {:?}", d.delete);
+    assert!(
+        d.status.platforms[1].message.is_empty(),
+        "{}",
+        d.status.platforms[1].message
+    );
+    // Half a minute later on the operator's clock, the pod is still within
+    // its grace; the Job's result is overdue only after 30 s.
+    w.wait(29);
+    assert!(w.decide().delete.is_empty());
+    w.wait(2);
+    assert_eq!(w.decide().delete, [w.name(0)]);
+    w.wait(30);
+    let d = w.decide();
+    assert!(
+        d.status.platforms[1]
+            .message
+            .contains("has started no container after 61s"),
+        "{}",
+        d.status.platforms[1].message
+    );
+}
+
+/// A core/v1 Event about an object, as a cluster component writes it.
+fn event(kind: &str, name: &str, reason: &str, message: &str) -> k8s_openapi::api::core::v1::Event {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}.1"), "namespace": "ci"},
+        "involvedObject": {"kind": kind, "name": name, "namespace": "ci"},
+        "reason": reason, "message": message, "type": "Warning", "count": 1,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_pod_the_job_controller_cannot_create_is_named_and_stalls() {
+    let mut w = World::new().with_jobs([json!([]), json!([])]);
+    w.pods
+        .push(pod(&w.name(0), Some("amd-1"), json!({"phase": "Running"})));
+    let refusal = "Error creating: pods \"app-x\" is forbidden: violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false";
+    let events = [event("Job", &w.name(1), "FailedCreate", refusal)];
+    let observed = Observation::of(&w.jobs, &w.pods, now()).with_events(&events);
+    let d = step(
+        &w.resource,
+        decide(&w.plan, &observed, None, None),
+        &w.plan.mounts,
+    );
+    let arm = &d.status.platforms[1];
+    assert_eq!(
+        arm.phase,
+        PlatformPhase::Pending,
+        "not failed: it may clear"
+    );
+    assert!(
+        arm.message.contains("FailedCreate") && arm.message.contains("PodSecurity"),
+        "{}",
+        arm.message
+    );
+    let stalled = World::condition(&d, "Stalled").unwrap();
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "FailedCreate")
+    );
+    assert!(
+        stalled.message.contains("linux/arm64"),
+        "{}",
+        stalled.message
+    );
+    assert_eq!(d.status.phase, Some(Phase::Building));
+    let notice = d
+        .notices
+        .iter()
+        .find(|n| n.reason == "FailedCreate")
+        .unwrap();
+    assert!(notice.warning && notice.note.contains("PodSecurity"));
+    // Once a pod exists, the old Event says nothing more.
+    w.pods
+        .push(pod(&w.name(1), Some("arm-1"), json!({"phase": "Running"})));
+    let observed = Observation::of(&w.jobs, &w.pods, now()).with_events(&events);
+    let d = step(&w.resource, decide(&w.plan, &observed, None, None), &[]);
+    assert!(d.status.platforms[1].message.is_empty());
+    assert!(World::condition(&d, "Stalled").is_none());
+}
+
+#[test]
+fn a_pod_waiting_for_an_autoscaler_is_waited_for_then_fails_saying_it_never_got_a_node() {
+    let mut w = World::new().with_jobs([json!([]), json!([])]);
+    let arm = format!("{}-abcde", w.name(1));
+    w.pods.push(pod(&w.name(1), None, json!({"phase": "Pending", "conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."}]})));
+    let events = [event(
+        "Pod",
+        &arm,
+        "TriggeredScaleUp",
+        "pod triggered scale-up: [{arm 0->1 (max: 3)}]",
+    )];
+    let observed = Observation::of(&w.jobs, &w.pods, now()).with_events(&events);
+    let waiting = step(&w.resource, decide(&w.plan, &observed, None, None), &[]);
+    let platform = &waiting.status.platforms[1];
+    assert_eq!(platform.phase, PlatformPhase::Pending);
+    assert!(
+        platform.message.contains("waiting for a node") && platform.message.contains("arm 0->1"),
+        "{}",
+        platform.message
+    );
+    assert!(
+        platform.message.contains("didn't match"),
+        "the scheduler's reason: {}",
+        platform.message
+    );
+    let notice = waiting
+        .notices
+        .iter()
+        .find(|n| n.reason == "WaitingForNode")
+        .unwrap();
+    assert!(!notice.warning, "waited for, not a problem");
+    // The deadline passes with no node: the Job fails, and says why.
+    w.resource.status = Some(waiting.status);
+    w.jobs[1] = job(&w.name(1), &w.plan.build_id, failed("DeadlineExceeded"));
+    w.pods.clear();
+    let d = w.decide();
+    let platform = &d.status.platforms[1];
+    assert_eq!(platform.phase, PlatformPhase::Failed);
+    assert!(
+        platform
+            .message
+            .contains("activeDeadlineSeconds (3600s) and never got a node")
+            && platform.message.contains("arm 0->1"),
+        "{}",
+        platform.message
+    );
+    // A platform that ran and then timed out is no such case.
+    let mut ran = World::new().with_jobs([json!([]), failed("DeadlineExceeded")]);
+    ran.pods
+        .push(pod(&ran.name(1), Some("arm-1"), json!({"phase": "Failed"})));
+    let d = ran.decide();
+    assert!(!d.status.platforms[1].message.contains("never got a node"));
+}
+
+#[test]
+fn the_build_report_gives_each_platform_its_cache_state_and_an_unavailable_one_a_warning() {
+    let mut w = World::new().with_jobs([complete(), complete()]);
+    w.pods.push(succeeded_pod(
+        &w.name(0),
+        "amd-1",
+        &format!("digest={}\ncache-hits=4\n", digest(1)),
+    ));
+    w.pods.push(succeeded_pod(
+        &w.name(1),
+        "arm-1",
+        &format!(
+            "digest={}\ncache-hits=0\ncache-export-error=failed pushing cache to \"x\": connection refused\n",
+            digest(2)
+        ),
+    ));
+    let d = w.decide();
+    let states: Vec<_> = d.status.platforms.iter().map(|p| p.cache).collect();
+    assert_eq!(
+        states,
+        [Some(CacheState::Hit), Some(CacheState::Unavailable)]
+    );
+    assert_eq!(d.status.platforms[0].message, "");
+    let arm = &d.status.platforms[1];
+    assert_eq!(arm.digest, Some(digest(2)), "the build stands");
+    assert_eq!(
+        arm.message,
+        "built without its cache, which could not be written: failed pushing cache to \"x\": connection refused"
+    );
+    let warnings: Vec<_> = d
+        .notices
+        .iter()
+        .filter(|n| n.reason == "CacheUnavailable")
+        .collect();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].warning);
+    assert!(warnings[0]
+        .note
+        .starts_with("linux/arm64: built without its cache"));
+    assert_eq!(d.status.phase, Some(Phase::Merging));
+
+    // Kept from the status once the pods are gone: the same words, no new Event.
+    w.resource.status = Some(d.status.clone());
+    w.pods.clear();
+    let again = w.decide();
+    assert_eq!(again.status.platforms, d.status.platforms);
+    assert!(again.notices.iter().all(|n| n.reason != "CacheUnavailable"));
+}
+
+#[test]
+fn a_changed_mirror_flag_never_touches_a_build_under_way() {
+    // The Jobs were made before the admin added a mirror; the operator now
+    // renders them differently, yet a Job's pod template is immutable: an
+    // existing Job is never applied again, only missing ones are made.
+    let mut w = World::new().with_jobs([json!([]), json!([])]);
+    let images = BuilderImages {
+        mirrors: vec!["docker.io=https://mirror.internal".parse().unwrap()],
+        ..BuilderImages::default()
+    };
+    let valid = validate(&w.resource).unwrap();
+    let mirrored = plan(&w.resource, &valid, w.plan.build_id.clone(), &images, None);
+    assert_ne!(
+        mirrored.build_jobs, w.plan.build_jobs,
+        "the mirror is rendered"
+    );
+    assert_eq!(mirrored.build_id, w.plan.build_id, "the same build");
+    w.plan = mirrored;
+    let d = w.decide();
+    assert!(d.create.is_empty(), "{:?}", d.create);
+    assert!(d.delete.is_empty());
 }

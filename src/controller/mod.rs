@@ -8,14 +8,17 @@ mod leader;
 pub mod observe;
 mod reconcile;
 pub mod report;
+mod sightings;
+pub mod source;
+mod trim;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::ListParams;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -34,14 +37,20 @@ use crate::error::{Error, Result};
 use crate::render::{ImageArgs, MANAGED_BY, MANAGED_BY_LABEL, RESOURCE_ANNOTATION};
 use crate::telemetry::{self, Health, Metrics};
 
+/// Shorter leases leave no time to renew before a standby may take over.
+const MIN_LEASE_DURATION_SECONDS: u64 = 2;
+
 /// Flags of `multiarch-operator controller`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ControllerArgs {
-    /// Watch only this namespace; all namespaces when unset.
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (repeat the flag, or separate them with
+    /// commas); all namespaces when unset.
+    #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
     #[command(flatten)]
     pub images: ImageArgs,
+    #[command(flatten)]
+    pub allowlists: crate::validate::Allowlists,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: String,
@@ -68,6 +77,11 @@ pub struct ControllerArgs {
     pub log_json: bool,
 }
 
+/// The Job controller's Event for a pod it could not create.
+const FAILED_CREATE: &str = "FailedCreate";
+/// The cluster autoscaler's Event for a pod a new node is coming for.
+const TRIGGERED_SCALE_UP: &str = "TriggeredScaleUp";
+
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(args: ControllerArgs) -> Result<()> {
     let client = client().await?;
@@ -86,56 +100,74 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         stopped(stop_rx.clone()),
     ));
 
-    let resources: Api<MultiArchImage> = scoped(&client, args.namespace.as_deref());
-    tokio::select! {
-        checked = check_crd(&resources) => checked?,
-        () = stopped(stop_rx.clone()) => return Ok(()),
-    }
-    health.ready.store(true, Ordering::Relaxed);
-
-    let leader = args.leader_elect.then(|| LeaderConfig {
-        namespace: args.leader_election_namespace.clone(),
-        lease_name: args.lease_name.clone(),
-        identity: args.identity.clone().unwrap_or_else(default_identity),
-        lease_duration: Duration::from_secs(args.lease_duration_seconds.max(2)),
-        renew_every: Duration::from_secs((args.lease_duration_seconds / 3).max(1)),
-    });
-    if let Some(leader) = &leader {
+    // One scope per watched namespace, or one for the whole cluster.
+    let scopes: Vec<Option<&str>> = if args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    for scope in &scopes {
+        let resources: Api<MultiArchImage> = scoped(&client, *scope);
         tokio::select! {
-            acquired = leader::acquire(client.clone(), leader) => acquired?,
+            checked = check_crd(&resources) => checked?,
             () = stopped(stop_rx.clone()) => return Ok(()),
         }
     }
-    let (controller, caches) = controller(&client, args.namespace.as_deref(), args.concurrency);
-    let context = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "multiarch-operator".into(),
-                instance: leader.as_ref().map(|l| l.identity.clone()),
-            },
-        ),
-        metrics,
-        images: args.images.clone().into(),
-        caches,
-        backoff: Default::default(),
+    health.ready.store(true, Ordering::Relaxed);
+
+    let leader = args.leader_elect.then(|| {
+        LeaderConfig::new(
+            &args.leader_election_namespace,
+            &args.lease_name,
+            &args.identity.clone().unwrap_or_else(default_identity),
+            Duration::from_secs(args.lease_duration_seconds.max(MIN_LEASE_DURATION_SECONDS)),
+        )
     });
-    let controller = controller
-        .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(reconcile, error_policy, context)
-        .for_each(|_| async {});
-    let outcome = match &leader {
-        Some(config) => tokio::select! {
-            () = controller => Ok(()),
-            lost = leader::hold(client.clone(), config) => Err(lost),
+    let acquired = match &leader {
+        Some(leader) => tokio::select! {
+            acquired = leader::acquire(client.clone(), leader) => Some(acquired?),
+            () = stopped(stop_rx.clone()) => return Ok(()),
         },
-        None => {
+        None => None,
+    };
+    // A Controller, with its own caches, per scope: a watch covers one
+    // namespace or all of them, and one cache cannot be fed by several.
+    let controllers = scopes.iter().map(|scope| {
+        let (controller, caches) = controller(&client, *scope, args.concurrency);
+        let context = Arc::new(Context {
+            client: client.clone(),
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "multiarch-operator".into(),
+                    instance: leader.as_ref().map(|l| l.identity.clone()),
+                },
+            ),
+            metrics: metrics.clone(),
+            images: args.images.clone().into(),
+            allowlists: args.allowlists.clone(),
+            caches,
+            backoff: Default::default(),
+            sightings: Default::default(),
+        });
+        controller
+            .graceful_shutdown_on(stopped(stop_rx.clone()))
+            .run(reconcile, error_policy, context)
+            .for_each(|_| async {})
+    });
+    let controller = futures::future::join_all(controllers).map(|_| ());
+    let outcome = match (&leader, acquired) {
+        (Some(config), Some(acquired)) => tokio::select! {
+            () = controller => Ok(()),
+            lost = leader::hold(client.clone(), config, acquired) => Err(lost),
+        },
+        _ => {
             controller.await;
             Ok(())
         }
     };
-    if let Some(config) = &leader {
+    // Released on shutdown only: a lost lease is not ours to give up.
+    if let (Some(config), Ok(())) = (&leader, &outcome) {
         leader::release(client, config).await;
     }
     server.abort();
@@ -194,8 +226,9 @@ fn controller(
     concurrency: u16,
 ) -> (Controller<MultiArchImage>, Caches) {
     let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    let (jobs, job_changes) = cached_watch(scoped::<Job>(client, namespace), ours.clone());
-    let (pods, pod_changes) = cached_watch(scoped::<Pod>(client, namespace), ours);
+    let (jobs, job_changes) =
+        cached_watch(scoped::<Job>(client, namespace), ours.clone(), trim::job);
+    let (pods, pod_changes) = cached_watch(scoped::<Pod>(client, namespace), ours, trim::pod);
     let (ready_tx, ready) = watch::channel(false);
     let (jobs_ready, pods_ready) = (jobs.clone(), pods.clone());
     // One waiter per store: a Store wakes only its latest waiter.
@@ -206,6 +239,40 @@ fn controller(
             let _ = ready_tx.send(true);
         }
     });
+    // Events: only those the operator acts on, selected by the server.
+    let event_watch = |selector: &str| {
+        cached_watch(
+            scoped::<Event>(client, namespace),
+            watcher::Config::default().fields(selector),
+            |event: &mut Event| event.metadata.managed_fields = None,
+        )
+    };
+    let (failed_creates, failed_create_changes) =
+        event_watch(&format!("involvedObject.kind=Job,reason={FAILED_CREATE}"));
+    let (scale_ups, scale_up_changes) = event_watch(&format!(
+        "involvedObject.kind=Pod,reason={TRIGGERED_SCALE_UP}"
+    ));
+    let (job_owners, pod_owners) = (jobs.clone(), pods.clone());
+    let event_owner = move |event: Event| -> Option<ObjectRef<MultiArchImage>> {
+        let about = &event.involved_object;
+        let (name, namespace) = (about.name.clone()?, about.namespace.clone()?);
+        let owner = match about.kind.as_deref()? {
+            "Job" => job_owners
+                .get(&ObjectRef::<Job>::new(&name).within(&namespace))?
+                .owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true) && o.kind == "MultiArchImage")?
+                .name
+                .clone(),
+            _ => pod_owners
+                .get(&ObjectRef::<Pod>::new(&name).within(&namespace))?
+                .annotations()
+                .get(RESOURCE_ANNOTATION)?
+                .clone(),
+        };
+        Some(ObjectRef::new(&owner).within(&namespace))
+    };
+    let event_changes = futures::stream::select(failed_create_changes, scale_up_changes);
     let controller = Controller::new(
         scoped::<MultiArchImage>(client, namespace),
         watcher::Config::default(),
@@ -219,15 +286,27 @@ fn controller(
         let namespace = pod.namespace();
         name.zip(namespace)
             .map(|(name, ns)| ObjectRef::<MultiArchImage>::new(&name).within(&ns))
-    });
-    (controller, Caches { jobs, pods, ready })
+    })
+    .watches_stream(event_changes, event_owner);
+    let events = vec![failed_creates, scale_ups];
+    (
+        controller,
+        Caches {
+            jobs,
+            pods,
+            ready,
+            events,
+        },
+    )
 }
 
 /// A watch feeding a cache, run in its own task; its changes come out of
-/// the returned stream.
+/// the returned stream. `trim` cuts each object to what the operator reads
+/// before it is cached.
 fn cached_watch<K>(
     api: Api<K>,
     config: watcher::Config,
+    trim: fn(&mut K),
 ) -> (
     Store<K>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -245,7 +324,7 @@ where
     let (tx, rx) = futures::channel::mpsc::unbounded();
     let changes = watcher(api, config)
         .default_backoff()
-        .modify(|object| object.managed_fields_mut().clear())
+        .modify(trim)
         .reflect(writer)
         .touched_objects();
     tokio::spawn(changes.for_each(move |change| {

@@ -3,12 +3,16 @@
 //! works on. Nothing downstream reads a Job or Pod object again.
 
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
+use std::time::{Duration, Instant};
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
+pub use super::sightings::Sightings;
 use crate::api::RETRY_ANNOTATION;
 use crate::render::BUILD_ID_LABEL;
+use crate::termination::{self, BuildReport, CacheOutcome};
 
 /// The label the Job controller puts on its pods.
 const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
@@ -31,6 +35,68 @@ impl Observation {
             pods: pods.iter().map(PodFacts::of).collect(),
             now,
         }
+    }
+
+    /// Adds how long the operator has seen each timed fact (a Job complete,
+    /// a scheduled pod with no container started), on its own monotonic
+    /// clock: no decision compares a server timestamp with the local
+    /// clock, which may run ahead of the API server's.
+    pub fn timed(self, sightings: &Sightings) -> Self {
+        self.timed_at(sightings, Instant::now())
+    }
+
+    /// `timed`, as of `at`.
+    pub fn timed_at(mut self, sightings: &Sightings, at: Instant) -> Self {
+        self.jobs = self
+            .jobs
+            .into_iter()
+            .map(|job| job.timed_at(sightings, at))
+            .collect();
+        for pod in &mut self.pods {
+            if pod.node.is_some() && pod.phase == PodPhase::Pending && !pod.started {
+                pod.not_started_for =
+                    Some(sightings.seen_for(&format!("{}/not-started", pod.key), at));
+            }
+        }
+        sightings.forget_older_than(at);
+        self
+    }
+
+    /// Adds what the cluster's Events say of these Jobs and pods: a pod the
+    /// Job controller could not create (`FailedCreate`: Pod Security, a
+    /// missing ServiceAccount, quota, a webhook), and a pod that made the
+    /// cluster autoscaler add a node (`TriggeredScaleUp`). Each is the
+    /// newest such Event about the object (by uid, or by name in tests).
+    pub fn with_events(mut self, events: &[Event]) -> Self {
+        let about = |kind: &str, reason: &str, key: &str, name: &str, namespace: &str| {
+            events
+                .iter()
+                .filter(|e| {
+                    let o = &e.involved_object;
+                    e.reason.as_deref() == Some(reason)
+                        && o.kind.as_deref() == Some(kind)
+                        && o.namespace.as_deref() == Some(namespace)
+                        && match o.uid.as_deref() {
+                            Some(uid) if !key.contains('/') => uid == key,
+                            _ => o.name.as_deref() == Some(name),
+                        }
+                })
+                .max_by_key(|e| (e.count.unwrap_or(1), event_time(e)))
+                .and_then(|e| e.message.clone())
+        };
+        for job in &mut self.jobs {
+            job.failed_create = about("Job", "FailedCreate", &job.key, &job.name, &job.namespace);
+        }
+        for pod in &mut self.pods {
+            pod.scale_up = about(
+                "Pod",
+                "TriggeredScaleUp",
+                &pod.key,
+                &pod.name,
+                &pod.namespace,
+            );
+        }
+        self
     }
 
     pub fn job(&self, name: &str) -> Option<&JobFacts> {
@@ -66,6 +132,12 @@ pub struct JobFacts {
     pub active_deadline_seconds: i64,
     /// The `multiarch.dev/retry` value the Job was made under.
     pub attempt: Option<String>,
+    /// Its uid (or namespace/name): what the operator's sightings are kept by.
+    pub key: String,
+    /// How long the operator has seen it complete, once timed.
+    pub complete_for: Option<Duration>,
+    /// The Job controller's newest `FailedCreate` message, if any.
+    pub failed_create: Option<String>,
 }
 
 /// Where a Job stands, from its conditions.
@@ -90,6 +162,19 @@ pub enum JobFailure {
 }
 
 impl JobFacts {
+    /// Adds how long the operator has seen the Job complete (see
+    /// `Observation::timed`).
+    pub fn timed(self, sightings: &Sightings) -> Self {
+        self.timed_at(sightings, Instant::now())
+    }
+
+    pub fn timed_at(mut self, sightings: &Sightings, at: Instant) -> Self {
+        if let JobOutcome::Complete { .. } = self.outcome {
+            self.complete_for = Some(sightings.seen_for(&format!("{}/complete", self.key), at));
+        }
+        self
+    }
+
     pub fn of(job: &Job) -> Self {
         let status = job.status.as_ref();
         let spec = job.spec.as_ref();
@@ -124,6 +209,9 @@ impl JobFacts {
                 .and_then(|s| s.active_deadline_seconds)
                 .unwrap_or_default(),
             attempt: job.annotations().get(RETRY_ANNOTATION).cloned(),
+            key: key_of(job),
+            complete_for: None,
+            failed_create: None,
         }
     }
 }
@@ -158,6 +246,16 @@ pub struct PodFacts {
     pub failure: Option<PodFailure>,
     /// The digest a container that exited 0 wrote as its termination message.
     pub digest: Option<String>,
+    /// What the same message says of the build cache, if it used one.
+    pub cache: Option<CacheOutcome>,
+    /// Its uid (or namespace/name).
+    pub key: String,
+    /// How long the operator has seen it scheduled with no container
+    /// started, once timed.
+    pub not_started_for: Option<Duration>,
+    pub namespace: String,
+    /// The cluster autoscaler's `TriggeredScaleUp` message: a node is coming.
+    pub scale_up: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,6 +348,7 @@ impl PodFacts {
             _ => PodPhase::Pending,
         };
         let containers = all_statuses(pod);
+        let report = reported(pod).unwrap_or_default();
         let started = containers.iter().any(|c| {
             c.state
                 .as_ref()
@@ -266,9 +365,35 @@ impl PodFacts {
             waiting: containers.iter().find_map(|c| waiting(c)),
             started,
             failure: failure(pod, phase, &containers),
-            digest: reported_digest(pod),
+            digest: report.digest,
+            cache: report.cache,
+            key: key_of(pod),
+            not_started_for: None,
+            namespace: pod.namespace().unwrap_or_default(),
+            scale_up: None,
         }
     }
+}
+
+/// When an Event last happened, as its writer stamped it.
+fn event_time(event: &Event) -> Option<k8s_openapi::jiff::Timestamp> {
+    event
+        .last_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| event.event_time.as_ref().map(|t| t.0))
+}
+
+/// An object's uid, or namespace/name when it has none (in tests).
+fn key_of<K: kube::Resource>(object: &K) -> String {
+    let meta = object.meta();
+    meta.uid.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        )
+    })
 }
 
 fn all_statuses(pod: &Pod) -> Vec<&ContainerStatus> {
@@ -327,26 +452,22 @@ fn failure(pod: &Pod, phase: PodPhase, containers: &[&ContainerStatus]) -> Optio
     })
 }
 
-/// The digest the last container wrote to its termination message, if it
-/// is one: the message is the builder's output, so it is checked.
-fn reported_digest(pod: &Pod) -> Option<String> {
+/// What the last container wrote to its termination message, once it
+/// exited 0 with a digest in it: the message is the builder's output, so
+/// it is checked (`crate::termination::parse`).
+fn reported(pod: &Pod) -> Option<BuildReport> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
     statuses.iter().find_map(|c| {
         let terminated = c.state.as_ref()?.terminated.as_ref()?;
         if terminated.exit_code != 0 {
             return None;
         }
-        parse_digest(terminated.message.as_deref()?)
+        let report = termination::parse(terminated.message.as_deref()?);
+        report.digest.is_some().then_some(report)
     })
 }
 
-/// A `sha256:<64 hex>` digest alone on the message's last line.
+/// The digest of a termination message (either form).
 pub fn parse_digest(message: &str) -> Option<String> {
-    let line = message.trim().lines().last()?.trim();
-    let hex = line.strip_prefix("sha256:")?;
-    (hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-    .then(|| line.to_string())
+    termination::parse(message).digest
 }

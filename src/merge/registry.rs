@@ -1,13 +1,20 @@
 //! The registry I/O of `merge`, over oci-client, with its errors sorted into
 //! the few problems a user can act on.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use futures::TryStreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
+use sha2::{Digest, Sha256};
 
 use super::index::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use super::limits::{
+    read_at_most, realm_refusal, size_words, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
+};
 use crate::merge::credentials::DockerConfig;
 
 /// What went wrong with one source or target, in words a user can act on.
@@ -44,26 +51,85 @@ pub struct RawManifest {
     pub bytes: Vec<u8>,
 }
 
-/// An oci-client with the credentials of a config.json and the plain-HTTP
-/// registries.
+/// oci-clients with the credentials of a config.json. An insecure registry
+/// (`--insecure-registry`) is spoken to as the builders do (containers/image
+/// `docker_client.go` detectProperties, BuildKit's `insecure` + `http`
+/// hosts): HTTPS without verifying the certificate, and plain HTTP when it
+/// does not answer HTTPS. Every other registry gets verified HTTPS only.
 pub struct Registries {
+    /// Verified HTTPS, and plain HTTP for the insecure registries.
     client: Client,
+    /// HTTPS without certificate checks, for insecure registries only.
+    unverified: Client,
+    /// Plain HTTP requests of our own (manifests, read with a cap; the
+    /// token realm check), verified and unverified as the two above.
+    http: reqwest::Client,
+    http_unverified: reqwest::Client,
+    insecure: Vec<String>,
+    /// Insecure registries found to answer HTTPS (true) or not (false).
+    answers_https: Mutex<HashMap<String, bool>>,
+    /// Registries whose token realm was checked, and the refusal if any.
+    realms: Mutex<HashMap<String, Option<Problem>>>,
     config: DockerConfig,
 }
 
 impl Registries {
     pub fn new(config: DockerConfig, insecure_registries: Vec<String>) -> Self {
-        let client = Client::new(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(insecure_registries),
+        let settings = |protocol, accept_invalid_certificates| ClientConfig {
+            protocol,
+            accept_invalid_certificates,
             connect_timeout: Some(std::time::Duration::from_secs(15)),
             read_timeout: Some(std::time::Duration::from_secs(120)),
             ..Default::default()
-        });
-        Registries { client, config }
+        };
+        let client = Client::new(settings(
+            ClientProtocol::HttpsExcept(insecure_registries.clone()),
+            false,
+        ));
+        let unverified = Client::new(settings(ClientProtocol::Https, true));
+        let http = |accept_invalid_certificates| {
+            reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(15))
+                .read_timeout(std::time::Duration::from_secs(120))
+                .tls_danger_accept_invalid_certs(accept_invalid_certificates)
+                // A redirect to another host would take the credentials along.
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("an HTTP client")
+        };
+        Registries {
+            client,
+            unverified,
+            http: http(false),
+            http_unverified: http(true),
+            insecure: insecure_registries,
+            answers_https: Mutex::new(HashMap::new()),
+            realms: Mutex::new(HashMap::new()),
+            config,
+        }
     }
 
-    /// The client, holding the credentials for the registry of
-    /// `reference`: every call below goes through it, so no request can go
+    fn is_insecure(&self, registry: &str) -> bool {
+        self.insecure.iter().any(|r| r == registry)
+    }
+
+    /// The scheme and HTTP client `client_for` chose for a registry.
+    fn route(&self, registry: &str) -> (&'static str, &reqwest::Client) {
+        let answers_https = self
+            .answers_https
+            .lock()
+            .expect("not poisoned")
+            .get(registry)
+            .copied();
+        match answers_https {
+            Some(true) => ("https", &self.http_unverified),
+            Some(false) => ("http", &self.http),
+            None => ("https", &self.http),
+        }
+    }
+
+    /// The client for the registry of `reference`, holding its
+    /// credentials: every call below goes through it, so no request can go
     /// out before its registry's credentials are known.
     async fn client_for(&self, reference: &Reference) -> Result<&Client, Problem> {
         let registry = reference.resolve_registry();
@@ -71,8 +137,71 @@ impl Registries {
             .config
             .registry_auth_for(registry)
             .map_err(|e| Problem::Credentials(e.to_string()))?;
-        self.client.store_auth_if_needed(registry, &auth).await;
-        Ok(&self.client)
+        let insecure = self.is_insecure(registry);
+        let client = if insecure && self.https(reference, &auth).await {
+            &self.unverified
+        } else {
+            &self.client
+        };
+        if !matches!(auth, RegistryAuth::Anonymous) && !insecure {
+            self.check_realm(registry).await?;
+        }
+        client.store_auth_if_needed(registry, &auth).await;
+        Ok(client)
+    }
+
+    /// Refuses a registry whose token realm is not HTTPS before any request
+    /// could carry its credentials there; asked once per registry.
+    async fn check_realm(&self, registry: &str) -> Result<(), Problem> {
+        if let Some(known) = self.realms.lock().expect("not poisoned").get(registry) {
+            return known.clone().map_or(Ok(()), Err);
+        }
+        // An unreachable registry is reported by the call that follows.
+        let challenge = match self
+            .http
+            .get(format!("https://{registry}/v2/"))
+            .send()
+            .await
+        {
+            Ok(answer) => answer
+                .headers()
+                .get(reqwest::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            Err(_) => return Ok(()),
+        };
+        let refusal = challenge.and_then(|c| realm_refusal(registry, &c, false));
+        self.realms
+            .lock()
+            .expect("not poisoned")
+            .insert(registry.to_string(), refusal.clone());
+        refusal.map_or(Ok(()), Err)
+    }
+
+    /// Whether an insecure registry answers HTTPS (any HTTP answer counts;
+    /// only a failure to connect or to talk TLS means plain HTTP), asked
+    /// once per registry.
+    async fn https(&self, reference: &Reference, auth: &RegistryAuth) -> bool {
+        let registry = reference.resolve_registry().to_string();
+        if let Some(known) = self
+            .answers_https
+            .lock()
+            .expect("not poisoned")
+            .get(&registry)
+        {
+            return *known;
+        }
+        self.unverified.store_auth_if_needed(&registry, auth).await;
+        let answer = self
+            .unverified
+            .fetch_manifest_digest(reference, &RegistryAuth::Anonymous)
+            .await;
+        let https = !matches!(answer, Err(OciDistributionError::RequestError(_)));
+        self.answers_https
+            .lock()
+            .expect("not poisoned")
+            .insert(registry, https);
+        https
     }
 
     fn has_credentials(&self, reference: &Reference) -> bool {
@@ -90,39 +219,93 @@ impl Registries {
         )
     }
 
-    /// Fetches a manifest or index by tag or digest (the digest is verified).
+    /// Fetches a manifest or index by tag or digest, read with a cap of
+    /// [`MAX_MANIFEST_BYTES`] as it streams; the digest is verified.
+    /// oci-client reads a manifest whole before anything can look at its
+    /// size, so this request is our own, with oci-client's token.
     pub async fn fetch_manifest(&self, reference: &Reference) -> Result<RawManifest, Problem> {
-        let (bytes, digest) = self
-            .client_for(reference)
-            .await?
-            .pull_manifest_raw(
-                reference,
-                &RegistryAuth::Anonymous,
-                super::index::ACCEPTED_MANIFEST_TYPES,
-            )
+        let client = self.client_for(reference).await?;
+        let registry = reference.resolve_registry();
+        let auth = self
+            .config
+            .registry_auth_for(registry)
+            .map_err(|e| Problem::Credentials(e.to_string()))?;
+        let token = client
+            .auth(reference, &auth, RegistryOperation::Pull)
             .await
             .map_err(|e| self.problem(reference, e))?;
+        let (scheme, http) = self.route(registry);
+        let wanted = reference.digest().or(reference.tag()).unwrap_or("latest");
+        let url = format!(
+            "{scheme}://{registry}/v2/{}/manifests/{wanted}",
+            reference.repository()
+        );
+        let mut request = http.get(&url).header(
+            reqwest::header::ACCEPT,
+            super::index::ACCEPTED_MANIFEST_TYPES.join(", "),
+        );
+        request = match (token, &auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            (None, _) => request,
+        };
+        let answer = request
+            .send()
+            .await
+            .map_err(|e| self.problem(reference, OciDistributionError::RequestError(e)))?;
+        let status = answer.status();
+        if !status.is_success() {
+            return Err(self.problem(
+                reference,
+                OciDistributionError::ServerError {
+                    code: status.as_u16(),
+                    url,
+                    message: format!("manifest {wanted} of {}", reference.repository()),
+                },
+            ));
+        }
+        let declared = answer.content_length();
+        let what = format!("the manifest {wanted} of {}", reference.repository());
+        let bytes =
+            read_at_most(answer.bytes_stream(), declared, MAX_MANIFEST_BYTES, &what).await?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        if reference.digest().is_some_and(|d| d != digest) {
+            return Err(Problem::Other(format!(
+                "content does not match its digest: {what} hashes to {digest}"
+            )));
+        }
         let media_type = declared_media_type(&bytes)?;
         Ok(RawManifest {
             digest,
             media_type,
-            bytes: bytes.to_vec(),
+            bytes,
         })
     }
 
-    /// Fetches a small blob (an image config) into memory; the digest is verified.
+    /// Fetches an image config of `size` bytes (its descriptor's word, at
+    /// most [`MAX_CONFIG_BYTES`]) into memory, reading no more than that;
+    /// the digest is verified.
     pub async fn fetch_blob(
         &self,
         reference: &Reference,
         digest: &str,
+        size: u64,
     ) -> Result<Vec<u8>, Problem> {
-        let mut out = Vec::new();
-        self.client_for(reference)
+        if size > MAX_CONFIG_BYTES {
+            return Err(Problem::Unsupported(format!(
+                "the image config {digest} declares {size} bytes, more than {} (the merge reads no more)",
+                size_words(MAX_CONFIG_BYTES)
+            )));
+        }
+        let stream = self
+            .client_for(reference)
             .await?
-            .pull_blob(reference, digest, &mut out)
+            .pull_blob_stream(reference, digest)
             .await
             .map_err(|e| self.problem(reference, e))?;
-        Ok(out)
+        // The verifying stream fails at its end when the digest differs.
+        let what = format!("the image config {digest}");
+        read_at_most(stream, None, size, &what).await
     }
 
     /// True when the target tag is readable or absent: the registry answers

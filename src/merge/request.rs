@@ -25,7 +25,9 @@ pub struct MergeArgs {
     /// A docker config.json with registry credentials.
     #[arg(long)]
     pub registry_config: Option<std::path::PathBuf>,
-    /// HOST:PORT of a registry reached over plain HTTP; repeatable.
+    /// HOST:PORT of a registry reached over HTTPS without certificate
+    /// checks, or plain HTTP when it does not answer HTTPS (as the builders
+    /// treat spec.insecureRegistry); repeatable.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
     /// KEY=VALUE annotation of the index (an OCI index; a Docker manifest

@@ -137,7 +137,7 @@ async fn check_image(
 ) -> Result<(ManifestWithBlobs, Option<String>), Problem> {
     let image = with_blobs(manifest)?;
     let config_bytes = registries
-        .fetch_blob(&spec.reference, &image.config.digest)
+        .fetch_blob(&spec.reference, &image.config.digest, image.config.size)
         .await?;
     let os_version = check_config(&config_bytes, &spec.platform)?;
     Ok((image, os_version))

@@ -1,4 +1,5 @@
-//! One build Job per platform, pinned to a native node of that platform.
+//! One build Job per platform, pinned to a native node of that platform, or
+//! to a node of its `spec.buildOn` platform.
 //!
 //! Every user-supplied value (build args, paths, URLs) reaches the tools as a
 //! separate argument: no shell ever interprets it.
@@ -7,6 +8,8 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
 use serde_json::{json, Value};
 
+use super::cache;
+use super::mirrors::{self, RegistryMirror};
 use super::{
     git, labels, owner_reference, push_secret_volume, staging_tag, BuilderImages,
     DOCKER_CONFIG_DIR, PLATFORM_ANNOTATION, PLATFORM_LABEL, RESOURCE_ANNOTATION, SOURCE_DIR,
@@ -69,13 +72,15 @@ pub fn build_job(
     };
     init_containers.push(build);
 
+    // The builder is asked for `platform` whatever node it runs on.
+    let node = node_platform(spec, platform);
     let mut node_selector = spec.node_selector.clone();
-    node_selector.insert("kubernetes.io/os".into(), platform.node_os().into());
-    node_selector.insert("kubernetes.io/arch".into(), platform.node_arch().into());
+    node_selector.insert("kubernetes.io/os".into(), node.node_os().into());
+    node_selector.insert("kubernetes.io/arch".into(), node.node_arch().into());
     // GKE and others taint Arm nodes `kubernetes.io/arch=arm64:NoSchedule`.
     let mut tolerations = vec![json!({
         "key": "kubernetes.io/arch", "operator": "Equal",
-        "value": platform.node_arch(), "effect": "NoSchedule",
+        "value": node.node_arch(), "effect": "NoSchedule",
     })];
     tolerations.extend(super::user_tolerations(spec));
 
@@ -122,6 +127,17 @@ pub fn build_job(
             },
         },
     }))
+}
+
+/// The platform of the nodes `platform` is built on: its `spec.buildOn`
+/// entry (validated: the key is spelled as in `spec.platforms`, which may
+/// be an alias), or the platform itself.
+pub fn node_platform(spec: &MultiArchImageSpec, platform: &Platform) -> Platform {
+    spec.build_on
+        .iter()
+        .find(|(key, _)| Platform::parse(key).is_ok_and(|k| &k == platform))
+        .and_then(|(_, value)| Platform::parse(value).ok())
+        .unwrap_or_else(|| platform.clone())
 }
 
 /// The build pod's annotations: which resource and platform it works for,
@@ -203,12 +219,12 @@ fn buildkit(
     // Without a privileged pod BuildKit cannot sandbox build steps in a PID
     // namespace of their own; the pod is the sandbox.
     let mut daemon_flags = "--oci-worker-no-process-sandbox".to_string();
-    if spec.insecure_registry {
-        // Base images pulled from the same registry: HTTPS without
-        // verification first, then plain HTTP (buildkitd's `insecure` and
-        // `http`), as the push's `registry.insecure` does.
-        let host = registry_host(&spec.image);
-        let config = format!("[registry.\"{host}\"]\n  http = true\n  insecure = true\n");
+    // Base images (and the cache) pulled from an insecure registry: HTTPS
+    // without verification first, then plain HTTP (buildkitd's `insecure`
+    // and `http`), as the push's `registry.insecure` does; and the admin's
+    // mirrors.
+    let config = mirrors::buildkitd_toml(&images.mirrors, &insecure_hosts(spec));
+    if !config.is_empty() {
         init_containers.push(config_writer(&image, "buildkitd.toml", config, volumes));
         build_mounts.push(
             json!({"name": "builder-config", "mountPath": BUILDER_CONFIG_DIR, "readOnly": true}),
@@ -226,7 +242,10 @@ fn buildkit(
         output.push_str(",registry.insecure=true");
     }
     let mut args: Vec<String> = vec![
+        "buildctl-daemonless.sh".into(),
         "build".into(),
+        // `#N CACHED` lines, which the report step counts.
+        "--progress=plain".into(),
         "--frontend=dockerfile.v0".into(),
         format!("--local=context={context}"),
         format!("--local=dockerfile={dockerfile_dir}"),
@@ -241,6 +260,7 @@ fn buildkit(
     for (name, value) in &spec.build_args {
         args.extend(["--opt".into(), format!("build-arg:{name}={value}")]);
     }
+    args.extend(cache::buildkit_cache_args(spec, platform));
     args.extend([
         "--output".into(),
         output,
@@ -251,8 +271,7 @@ fn buildkit(
         "name": "build",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["buildctl-daemonless.sh"],
-        "args": args,
+        "command": cache::logged(args),
         "env": [
             {"name": "BUILDKITD_FLAGS", "value": daemon_flags},
             {"name": "BUILDCTL_CONNECT_RETRIES_MAX", "value": BUILDKIT_CONNECT_RETRIES.to_string()},
@@ -269,15 +288,14 @@ fn buildkit(
     if let Some(resources) = &spec.resources {
         build["resources"] = serde_json::to_value(resources).expect("resources");
     }
-    // A fixed script, never built from user input: it copies the pushed
-    // digest from BuildKit's metadata into the termination message.
+    // A fixed script, never built from user input: the pushed digest from
+    // BuildKit's metadata, and what the build's output says of the cache,
+    // as the termination message.
     let report = json!({
         "name": "report-digest",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["sh", "-c",
-            "sed -n 's/.*\"containerimage.digest\": *\"\\(sha256:[0-9a-f]\\{64\\}\\)\".*/\\1/p' \"$0\" | head -n 1 > /dev/termination-log && test -s /dev/termination-log",
-            BUILDKIT_METADATA],
+        "command": cache::buildkit_report(BUILDKIT_METADATA, spec.cache.enabled),
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": restricted_container(),
@@ -314,7 +332,7 @@ fn buildah(
     init_containers.push(config_writer(
         &image,
         "registries.conf",
-        registries_conf(spec),
+        registries_conf(spec, &images.mirrors),
         volumes,
     ));
     storage_mounts
@@ -339,8 +357,9 @@ fn buildah(
         "appArmorProfile": {"type": "Unconfined"},
     });
     let context = context_path(spec);
+    // Everything after `bud` and its cache flags, for the build and the
+    // push step's cache export alike.
     let mut args: Vec<String> = vec![
-        "bud".into(),
         "--platform".into(),
         platform.to_string(),
         "--format".into(),
@@ -353,16 +372,32 @@ fn buildah(
     if !spec.target.is_empty() {
         args.extend(["--target".into(), spec.target.clone()]);
     }
+    // Recent buildah defines $BUILDPLATFORM as its host's platform
+    // (imagebuilder's builtinArgDefaults); some releases (Debian 12's 1.28)
+    // leave it empty in a `FROM --platform=$BUILDPLATFORM` line, which then
+    // pulls the target's base and runs it emulated. Given here: the same
+    // value either way. A user's own BUILDPLATFORM build argument comes
+    // after it and wins.
+    let node = node_platform(spec, platform);
+    if &node != platform {
+        args.extend(["--build-arg".into(), format!("BUILDPLATFORM={node}")]);
+    }
     for (name, value) in &spec.build_args {
         args.extend(["--build-arg".into(), format!("{name}={value}")]);
     }
     args.push(context);
+    let cache_repository = cache::buildah_cache_repository(spec, platform);
+    let mut build_command: Vec<String> = vec!["buildah".into(), "bud".into()];
+    if let Some(repository) = &cache_repository {
+        // `--layers` keeps each step's image, which the cache is made of.
+        build_command.extend(["--layers".into(), "--cache-from".into(), repository.clone()]);
+    }
+    build_command.extend(args.iter().cloned());
     let mut build = json!({
         "name": "build",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["buildah"],
-        "args": args,
+        "command": cache::logged(build_command),
         "env": env,
         "volumeMounts": source_mounts(spec, &storage_mounts),
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -371,30 +406,21 @@ fn buildah(
     if let Some(resources) = &spec.resources {
         build["resources"] = serde_json::to_value(resources).expect("resources");
     }
-    let mut push_args: Vec<String> = vec![
-        "push".into(),
-        "--digestfile".into(),
-        "/dev/termination-log".into(),
-    ];
-    if spec.insecure_registry {
-        push_args.push("--tls-verify=false".into());
-    }
-    push_args.extend([
-        BUILDAH_LOCAL_IMAGE.into(),
-        format!(
-            "docker://{}:{}",
-            spec.image,
-            staging_tag(build_id, platform)
-        ),
-    ]);
+    let destination = format!("{}:{}", spec.image, staging_tag(build_id, platform));
     let push = json!({
         "name": "push",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["buildah"],
-        "args": push_args,
+        "command": cache::buildah_push(
+            BUILDAH_LOCAL_IMAGE,
+            &destination,
+            !spec.insecure_registry,
+            cache_repository.as_deref(),
+            &args,
+        ),
         "env": env,
-        "volumeMounts": storage_mounts,
+        // The cache export reads the context again.
+        "volumeMounts": source_mounts(spec, &storage_mounts),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": security,
     });
@@ -404,20 +430,30 @@ fn buildah(
 /// buildah's `registries.conf` (containers-registries.conf(5)): short names
 /// (`FROM golang`, `FROM org/img`) resolve through docker.io as BuildKit
 /// resolves them, instead of failing in `enforcing` mode for want of a TTY;
-/// with `insecureRegistry`, the registry of `spec.image` may be plain HTTP
-/// or unverified TLS, for pulls and pushes alike.
-pub(super) fn registries_conf(spec: &MultiArchImageSpec) -> String {
+/// with `insecureRegistry`, the registries of `spec.image` and of the cache
+/// may be plain HTTP or unverified TLS, for pulls and pushes alike; the
+/// admin's mirrors serve base-image pulls.
+pub(super) fn registries_conf(spec: &MultiArchImageSpec, mirrors: &[RegistryMirror]) -> String {
     let mut conf = String::from(
         "unqualified-search-registries = [\"docker.io\"]\nshort-name-mode = \"permissive\"\n",
     );
-    if spec.insecure_registry {
-        // The host matched REPOSITORY_PATTERN: no quote can end the string.
-        let host = registry_host(&spec.image);
-        conf.push_str(&format!(
-            "\n[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"
-        ));
-    }
+    // Hosts matched REPOSITORY_PATTERN and mirrors were validated: no
+    // quote can end a string.
+    conf.push_str(&mirrors::registries_conf_tables(
+        mirrors,
+        &insecure_hosts(spec),
+    ));
     conf
+}
+
+/// The registries `insecureRegistry` covers: the image's, and the cache's.
+fn insecure_hosts(spec: &MultiArchImageSpec) -> Vec<String> {
+    if !spec.insecure_registry {
+        return Vec::new();
+    }
+    let mut hosts = vec![registry_host(&spec.image)];
+    hosts.extend(cache::cache_registry_host(spec));
+    hosts
 }
 
 /// A step writing one builder configuration file that the operator

@@ -6,6 +6,15 @@
 //! that shape how a build runs but not what it makes (push and pull
 //! secrets, scheduling, resources, deadlines, retries, cache settings) are
 //! left out. A golden test pins the ids of the fixtures.
+//!
+//! `spec.buildOn` is in: it does not change what is asked for (the same
+//! target platform), but the image can differ. The Dockerfile sees
+//! `$BUILDPLATFORM` (and may bake it in), a cross-compiler's output need not
+//! equal a native compiler's, and an emulated build may take other paths
+//! than a native one. So moving a platform onto other nodes (or back,
+//! once a native node exists) builds it again rather than keeping an image
+//! made another way. Only entries that change the nodes count, and none
+//! is written when there are none, so existing ids stay as they were.
 
 use std::collections::BTreeMap;
 
@@ -50,6 +59,11 @@ struct CanonicalV1<'a> {
     builder: &'static str,
     builder_image: Option<&'a str>,
     rebuild: Option<&'a str>,
+    /// Normalised `target -> node platform`, for platforms built on other
+    /// platforms' nodes; absent when there are none (ids from before
+    /// `spec.buildOn` existed stay the same).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    build_on: BTreeMap<String, String>,
 }
 
 /// The id of the build of `spec` with `inputs`: the same inputs give the
@@ -84,6 +98,14 @@ pub fn build_id(spec: &MultiArchImageSpec, inputs: &BuildInputs) -> String {
         },
         builder_image: spec.builder.image.as_deref(),
         rebuild: inputs.rebuild,
+        build_on: spec
+            .platforms
+            .iter()
+            .filter_map(|p| Platform::parse(p).ok())
+            .map(|p| (super::node_platform(spec, &p), p))
+            .filter(|(node, p)| node != p)
+            .map(|(node, p)| (p.to_string(), node.to_string()))
+            .collect(),
     };
     let bytes = serde_json::to_vec(&canonical).expect("the canonical form serialises");
     hex::encode(&Sha256::digest(&bytes)[..BUILD_ID_LENGTH / 2])

@@ -17,6 +17,9 @@ pub const MERGE_IMAGE_ARCHITECTURES: &[&str] = &["amd64", "arm64"];
 
 /// The container of the merge Job.
 pub const MERGE_CONTAINER: &str = "merge";
+/// The merge container's memory limit: it streams layers and holds at most
+/// one capped manifest or config per source at a time (src/merge/limits.rs).
+pub const MERGE_MEMORY_LIMIT: &str = "128Mi";
 
 /// OCI image-spec annotations the index of a git source carries.
 pub const SOURCE_ANNOTATION: &str = "org.opencontainers.image.source";
@@ -153,7 +156,7 @@ fn merge_job(
             "securityContext": container_security,
             "resources": {
                 "requests": {"cpu": "50m", "memory": "32Mi"},
-                "limits": {"memory": "128Mi"},
+                "limits": {"memory": MERGE_MEMORY_LIMIT},
             },
         }],
         "volumes": volumes,

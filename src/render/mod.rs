@@ -4,8 +4,10 @@
 
 mod build;
 mod build_id;
+pub mod cache;
 mod git;
 mod merge;
+pub mod mirrors;
 mod resolve;
 
 use std::collections::BTreeMap;
@@ -19,13 +21,16 @@ use crate::api::{MultiArchImage, MultiArchImageSpec};
 use crate::platform::Platform;
 use crate::validate::{self, Validated, ValidationErrors};
 
-pub use build::{build_job, BUILDKIT_CONNECT_RETRIES};
+pub use build::{build_job, node_platform, BUILDKIT_CONNECT_RETRIES};
 pub use build_id::{build_id, short as short_id, BuildInputs, BUILD_ID_LENGTH};
 pub use git::GIT_UID;
-pub use merge::{MergeTemplate, MERGE_IMAGE_ARCHITECTURES, REVISION_ANNOTATION, SOURCE_ANNOTATION};
+pub use merge::{
+    MergeTemplate, MERGE_CONTAINER, MERGE_IMAGE_ARCHITECTURES, MERGE_MEMORY_LIMIT,
+    REVISION_ANNOTATION, SOURCE_ANNOTATION,
+};
 pub use resolve::{
-    parse_resolved_commit, resolve_job, resolve_job_name, RESOLVE_BACKOFF_LIMIT,
-    RESOLVE_DEADLINE_SECONDS,
+    parse_resolved_commit, poll_tick, resolve_job, resolve_job_name, source_run, until_next_tick,
+    RESOLVE_BACKOFF_LIMIT, RESOLVE_DEADLINE_SECONDS, SOURCE_RUN_LABEL,
 };
 
 /// Label every object of the operator carries.
@@ -68,6 +73,8 @@ pub struct BuilderImages {
     pub merge_service_account: Option<String>,
     /// `imagePullSecrets` of the merge pods, for a private operator image.
     pub merge_image_pull_secrets: Vec<String>,
+    /// The admin's registry mirrors for base-image pulls, in order.
+    pub mirrors: Vec<mirrors::RegistryMirror>,
 }
 
 pub const DEFAULT_BUILDKIT_IMAGE: &str = "docker.io/moby/buildkit:v0.18.2-rootless";
@@ -87,6 +94,7 @@ impl Default for BuilderImages {
             merge: DEFAULT_MERGE_IMAGE.into(),
             merge_service_account: None,
             merge_image_pull_secrets: Vec::new(),
+            mirrors: Vec::new(),
         }
     }
 }
@@ -118,6 +126,16 @@ pub struct ImageArgs {
         value_delimiter = ','
     )]
     pub merge_image_pull_secrets: Vec<String>,
+    /// A mirror for base-image pulls from a registry, `REGISTRY=URL`
+    /// (`docker.io=https://mirror.internal`, `http://` for plain HTTP);
+    /// repeatable, tried in order before the registry itself. Applied to
+    /// Jobs made from then on (a running build keeps its pod's).
+    #[arg(
+        long = "registry-mirror",
+        env = "MULTIARCH_REGISTRY_MIRRORS",
+        value_delimiter = ','
+    )]
+    pub registry_mirrors: Vec<mirrors::RegistryMirror>,
 }
 
 impl From<ImageArgs> for BuilderImages {
@@ -129,8 +147,18 @@ impl From<ImageArgs> for BuilderImages {
             merge: args.merge_image,
             merge_service_account: args.merge_service_account,
             merge_image_pull_secrets: args.merge_image_pull_secrets,
+            mirrors: args.registry_mirrors,
         }
     }
+}
+
+/// Bytes of SHA-256 that tell shortened resource names apart (48 bits): two
+/// resources of one namespace whose long names share a prefix must not
+/// share Jobs, and 24 bits collide after a few thousand names.
+pub const NAME_HASH_BYTES: usize = 6;
+
+fn name_hash(resource_name: &str) -> String {
+    hex::encode(&Sha256::digest(resource_name.as_bytes())[..NAME_HASH_BYTES])
 }
 
 /// A Kubernetes name of at most 63 characters: `<name>-<suffix>`, the name
@@ -140,7 +168,7 @@ pub fn object_name(resource_name: &str, suffix: &str) -> String {
     if resource_name.len() <= budget {
         return format!("{resource_name}-{suffix}");
     }
-    let hash = hex::encode(&Sha256::digest(resource_name.as_bytes())[..3]);
+    let hash = name_hash(resource_name);
     let keep = budget.saturating_sub(hash.len() + 1);
     let prefix = resource_name[..keep].trim_end_matches(['-', '.']);
     format!("{prefix}-{hash}-{suffix}")
@@ -151,8 +179,8 @@ pub fn name_label_value(resource_name: &str) -> String {
     if resource_name.len() <= 63 {
         return resource_name.to_string();
     }
-    let hash = hex::encode(&Sha256::digest(resource_name.as_bytes())[..3]);
-    let prefix = resource_name[..56].trim_end_matches(['-', '.']);
+    let hash = name_hash(resource_name);
+    let prefix = resource_name[..63 - hash.len() - 1].trim_end_matches(['-', '.']);
     format!("{prefix}-{hash}")
 }
 
@@ -338,7 +366,12 @@ pub fn render_yaml(
         .map(|p| format!("sha256:<digest of {p}>"))
         .collect();
     let merge = plan.merge.job(&placeholders);
-    let resolve = resolve_job(resource, short_id(&plan.build_id), images);
+    let resolve = resource
+        .spec
+        .source
+        .git
+        .as_ref()
+        .and_then(|git| resolve_job(resource, &source_run(git, 0), images));
     let mut out = String::new();
     for job in resolve
         .iter()
@@ -351,6 +384,10 @@ pub fn render_yaml(
     Ok(out)
 }
 
+#[cfg(test)]
+mod build_on_tests;
+#[cfg(test)]
+mod cache_tests;
 #[cfg(test)]
 mod git_tests;
 #[cfg(test)]

@@ -6,16 +6,44 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
 use serde_json::json;
 
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
 use super::git::{git_container, git_volumes, resolve_script, GIT_UID};
-use super::{labels, owner_reference, BuilderImages, RESOURCE_ANNOTATION};
-use crate::api::MultiArchImage;
+use super::{labels, owner_reference, BuilderImages, BUILD_ID_LABEL, RESOURCE_ANNOTATION};
+use crate::api::{GitSource, MultiArchImage};
+
+/// The label naming the resolve run a Job belongs to. Resolve Jobs carry no
+/// build id: they come before the build, whose id includes their commit.
+pub const SOURCE_RUN_LABEL: &str = "multiarch.dev/source-run";
 
 /// Retries of a resolve pod (a git host hiccup), and its time limit.
 pub const RESOLVE_BACKOFF_LIMIT: i32 = 2;
 pub const RESOLVE_DEADLINE_SECONDS: i64 = 300;
 
-/// The name of the resolve Job of one attempt (`run` tells attempts apart:
-/// a generation, a poll tick).
+/// The resolve run of `git` in poll interval number `tick` (0 when the
+/// revision is not polled): 8 hex digits of the URL, the revision and the
+/// tick. The same source in the same interval is the same run, so the
+/// revision is resolved once per interval, and never again without polling.
+pub fn source_run(git: &GitSource, tick: u64) -> String {
+    let key = serde_json::json!([git.url, git.revision.as_deref().unwrap_or(""), tick]);
+    hex::encode(&Sha256::digest(key.to_string().as_bytes())[..4])
+}
+
+/// The poll interval `now` falls in (seconds since the Unix epoch), on the
+/// operator's own clock; 0 without polling.
+pub fn poll_tick(interval: Option<Duration>, now: Duration) -> u64 {
+    interval.map_or(0, |i| now.as_secs() / i.as_secs().max(1))
+}
+
+/// How long from `now` until the next poll interval begins.
+pub fn until_next_tick(interval: Duration, now: Duration) -> Duration {
+    let period = interval.as_secs().max(1);
+    Duration::from_secs(period - now.as_secs() % period)
+}
+
+/// The name of the resolve Job of one run.
 pub fn resolve_job_name(resource_name: &str, run: &str) -> String {
     super::object_name(resource_name, &format!("{run}-resolve"))
 }
@@ -26,7 +54,9 @@ pub fn resolve_job(resource: &MultiArchImage, run: &str, images: &BuilderImages)
     let spec = &resource.spec;
     let git = spec.source.git.as_ref()?;
     let revision = git.revision.clone().unwrap_or_default();
-    let labels = labels(resource, run, "resolve");
+    let mut labels = labels(resource, run, "resolve");
+    labels.remove(BUILD_ID_LABEL);
+    labels.insert(SOURCE_RUN_LABEL.to_string(), run.to_string());
     let container = git_container("resolve", resolve_script(), git, &[&revision], images, &[]);
     let mut tolerations = vec![
         // The git image is published for every common architecture.

@@ -88,6 +88,22 @@ fn args(c: &Container) -> Vec<String> {
     c.args.clone().unwrap_or_default()
 }
 
+/// What a step runs under the fixed logging or report script: the
+/// positional arguments after `sh -c SCRIPT NAME`. The script itself holds
+/// no user value.
+fn under_script(c: &Container, user_values: &[&str]) -> Vec<String> {
+    let command = c.command.clone().unwrap();
+    assert_eq!(command[..2], ["sh", "-c"], "{}", c.name);
+    for value in user_values {
+        assert!(
+            !command[2].contains(value),
+            "{value} in the script of {}",
+            c.name
+        );
+    }
+    command[4..].to_vec()
+}
+
 fn has_pair(args: &[String], flag: &str, value: &str) -> bool {
     args.windows(2).any(|w| w[0] == flag && w[1] == value)
 }
@@ -152,9 +168,8 @@ fn buildah_gets_every_field_as_an_argument() {
     let plan = planned(&r);
     let job = &plan.build_jobs[1];
     let build = init(job, "build");
-    let a = args(&build);
-    assert_eq!(build.command.clone().unwrap(), ["buildah"]);
-    assert_eq!(a[0], "bud");
+    let a = under_script(&build, &["cowsay", "EVIL", "release"]);
+    assert_eq!(a[..2], ["buildah", "bud"]);
     assert!(has_pair(&a, "--platform", "linux/arm64"));
     assert!(has_pair(
         &a,
@@ -170,16 +185,20 @@ fn buildah_gets_every_field_as_an_argument() {
     assert_eq!(resources.requests.unwrap()["memory"].0, "4Gi");
 
     let push = &pod(job).containers[0];
-    let p = args(push);
-    assert!(has_pair(&p, "--digestfile", "/dev/termination-log"));
-    assert!(p.contains(&"--tls-verify=false".to_string()));
+    let p = under_script(push, &["cowsay", "EVIL", "release"]);
     assert_eq!(
-        p.last().unwrap(),
-        &format!(
-            "docker://registry.example.com:5000/tools/cowsay:mai-{}-linux-arm64",
-            short_id(&plan.build_id)
-        )
+        p[..3],
+        [
+            format!(
+                "registry.example.com:5000/tools/cowsay:mai-{}-linux-arm64",
+                short_id(&plan.build_id)
+            ),
+            "false".to_string(),
+            "registry.example.com:5000/tools/cowsay-buildcache-linux-arm64".to_string(),
+        ],
+        "destination, --tls-verify, cache repository"
     );
+    assert_eq!(p[3..], a[5..], "the cache export builds the same");
     let env = push.env.clone().unwrap();
     assert!(env.iter().any(|e| e.name == "REGISTRY_AUTH_FILE"
         && e.value.as_deref() == Some("/var/run/multiarch/docker/config.json")));
@@ -276,8 +295,8 @@ fn defaults_apply_and_buildkit_is_rootless() {
     let job = &plan.build_jobs[0];
     let build = init(job, "build");
     assert_eq!(build.image.as_deref(), Some(DEFAULT_BUILDKIT_IMAGE));
-    assert_eq!(build.command.clone().unwrap(), ["buildctl-daemonless.sh"]);
-    let a = args(&build);
+    let a = under_script(&build, &["hello", "x,y=z"]);
+    assert_eq!(a[..2], ["buildctl-daemonless.sh", "build"]);
     assert!(has_pair(&a, "--opt", "platform=linux/amd64"));
     assert!(has_pair(&a, "--opt", "build-arg:A=x,y=z"));
     assert!(a.iter().any(|x| x.contains("push-by-digest=true")));
@@ -412,6 +431,33 @@ fn names_stay_within_63_characters_and_unique() {
     assert_eq!(
         build_job_name("short", "0123abcd", &p),
         "short-0123abcd-linux-arm-v7"
+    );
+}
+
+/// Two long names whose SHA-256 share their first 24 bits (what names were
+/// told apart by before) get Jobs and labels of their own.
+#[test]
+fn long_names_colliding_in_24_bits_are_kept_apart() {
+    use sha2::{Digest, Sha256};
+    let mut seen = std::collections::HashMap::new();
+    let (first, second) = (0u32..)
+        .find_map(|i| {
+            let name = format!("{}-{i}", "team-platform-release-candidate-image".repeat(2));
+            let key: [u8; 3] = Sha256::digest(name.as_bytes())[..3].try_into().unwrap();
+            seen.insert(key, name.clone())
+                .map(|earlier| (earlier, name))
+        })
+        .unwrap();
+    let p = Platform::parse("linux/arm64").unwrap();
+    let jobs = [&first, &second].map(|n| build_job_name(n, "0123abcd", &p));
+    assert_ne!(jobs[0], jobs[1]);
+    assert!(jobs.iter().all(|j| j.len() <= 63), "{jobs:?}");
+    let labels = [&first, &second].map(|n| name_label_value(n));
+    assert_ne!(labels[0], labels[1]);
+    assert!(labels.iter().all(|l| l.len() <= 63), "{labels:?}");
+    assert_ne!(
+        merge_job_name(&first, "0123abcd"),
+        merge_job_name(&second, "0123abcd")
     );
 }
 

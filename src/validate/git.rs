@@ -1,5 +1,6 @@
 //! Checks of the git source's polling and of builder images per platform.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -52,34 +53,39 @@ pub fn parse_poll_interval(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
-pub(super) fn check_poll_interval(spec: &MultiArchImageSpec, report: &mut Report) {
+pub(super) fn check_poll_interval(
+    spec: &MultiArchImageSpec,
+    report: &mut Report,
+) -> Option<Duration> {
     let interval = spec
         .source
         .git
         .as_ref()
-        .and_then(|g| g.poll_interval.as_ref());
-    if let Some(Err(message)) = interval.map(|i| parse_poll_interval(i)) {
-        report("spec.source.git.pollInterval", message);
-    }
+        .and_then(|g| g.poll_interval.as_ref())?;
+    parse_poll_interval(interval)
+        .map_err(|message| report("spec.source.git.pollInterval", message))
+        .ok()
 }
 
-/// The default buildah image runs on its published architectures only.
+/// The default buildah image runs on its published architectures only:
+/// those of the nodes a platform is built on (`spec.buildOn`).
 pub(super) fn check_builder_platforms(
     spec: &MultiArchImageSpec,
     platforms: &[Platform],
+    build_on: &BTreeMap<Platform, Platform>,
     report: &mut Report,
 ) {
     if spec.builder.strategy != BuilderStrategy::Buildah || spec.builder.image.is_some() {
         return;
     }
     for (i, platform) in platforms.iter().enumerate() {
-        if platform.os != "linux"
-            || !BUILDAH_IMAGE_ARCHITECTURES.contains(&platform.architecture.as_str())
+        let node = build_on.get(platform).unwrap_or(platform);
+        if node.os != "linux" || !BUILDAH_IMAGE_ARCHITECTURES.contains(&node.architecture.as_str())
         {
             report(
                 &format!("spec.platforms[{i}]"),
                 format!(
-                    "{platform}: the default buildah image ({}) is published for linux/{} only; set spec.builder.image to a buildah image built for {platform}, or use strategy buildkit",
+                    "{platform}: the default buildah image ({}) is published for linux/{} only; set spec.builder.image to a buildah image built for {node}, build it on other nodes with spec.buildOn, or use strategy buildkit",
                     crate::render::DEFAULT_BUILDAH_IMAGE,
                     BUILDAH_IMAGE_ARCHITECTURES.join(", linux/")
                 ),

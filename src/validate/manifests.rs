@@ -4,15 +4,38 @@ use serde::Deserialize;
 
 use crate::api::MultiArchImage;
 
+/// The largest input `render` reads: the API server's request body limit
+/// (apiserver's MaxRequestBodyBytes, 3 MiB), since nothing larger could
+/// be applied.
+pub const MAX_MANIFEST_BYTES: usize = 3 * 1024 * 1024;
+/// The deepest nesting of a document: a MultiArchImage is at most 6 deep
+/// (spec.resources.limits.cpu); a deeper document is garbage.
+pub const MAX_MANIFEST_DEPTH: usize = 32;
+/// A value a type error quotes is at most this long; longer ones are only
+/// measured.
+const MAX_QUOTED_VALUE: usize = 64;
+
 /// Parses the MultiArchImage documents of a YAML (or JSON) stream; other
 /// kinds in the stream (a ConfigMap beside it, say) are passed over.
 pub fn parse_manifests(text: &str) -> Result<Vec<MultiArchImage>, String> {
+    if text.len() > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "the input is {} bytes; at most {MAX_MANIFEST_BYTES}",
+            text.len()
+        ));
+    }
     let mut found = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = serde_json::Value::deserialize(document)
             .map_err(|e| format!("document {}: not valid YAML: {e}", index + 1))?;
         if value.is_null() {
             continue;
+        }
+        if depth(&value) > MAX_MANIFEST_DEPTH {
+            return Err(format!(
+                "document {}: nested deeper than {MAX_MANIFEST_DEPTH} levels",
+                index + 1
+            ));
         }
         let kind = value.get("kind").and_then(|v| v.as_str());
         if kind != Some("MultiArchImage") {
@@ -59,7 +82,7 @@ fn typed(value: serde_json::Value) -> Result<MultiArchImage, String> {
         {
             Some((field, _)) if path == "." => format!("{field}: Required value"),
             Some((field, _)) => format!("{path}.{field}: Required value"),
-            None => format!("{path}: {inner}"),
+            None => format!("{path}: {}", plain_type_error(&inner)),
         }
     })?;
     match unknown.first() {
@@ -70,4 +93,59 @@ fn typed(value: serde_json::Value) -> Result<MultiArchImage, String> {
             .collect::<Vec<_>>()
             .join("; ")),
     }
+}
+
+/// How deeply `value` nests (a scalar is 1), without recursion.
+fn depth(value: &serde_json::Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 1)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            serde_json::Value::Array(items) => stack.extend(items.iter().map(|i| (i, d + 1))),
+            serde_json::Value::Object(map) => stack.extend(map.values().map(|i| (i, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// serde's `invalid type: string "two", expected i32` in the words of the
+/// field: `expected an integer, got "two"`. Other messages pass unchanged.
+fn plain_type_error(message: &str) -> String {
+    let Some((got, expected)) = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+        .and_then(|rest| rest.split_once(", expected "))
+    else {
+        return message.to_string();
+    };
+    let expected = match expected {
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" | "isize" => {
+            "an integer"
+        }
+        "f32" | "f64" => "a number",
+        "a sequence" => "a list",
+        "a map" => "an object",
+        e if e.starts_with("struct ") => "an object",
+        e => e,
+    };
+    let got = if let Some(text) = got.strip_prefix("string ") {
+        let chars = text.trim_matches('"').chars().count();
+        if chars > MAX_QUOTED_VALUE {
+            format!("a string of {chars} characters")
+        } else {
+            text.to_string()
+        }
+    } else if let Some((_, literal)) = got.split_once(" `") {
+        literal.trim_end_matches('`').to_string()
+    } else {
+        match got {
+            "sequence" => "a list".to_string(),
+            "map" => "an object".to_string(),
+            "unit value" => "null".to_string(),
+            other => other.to_string(),
+        }
+    };
+    format!("expected {expected}, got {got}")
 }

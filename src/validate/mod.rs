@@ -3,7 +3,7 @@
 //! refuses offline what admission would), and what a schema cannot say. It
 //! reports every problem at once, each naming its field path.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::LazyLock;
 
@@ -13,10 +13,16 @@ use crate::api::{self, MultiArchImage, MultiArchImageSpec};
 use crate::platform::Platform;
 use crate::reference::{self, Repository};
 
+mod allowlist;
+mod build_on;
+mod cache;
 mod git;
 mod manifests;
+mod pod;
+mod quantity;
+pub use allowlist::{image_allowed, Allowlists, CONTROL_PLANE_KEYS};
 pub use git::{parse_poll_interval, BUILDAH_IMAGE_ARCHITECTURES};
-pub use manifests::parse_manifests;
+pub use manifests::{parse_manifests, MAX_MANIFEST_BYTES, MAX_MANIFEST_DEPTH};
 
 /// One problem, at one field path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +64,8 @@ static TARGET: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::TARGET_PATTERN
 static GIT_URL: LazyLock<Regex> = LazyLock::new(|| Regex::new(api::GIT_URL_PATTERN).unwrap());
 static GIT_REVISION: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(api::GIT_REVISION_PATTERN).unwrap());
+/// The longest label value, and name part of a qualified name.
+const MAX_LABEL_NAME_LENGTH: usize = 63;
 static LABEL_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$").unwrap());
 
@@ -67,10 +75,25 @@ static LABEL_NAME: LazyLock<Regex> =
 pub struct Validated {
     pub platforms: Vec<Platform>,
     pub image: Repository,
+    /// `spec.source.git.pollInterval`, when the revision is polled.
+    pub poll_interval: Option<std::time::Duration>,
+    /// `spec.buildOn`, normalised: the platform of the nodes each listed
+    /// platform is built on.
+    pub build_on: BTreeMap<Platform, Platform>,
 }
 
-/// Checks a resource; every problem is returned, each naming its field.
+/// Checks a resource under the default allowlists (any builder image,
+/// toleration and node label; no control-plane placement).
 pub fn validate(resource: &MultiArchImage) -> Result<Validated, ValidationErrors> {
+    validate_with(resource, &Allowlists::default())
+}
+
+/// Checks a resource, and that it stays within the cluster's allowlists;
+/// every problem is returned, each naming its field.
+pub fn validate_with(
+    resource: &MultiArchImage,
+    allowlists: &Allowlists,
+) -> Result<Validated, ValidationErrors> {
     let mut errors = Vec::new();
     let mut report = |field: &str, message: String| {
         errors.push(FieldError {
@@ -95,18 +118,33 @@ pub fn validate(resource: &MultiArchImage) -> Result<Validated, ValidationErrors
     check_source(spec, &mut report);
     check_paths(spec, &mut report);
     check_builder(spec, &mut report);
-    git::check_poll_interval(spec, &mut report);
-    git::check_builder_platforms(spec, &platforms, &mut report);
+    let poll_interval = git::check_poll_interval(spec, &mut report);
+    let build_on = build_on::check_build_on(spec, &platforms, &mut report);
+    git::check_builder_platforms(spec, &platforms, &build_on, &mut report);
     check_scheduling(spec, &mut report);
+    cache::check_cache(spec, &platforms, &mut report);
+    allowlist::check(spec, allowlists, &mut report);
     match image {
-        Some(image) if errors.is_empty() => Ok(Validated { platforms, image }),
+        Some(image) if errors.is_empty() => Ok(Validated {
+            platforms,
+            image,
+            poll_interval,
+            build_on,
+        }),
         _ => Err(ValidationErrors(errors)),
     }
 }
 
 type Report<'a> = dyn FnMut(&str, String) + 'a;
 
+pub(super) static REFERENCE_CREDENTIALS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(api::REFERENCE_CREDENTIALS_PATTERN).unwrap());
+
 fn check_image(spec: &MultiArchImageSpec, report: &mut Report) -> Option<Repository> {
+    if REFERENCE_CREDENTIALS.is_match(&spec.image) {
+        report("spec.image", api::REFERENCE_CREDENTIALS_MESSAGE.into());
+        return None;
+    }
     reference::parse_repository(&spec.image)
         .map_err(|e| report("spec.image", e.to_string()))
         .ok()
@@ -196,6 +234,10 @@ fn check_source(spec: &MultiArchImageSpec, report: &mut Report) {
             "exactly one of spec.source.git and spec.source.configMap must be set".into(),
         ),
         (Some(git), None) => {
+            // The URL is never quoted back: a refused one may carry a
+            // secret in a form not foreseen here. Credentials are looked
+            // for first, in any scheme, since the URL would end up in the
+            // Job spec and in logs.
             let url = &git.url;
             if url.len() > api::MAX_GIT_URL_LENGTH {
                 report(
@@ -206,18 +248,19 @@ fn check_source(spec: &MultiArchImageSpec, report: &mut Report) {
                         api::MAX_GIT_URL_LENGTH
                     ),
                 );
-            } else if !GIT_URL.is_match(url) {
-                report(
-                    "spec.source.git.url",
-                    format!("{url:?} is not an https://, http://, ssh:// or git@host:path URL"),
-                );
             } else if embeds_credentials(url) {
-                // The URL would end up in the Job spec and in logs.
                 report(
                     "spec.source.git.url",
                     "embeds credentials; put them in a Secret named by spec.source.git.secretRef"
                         .into(),
                 );
+            } else if url.contains(['?', '#']) {
+                report(
+                    "spec.source.git.url",
+                    api::GIT_URL_WITHOUT_QUERY_MESSAGE.into(),
+                );
+            } else if !GIT_URL.is_match(url) {
+                report("spec.source.git.url", api::GIT_URL_FORM_MESSAGE.into());
             }
             if let Some(rev) = &git.revision {
                 if !GIT_REVISION.is_match(rev)
@@ -240,12 +283,14 @@ fn check_source(spec: &MultiArchImageSpec, report: &mut Report) {
     }
 }
 
+/// A password in any scheme (`ftp://user:pw@host`), or a user in http(s)
+/// (`https://TOKEN@host`: tokens go there); `ssh://git@host` names a user,
+/// not a secret. The same as GIT_URL_WITHOUT_CREDENTIALS_RULE.
 fn embeds_credentials(url: &str) -> bool {
     let Some((_, rest)) = url.split_once("://") else {
         return false;
     };
     let authority = rest.split('/').next().unwrap_or(rest);
-    // `ssh://git@host` names a user, not a secret; a password is a secret.
     match authority.rsplit_once('@') {
         Some((userinfo, _)) => userinfo.contains(':') || url.starts_with("http"),
         None => false,
@@ -268,12 +313,33 @@ fn check_paths(spec: &MultiArchImageSpec, report: &mut Report) {
             );
         } else if path.chars().any(|c| c.is_control()) || path.len() > api::MAX_PATH_LENGTH {
             report(field, format!("{path:?} is not a valid path"));
+        } else if field == "spec.dockerfile" && names_a_directory(path) {
+            report(field, format!("{path:?} {}", api::FILE_PATH_MESSAGE));
         }
     }
     if !TARGET.is_match(&spec.target) || spec.target.len() > api::MAX_TARGET_LENGTH {
         report(
             "spec.target",
             format!("{:?} is not a valid stage name", spec.target),
+        );
+    }
+    check_build_args(spec, report);
+}
+
+/// The last segment is empty or `.` (FILE_PATH_RULE).
+fn names_a_directory(path: &str) -> bool {
+    path == "." || path.ends_with('/') || path.ends_with("/.")
+}
+
+fn check_build_args(spec: &MultiArchImageSpec, report: &mut Report) {
+    let total: usize = spec.build_args.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > api::MAX_BUILD_ARGS_TOTAL {
+        report(
+            "spec.buildArgs",
+            format!(
+                "names and values take {total} bytes together; at most {}",
+                api::MAX_BUILD_ARGS_TOTAL
+            ),
         );
     }
     if spec.build_args.len() > api::MAX_BUILD_ARGS {
@@ -287,6 +353,19 @@ fn check_paths(spec: &MultiArchImageSpec, report: &mut Report) {
         );
     }
     for (name, value) in &spec.build_args {
+        if name.len() > api::MAX_BUILD_ARG_NAME {
+            // Not quoted whole: it is long.
+            report(
+                "spec.buildArgs",
+                format!(
+                    "a name of {} bytes ({:?}...); at most {}",
+                    name.len(),
+                    name.chars().take(32).collect::<String>(),
+                    api::MAX_BUILD_ARG_NAME
+                ),
+            );
+            continue;
+        }
         let field = format!("spec.buildArgs.{name}");
         if !BUILD_ARG.is_match(name) {
             report(
@@ -309,7 +388,12 @@ fn check_paths(spec: &MultiArchImageSpec, report: &mut Report) {
 
 fn check_builder(spec: &MultiArchImageSpec, report: &mut Report) {
     if let Some(image) = &spec.builder.image {
-        if image.len() > api::MAX_BUILDER_IMAGE_LENGTH {
+        if REFERENCE_CREDENTIALS.is_match(image) {
+            report(
+                "spec.builder.image",
+                api::REFERENCE_CREDENTIALS_MESSAGE.into(),
+            );
+        } else if image.len() > api::MAX_BUILDER_IMAGE_LENGTH {
             report(
                 "spec.builder.image",
                 format!(
@@ -334,7 +418,26 @@ fn check_builder(spec: &MultiArchImageSpec, report: &mut Report) {
 }
 
 fn check_scheduling(spec: &MultiArchImageSpec, report: &mut Report) {
-    for (key, value) in &spec.node_selector {
+    // Over a cap, the entries are not checked one by one: the refusal of
+    // 2,000 of them would be 2,000 lines.
+    let selector = spec.node_selector.len();
+    if selector > api::MAX_NODE_SELECTOR {
+        report(
+            "spec.nodeSelector",
+            format!("has {selector} entries; at most {}", api::MAX_NODE_SELECTOR),
+        );
+    }
+    let tolerations = spec.tolerations.len();
+    if tolerations > api::MAX_TOLERATIONS {
+        report(
+            "spec.tolerations",
+            format!(
+                "lists {tolerations} tolerations; at most {}",
+                api::MAX_TOLERATIONS
+            ),
+        );
+    }
+    for (key, value) in spec.node_selector.iter().take(api::MAX_NODE_SELECTOR) {
         let field = format!("spec.nodeSelector[{key}]");
         if matches!(key.as_str(), "kubernetes.io/os" | "kubernetes.io/arch") {
             report(
@@ -343,28 +446,16 @@ fn check_scheduling(spec: &MultiArchImageSpec, report: &mut Report) {
             );
         } else if !valid_label_key(key) {
             report(&field, format!("{key:?} is not a valid label key"));
-        } else if value.len() > 63 || !LABEL_NAME.is_match(value) {
+        } else if !valid_label_value(value) {
             report(&field, format!("{value:?} is not a valid label value"));
         }
     }
-    for (i, toleration) in spec.tolerations.iter().enumerate() {
-        let field = format!("spec.tolerations[{i}]");
-        if let Some(op) = toleration.operator.as_deref() {
-            if op != "Equal" && op != "Exists" {
-                report(
-                    &format!("{field}.operator"),
-                    format!("{op:?} must be Equal or Exists"),
-                );
-            }
-        }
-        if let Some(effect) = toleration.effect.as_deref() {
-            if !["", "NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
-                report(
-                    &format!("{field}.effect"),
-                    format!("{effect:?} must be NoSchedule, PreferNoSchedule or NoExecute"),
-                );
-            }
-        }
+    pod::check_tolerations(
+        &spec.tolerations[..tolerations.min(api::MAX_TOLERATIONS)],
+        report,
+    );
+    if let Some(resources) = &spec.resources {
+        pod::check_resources(resources, report);
     }
     let deadlines = api::MIN_ACTIVE_DEADLINE_SECONDS..=api::MAX_ACTIVE_DEADLINE_SECONDS;
     if !deadlines.contains(&spec.active_deadline_seconds) {
@@ -390,13 +481,23 @@ fn check_scheduling(spec: &MultiArchImageSpec, report: &mut Report) {
     }
 }
 
+/// IsValidLabelValue: empty, or at most 63 name characters.
+fn valid_label_value(value: &str) -> bool {
+    value.len() <= MAX_LABEL_NAME_LENGTH && LABEL_NAME.is_match(value)
+}
+
+/// IsQualifiedName (a label key): an optional DNS subdomain prefix and '/',
+/// then a name.
 fn valid_label_key(key: &str) -> bool {
     let (prefix, name) = match key.split_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
     };
     let prefix_ok = prefix.is_none_or(|p| p.len() <= 253 && OBJECT_NAME.is_match(p));
-    prefix_ok && !name.is_empty() && name.len() <= 63 && LABEL_NAME.is_match(name)
+    prefix_ok
+        && !name.is_empty()
+        && name.len() <= MAX_LABEL_NAME_LENGTH
+        && LABEL_NAME.is_match(name)
 }
 
 fn check_object_name(field: &str, name: &str, report: &mut Report) {
@@ -405,5 +506,7 @@ fn check_object_name(field: &str, name: &str, report: &mut Report) {
     }
 }
 
+#[cfg(test)]
+mod allowlist_tests;
 #[cfg(test)]
 mod tests;

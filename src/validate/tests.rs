@@ -103,7 +103,7 @@ fn every_invalid_spec_names_its_field() {
         (
             "{source: {git: {url: \"ftp://e.com/a.git\"}}}".into(),
             "spec.source.git.url",
-            "not an https://",
+            "must be an https://",
         ),
         (
             "{source: {git: {url: \"https://user:hunter2@e.com/a.git\"}}}".into(),
@@ -180,7 +180,121 @@ fn every_invalid_spec_names_its_field() {
         (
             "{tolerations: [{key: a, operator: Maybe}]}".into(),
             "spec.tolerations[0].operator",
-            "Equal or Exists",
+            "supported values: \"Equal\", \"Exists\"",
+        ),
+        // The API server's pod rules (ValidateTolerations).
+        (
+            "{tolerations: [{key: a, operator: Exists, value: x}]}".into(),
+            "spec.tolerations[0].value",
+            "value must be empty when `operator` is 'Exists'",
+        ),
+        (
+            "{tolerations: [{operator: Equal, value: x}]}".into(),
+            "spec.tolerations[0].operator",
+            "operator must be Exists when `key` is empty",
+        ),
+        (
+            "{tolerations: [{value: x}]}".into(),
+            "spec.tolerations[0].operator",
+            "operator must be Exists when `key` is empty",
+        ),
+        (
+            "{tolerations: [{key: a, operator: Exists, effect: NoSchedule, tolerationSeconds: 30}]}"
+                .into(),
+            "spec.tolerations[0].effect",
+            "effect must be 'NoExecute' when `tolerationSeconds` is set",
+        ),
+        (
+            "{tolerations: [{key: a, operator: Exists, tolerationSeconds: 30}]}".into(),
+            "spec.tolerations[0].effect",
+            "NoExecute",
+        ),
+        (
+            "{tolerations: [{key: \"bad key!\", operator: Exists}]}".into(),
+            "spec.tolerations[0].key",
+            "qualified name",
+        ),
+        (
+            "{tolerations: [{key: \"a/b/c\", operator: Exists}]}".into(),
+            "spec.tolerations[0].key",
+            "qualified name",
+        ),
+        (
+            "{tolerations: [{key: a, value: \"not a label value\"}]}".into(),
+            "spec.tolerations[0].value",
+            "label value",
+        ),
+        (
+            "{tolerations: [{key: ok}, {key: a, operator: Exists, value: x}]}".into(),
+            "spec.tolerations[1].value",
+            "must be empty",
+        ),
+        // ValidateResourceRequirements and ParseQuantity.
+        (
+            "{resources: {limits: {cpu: garbage}}}".into(),
+            "spec.resources.limits.cpu",
+            "quantities must match the regular expression",
+        ),
+        (
+            "{resources: {requests: {memory: 1KK}}}".into(),
+            "spec.resources.requests.memory",
+            "unable to parse quantity's suffix",
+        ),
+        (
+            "{resources: {requests: {cpu: \"2\"}, limits: {cpu: 1500m}}}".into(),
+            "spec.resources.requests.cpu",
+            "must be less than or equal to cpu limit of 1500m",
+        ),
+        (
+            "{resources: {requests: {memory: 2Gi}, limits: {memory: 2G}}}".into(),
+            "spec.resources.requests.memory",
+            "less than or equal to memory limit",
+        ),
+        (
+            "{resources: {requests: {cpu: \"-1\"}}}".into(),
+            "spec.resources.requests.cpu",
+            "greater than or equal to 0",
+        ),
+        (
+            "{resources: {limits: {gpu: \"1\"}}}".into(),
+            "spec.resources.limits.gpu",
+            "standard resource for containers",
+        ),
+        (
+            "{resources: {limits: {\"bad name!\": \"1\"}}}".into(),
+            "spec.resources.limits.bad name!",
+            "not a valid resource name",
+        ),
+        (
+            "{resources: {limits: {example.com/gpu: 500m}}}".into(),
+            "spec.resources.limits.example.com/gpu",
+            "must be an integer",
+        ),
+        (
+            "{resources: {requests: {example.com/gpu: \"1\"}, limits: {example.com/gpu: \"2\"}}}"
+                .into(),
+            "spec.resources.requests.example.com/gpu",
+            "must be equal to example.com/gpu limit of 2",
+        ),
+        (
+            "{resources: {requests: {example.com/gpu: \"1\"}}}".into(),
+            "spec.resources.limits",
+            "Limit must be set for non overcommitable resources",
+        ),
+        (
+            "{resources: {limits: {hugepages-2Mi: 3Mi, memory: 1Gi}}}".into(),
+            "spec.resources.limits.hugepages-2Mi",
+            "not positive integer multiple",
+        ),
+        (
+            "{resources: {limits: {hugepages-2Mi: 4Mi}}}".into(),
+            "spec.resources",
+            "HugePages require cpu or memory",
+        ),
+        (
+            "{resources: {claims: [{name: gpu}]}}".into(),
+            "spec.resources.claims[0]",
+            "pod.spec.resourceClaims",
         ),
         (
             "{tolerations: [{key: a, effect: Sometimes}]}".into(),
@@ -229,6 +343,31 @@ fn every_invalid_spec_names_its_field() {
         let found = errors.0.iter().find(|e| e.field == field);
         let found = found.unwrap_or_else(|| panic!("{fragment}: expected {field}, got:\n{errors}"));
         assert!(found.message.contains(needle), "{fragment}: {found}");
+    }
+}
+
+/// What the API server accepts passes too.
+#[test]
+fn valid_tolerations_and_resources_pass() {
+    for fragment in [
+        "{tolerations: [{operator: Exists}]}",
+        "{tolerations: [{key: a, operator: Exists, effect: NoExecute, tolerationSeconds: 30}]}",
+        "{tolerations: [{key: example.com/pool, value: builds, effect: PreferNoSchedule}]}",
+        "{tolerations: [{key: a, operator: Equal, value: \"\"}]}",
+        "{resources: {requests: {cpu: 500m, memory: 1Gi}, limits: {cpu: \"1\", memory: 1Gi}}}",
+        "{resources: {requests: {cpu: \"1\"}, limits: {cpu: 1000m}}}",
+        "{resources: {requests: {ephemeral-storage: 10Gi}}}",
+        "{resources: {requests: {example.com/gpu: \"2\"}, limits: {example.com/gpu: \"2\"}}}",
+        "{resources: {limits: {hugepages-2Mi: 4Mi, memory: 1Gi}}}",
+    ] {
+        // The API server's rules only: a toleration of every taint is the
+        // operator's own refusal (control-plane placement).
+        let pod_rules_only = Allowlists {
+            allow_control_plane: true,
+            ..Allowlists::default()
+        };
+        validate_with(&with(fragment), &pod_rules_only)
+            .unwrap_or_else(|e| panic!("{fragment}: {e}"));
     }
 }
 
@@ -283,4 +422,23 @@ fn a_buildah_image_of_ones_own_allows_any_platform() {
         "{builder: {strategy: buildah, image: registry.example.com/buildah:arm}, platforms: [linux/arm/v7]}",
     );
     assert!(validate(&resource).is_ok());
+}
+
+#[test]
+fn a_dockerfile_path_must_name_a_file() {
+    for ok in [
+        "Dockerfile",
+        "./Dockerfile",
+        "docker/build.Dockerfile",
+        ".dockerfile",
+    ] {
+        validate(&with(&format!("{{dockerfile: {ok:?}}}"))).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for bad in [".", "docker/", "docker/.", "./"] {
+        let errors = validate(&with(&format!("{{dockerfile: {bad:?}}}"))).expect_err(bad);
+        assert!(
+            errors.to_string().contains("spec.dockerfile"),
+            "{bad}: {errors}"
+        );
+    }
 }

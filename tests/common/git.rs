@@ -574,6 +574,10 @@ impl SshServer {
              PermitRootLogin prohibit-password\n\
              AllowUsers root\n\
              LogLevel VERBOSE\n\
+             # git asks for protocol v2 over ssh through this variable, as\n\
+             # GitHub and GitLab accept it (git: Documentation/gitprotocol-v2, SSH and file transport);\n\
+             # v2 is what lets a fetch ask for one commit by its id.\n\
+             AcceptEnv GIT_PROTOCOL\n\
              # The repositories: {project}\n",
             dir = path.display(),
             project = project.display(),

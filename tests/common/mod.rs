@@ -9,6 +9,8 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code, unused_imports)]
 
+pub mod debian;
+pub mod gate;
 pub mod git;
 pub mod images;
 pub mod registry;

@@ -54,20 +54,26 @@ fn spawn_supervised(binary: &Path, config: &Path, log: &Path) -> (Child, Option<
 impl Registry {
     /// A registry without authentication.
     pub fn start_plain() -> Registry {
-        Self::start(None)
+        Self::start(None, false)
+    }
+
+    /// A registry serving HTTPS with a self-signed certificate no client
+    /// trusts: what `--insecure-registry` (unverified TLS) is for.
+    pub fn start_self_signed() -> Registry {
+        Self::start(None, true)
     }
 
     /// A registry that wants HTTP Basic credentials (`auth: htpasswd`,
     /// answering `WWW-Authenticate: Basic`), for this one user.
     pub fn start_htpasswd(user: &str, password: &str) -> Registry {
-        Self::start(Some((user.to_string(), password.to_string())))
+        Self::start(Some((user.to_string(), password.to_string())), false)
     }
 
-    fn start(credentials: Option<(String, String)>) -> Registry {
+    fn start(credentials: Option<(String, String)>, tls: bool) -> Registry {
         // A port found free can be taken before the registry binds it: retry.
         let mut last_log = String::new();
         for _ in 0..5 {
-            let registry = Self::try_start(credentials.clone());
+            let registry = Self::try_start(credentials.clone(), tls);
             if registry.wait_until_ready(Duration::from_secs(30)) {
                 return registry;
             }
@@ -76,7 +82,7 @@ impl Registry {
         panic!("docker-registry did not start; its log:\n{last_log}");
     }
 
-    fn try_start(credentials: Option<(String, String)>) -> Registry {
+    fn try_start(credentials: Option<(String, String)>, tls: bool) -> Registry {
         let binary = require_tool("docker-registry", "docker-registry");
         let dir = tempfile::tempdir().expect("temp dir for the registry");
         let mut auth_section = String::new();
@@ -90,12 +96,28 @@ impl Registry {
                 path.display()
             );
         }
+        let mut tls_section = String::new();
+        if tls {
+            let key = rcgen::KeyPair::generate().expect("a key");
+            let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+                .expect("certificate parameters")
+                .self_signed(&key)
+                .expect("a self-signed certificate");
+            let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+            std::fs::write(&cert_path, cert.pem()).unwrap();
+            std::fs::write(&key_path, key.serialize_pem()).unwrap();
+            tls_section = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert_path.display(),
+                key_path.display()
+            );
+        }
         let port = free_port();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: test-only-upload-secret\n{auth_section}",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: test-only-upload-secret\n{tls_section}{auth_section}",
                 dir.path().join("data").display()
             ),
         )
@@ -154,8 +176,9 @@ impl Registry {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(status) = http_status(&self.host, "/v2/") {
-                // 401 is a ready registry that wants credentials.
-                if status == 200 || status == 401 {
+                // 401 is a ready registry that wants credentials; 400 one
+                // that serves HTTPS only (Go's answer to plain HTTP).
+                if status == 200 || status == 401 || status == 400 {
                     return true;
                 }
             }

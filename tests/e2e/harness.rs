@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
@@ -52,10 +53,23 @@ fn repository(image: &str) -> String {
 
 /// A simulated cluster whose kubelet runs buildah and the merge binary.
 pub fn start_sim(nodes: &[(&str, &str)]) -> Sim {
+    start_sim_with(nodes, |_| {})
+}
+
+/// `start_sim`, with the configuration changed by `adjust` (node groups,
+/// clock offset, pull back-off...).
+pub fn start_sim_with(nodes: &[(&str, &str)], adjust: impl FnOnce(&mut SimConfig)) -> Sim {
+    let mut config = sim_config(nodes);
+    adjust(&mut config);
+    Sim::start(config).expect("start the simulated cluster")
+}
+
+/// The configuration `start_sim` uses, for a test to change before starting.
+pub fn sim_config(nodes: &[(&str, &str)]) -> SimConfig {
     require_tool("bwrap", "bubblewrap");
     require_tool("buildah", "buildah");
     let bin_dir = operator_binary().parent().unwrap().to_path_buf();
-    let config = SimConfig {
+    SimConfig {
         nodes: nodes
             .iter()
             .map(|(name, platform)| NodeSpec::new(name, platform))
@@ -66,8 +80,7 @@ pub fn start_sim(nodes: &[(&str, &str)]) -> Sim {
             (repository(render::DEFAULT_MERGE_IMAGE), Some(bin_dir)),
         ],
         ..SimConfig::default()
-    };
-    Sim::start(config).expect("start the simulated cluster")
+    }
 }
 
 /// Installs the committed CRD and waits until it is served.
@@ -92,23 +105,50 @@ pub async fn install_crd(client: &Client) {
     .await;
 }
 
-/// Applies the chart-rendered Namespace, ServiceAccount and RBAC
-/// (deploy/multiarch-operator.yaml) into the cluster, so the operator runs
-/// with exactly the rights it ships with.
-pub fn install_operator_identity(sim: &Sim) {
+/// The documents of deploy/multiarch-operator.yaml (the chart as rendered)
+/// of the given kinds.
+fn manifest_documents(kinds: &[&str]) -> Vec<String> {
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/multiarch-operator.yaml"),
     )
     .unwrap();
-    let docs: Vec<&str> = text
-        .split("\n---\n")
+    text.split("\n---\n")
         .filter(|doc| {
             doc.lines()
-                .any(|l| IDENTITY_KINDS.iter().any(|k| l == format!("kind: {k}")))
+                .any(|l| kinds.iter().any(|k| l == format!("kind: {k}")))
         })
-        .collect();
+        .map(str::to_string)
+        .collect()
+}
+
+/// Applies the chart-rendered Namespace, ServiceAccount and RBAC
+/// (deploy/multiarch-operator.yaml) into the cluster, so the operator runs
+/// with exactly the rights it ships with.
+pub fn install_operator_identity(sim: &Sim) {
+    let docs = manifest_documents(&IDENTITY_KINDS);
     sim.apply_manifest(&docs.join("\n---\n"))
         .expect("apply the operator's ServiceAccount and RBAC");
+}
+
+/// Kinds of the rendered manifest that make up the chart's admission policy.
+const POLICY_KINDS: [&str; 2] = [
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+];
+
+/// Applies the chart-rendered admission policies (deploy/multiarch-operator.yaml)
+/// as a release installs them: MultiArchImages are admitted only from who
+/// holds the rights their spec uses, and the operator's ServiceAccount may
+/// create only Jobs like its own.
+pub fn install_admission_policy(sim: &Sim) {
+    let docs = manifest_documents(&POLICY_KINDS);
+    assert_eq!(
+        docs.len(),
+        4,
+        "the manifest ships the two policies and their bindings"
+    );
+    sim.apply_manifest(&docs.join("\n---\n"))
+        .expect("apply the admission policy");
 }
 
 /// A kubeconfig for the operator's ServiceAccount.
@@ -126,12 +166,17 @@ pub fn operator_kubeconfig(sim: &Sim, path: &Path) -> PathBuf {
 /// as its ServiceAccount under the chart's RBAC.
 pub struct Operator {
     extra: Vec<String>,
-    child: Option<Child>,
+    /// Behind a lock so that a waiting test (holding `&World`) can restart
+    /// an operator that stepped down, as the kubelet would.
+    child: Mutex<Option<Child>>,
     kubeconfig: PathBuf,
     log: PathBuf,
     pub metrics_port: u16,
     starts: u32,
 }
+
+/// What the operator logs as it exits for a lost leader lease.
+const LOST_LEASE: &str = "lost the leader lease";
 
 impl Operator {
     pub fn start(sim: &Sim, log_dir: &Path) -> Operator {
@@ -142,7 +187,7 @@ impl Operator {
     pub fn start_with(sim: &Sim, log_dir: &Path, extra: &[&str]) -> Operator {
         let mut operator = Operator {
             extra: extra.iter().map(|a| a.to_string()).collect(),
-            child: None,
+            child: Mutex::new(None),
             kubeconfig: operator_kubeconfig(sim, &log_dir.join("operator.kubeconfig")),
             log: log_dir.join("operator.log"),
             metrics_port: free_port(),
@@ -152,40 +197,67 @@ impl Operator {
         operator
     }
 
+    /// A new replica, with an identity of its own (a new pod).
     fn spawn(&mut self) {
         self.starts += 1;
+        let child = self.command().spawn().expect("start the operator");
+        *self.child.get_mut().unwrap() = Some(child);
+    }
+
+    fn command(&self) -> Command {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(operator_binary())
+        // Short enough that a restarted operator takes over soon, long
+        // enough that a renewal slowed by a loaded machine still fits its
+        // deadline (three quarters of it); a test may give its own.
+        let lease: &[&str] = if self.extra.iter().any(|a| a == "--lease-duration-seconds") {
+            &[]
+        } else {
+            &["--lease-duration-seconds", "8"]
+        };
+        let mut command = Command::new(operator_binary());
+        command
             .args([
                 "controller",
                 "--metrics-addr",
                 &format!("127.0.0.1:{}", self.metrics_port),
             ])
-            .args([
-                "--leader-election-namespace",
-                OPERATOR_NAMESPACE,
-                "--lease-duration-seconds",
-                "4",
-            ])
+            .args(["--leader-election-namespace", OPERATOR_NAMESPACE])
+            .args(lease)
             .args(["--identity", &format!("e2e-{}", self.starts)])
             .args(&self.extra)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start the operator");
-        self.child = Some(child);
+            .stderr(log);
+        command
+    }
+
+    /// Restarts the operator, in place and under the same identity, when it
+    /// exited because it lost its lease (its renewals went unanswered on a
+    /// loaded machine): the kubelet restarts such a container, and the
+    /// Deployment's pod keeps its name. Any other exit is left for the test
+    /// to see.
+    pub fn restart_if_it_lost_its_lease(&self) {
+        let mut child = self.child.lock().unwrap();
+        let Some(running) = child.as_mut() else {
+            return;
+        };
+        // The exit's own last words, not an earlier run's.
+        if running.try_wait().unwrap().is_none() || !tail(&self.log(), 3).contains(LOST_LEASE) {
+            return;
+        }
+        eprintln!("the operator lost its lease and exited; restarting it as the kubelet would");
+        *child = Some(self.command().spawn().expect("restart the operator"));
     }
 
     /// SIGKILL, as a crash or an evicted pod would end it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(mut child) = self.child.get_mut().unwrap().take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -198,12 +270,13 @@ impl Operator {
 
     /// SIGTERM, then wait for a clean exit.
     pub fn stop_gracefully(&mut self) -> std::process::ExitStatus {
-        let child = self.child.as_mut().expect("running");
+        let slot = self.child.get_mut().unwrap();
+        let child = slot.as_mut().expect("running");
         send_sigterm(child.id());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
+                *slot = None;
                 return status;
             }
             assert!(
@@ -214,8 +287,23 @@ impl Operator {
         }
     }
 
+    /// Waits up to `timeout` for the operator to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let slot = self.child.get_mut().unwrap();
+        let child = slot.as_mut().expect("running");
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                *slot = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.child.lock().unwrap().as_ref().expect("running").id()
     }
 
     pub fn log(&self) -> String {
@@ -280,10 +368,24 @@ impl World {
 
     /// A world whose operator runs with extra `controller` flags.
     pub async fn start_with(nodes: &[(&str, &str)], operator_flags: &[&str]) -> World {
+        Self::start_on(start_sim(nodes), operator_flags).await
+    }
+
+    /// A world whose cluster is configured by `adjust` as well.
+    pub async fn start_configured(
+        nodes: &[(&str, &str)],
+        operator_flags: &[&str],
+        adjust: impl FnOnce(&mut SimConfig),
+    ) -> World {
+        Self::start_on(start_sim_with(nodes, adjust), operator_flags).await
+    }
+
+    /// A world on a cluster the test started (and may have prepared).
+    pub async fn start_on(sim: Sim, operator_flags: &[&str]) -> World {
         let registry = Registry::start_plain();
-        let sim = start_sim(nodes);
         let client = sim.client();
         install_crd(&client).await;
+        install_admission_policy(&sim);
         let dir = tempfile::tempdir().unwrap();
         let operator = Operator::start_with(&sim, dir.path(), operator_flags);
         World {
@@ -378,6 +480,7 @@ impl World {
     pub async fn wait_phase(&self, name: &str, phase: Phase) -> MultiArchImage {
         let deadline = Instant::now() + BUILD_TIMEOUT;
         loop {
+            self.operator.restart_if_it_lost_its_lease();
             let resource = self.get(name).await;
             let status = resource.status.clone().unwrap_or_default();
             let current = status.phase;
@@ -412,6 +515,7 @@ impl World {
     pub async fn wait_event(&self, name: &str, reason: &str) -> Event {
         let what = format!("event {reason} about {name}");
         eventually(&what, Duration::from_secs(15), || async {
+            self.operator.restart_if_it_lost_its_lease();
             self.events(name)
                 .await
                 .into_iter()

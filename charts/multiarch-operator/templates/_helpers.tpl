@@ -75,8 +75,11 @@ them, the operator never reads them. */}}
   verbs: [patch]
 {{- if .Values.rbac.ownerReferencesPermissionEnforcement }}
 # The Jobs' owner reference sets blockOwnerDeletion, which the
-# OwnerReferencesPermissionEnforcement admission plugin allows only to who
-# may update the owner's finalizers (rbac.ownerReferencesPermissionEnforcement).
+# OwnerReferencesPermissionEnforcement admission plugin (on by default in
+# OpenShift; plugin/pkg/admission/gc/gc_admission.go) allows only to who may
+# update the owner's finalizers; without it every Job apply is forbidden.
+# Granted by default (rbac.ownerReferencesPermissionEnforcement); the
+# operator itself never calls the subresource.
 - apiGroups: [multiarch.dev]
   resources: [multiarchimages/finalizers]
   verbs: [update]
@@ -97,4 +100,14 @@ them, the operator never reads them. */}}
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+# Read only: FailedCreate of the Jobs and TriggeredScaleUp of their pods, named in the status.
+- {apiGroups: [""], resources: [events], verbs: [list, watch]}
+{{- end }}
+
+{{/* The namespaces watched, as a JSON list: watchNamespaces and
+watchNamespace together; empty means every namespace. */}}
+{{- define "multiarch-operator.watchNamespaces" -}}
+{{- $namespaces := .Values.watchNamespaces | default list -}}
+{{- with .Values.watchNamespace }}{{ $namespaces = append $namespaces . }}{{ end -}}
+{{- $namespaces | uniq | toJson -}}
 {{- end }}

@@ -2,6 +2,7 @@
 //! kstatus conditions), finds what changed since the status the resource
 //! carries (once, for Events and metrics alike), and writes the Events.
 
+mod build_on;
 mod words;
 
 use std::collections::BTreeMap;
@@ -9,10 +10,14 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::decide::{Decision, Note, PlatformView, Progress};
-use crate::api::{MultiArchImage, MultiArchImageStatus, Phase, PlatformPhase, PlatformStatus};
+use crate::api::{
+    CacheState, MultiArchImage, MultiArchImageStatus, Phase, PlatformPhase, PlatformStatus,
+    SourceStatus,
+};
+use crate::platform::Platform;
 use crate::render::Mounted;
 
-pub use words::{bounded, MAX_MESSAGE};
+pub use words::{bounded, poll_failure, MAX_MESSAGE};
 
 /// Something worth an Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,10 +66,17 @@ pub fn report(
     now: &Time,
 ) -> Report {
     let old = resource.status.clone().unwrap_or_default();
+    // Where each platform builds: its own nodes, or its spec.buildOn entry's.
+    let built_on: Vec<_> = decision
+        .platforms
+        .iter()
+        .map(|p| crate::render::node_platform(&resource.spec, &p.platform))
+        .collect();
     let messages: Vec<String> = decision
         .platforms
         .iter()
-        .map(|p| words::platform_message(p, mounts))
+        .zip(&built_on)
+        .map(|(p, node)| platform_message(p, node, mounts))
         .collect();
     let views: Vec<_> = decision.platforms.iter().zip(messages.clone()).collect();
     let (reason, message) = words::progress_message(
@@ -80,9 +92,11 @@ pub fn report(
         observed_generation: generation,
         build_id: Some(decision.build_id.clone()),
         last_handled_retry: decision.attempt.clone(),
+        source: decision.source.clone(),
         conditions: conditions(&old, generation, phase, reason, &message, now),
         ..MultiArchImageStatus::default()
     };
+    stalled_on_create(&mut status.conditions, &old, decision, generation, now);
     if let Progress::Invalid(_) = decision.progress {
         // Unchanged words, no new Event: a resync of an invalid spec is quiet.
         let events = if old.conditions.iter().any(|c| c.message == message) {
@@ -106,7 +120,9 @@ pub fn report(
         .iter()
         .filter(|p| p.phase == PlatformPhase::Succeeded)
         .count();
-    status.platforms_ready = Some(format!("{ready}/{}", decision.platforms.len()));
+    if !decision.platforms.is_empty() {
+        status.platforms_ready = Some(format!("{ready}/{}", decision.platforms.len()));
+    }
     status.merge_job = decision.merge_job.clone();
     if let Progress::Succeeded { digest } = &decision.progress {
         status.short_digest = Some(digest.chars().take("sha256:".len() + 12).collect());
@@ -117,11 +133,14 @@ pub fn report(
         .platforms
         .iter()
         .zip(messages)
-        .map(|(p, message)| PlatformStatus {
+        .zip(&built_on)
+        .map(|((p, message), built_on)| PlatformStatus {
             platform: p.platform.to_string(),
             phase: p.phase,
             job: p.job.clone(),
             node: p.node.clone(),
+            built_on: Some(built_on.to_string()),
+            cache: p.cache.as_ref().map(|c| c.state),
             digest: p.digest.clone(),
             start_time: p.start_time.clone(),
             completion_time: p.completion_time.clone(),
@@ -142,6 +161,7 @@ pub fn report(
             job: None,
         });
     }
+    events.extend(source_notices(old.source.as_ref(), status.source.as_ref()));
     events.extend(notices(
         &transitions,
         &status,
@@ -155,15 +175,66 @@ pub fn report(
     }
 }
 
+/// A platform's message: why it waits or failed, or, once built, why
+/// it built without its cache.
+fn platform_message(view: &PlatformView, built_on: &Platform, mounts: &[Mounted]) -> String {
+    let message = words::platform_message(view, built_on, mounts);
+    if !message.is_empty() || view.phase != PlatformPhase::Succeeded {
+        return message;
+    }
+    match &view.cache {
+        Some(cache) if cache.state == CacheState::Unavailable => {
+            bounded(cache.detail.as_deref().unwrap_or("built without its cache"))
+        }
+        _ => String::new(),
+    }
+}
+
+/// Events for a git source whose commit or check changed.
+fn source_notices(old: Option<&SourceStatus>, new: Option<&SourceStatus>) -> Vec<Notice> {
+    let Some(new) = new else {
+        return Vec::new();
+    };
+    let mut notices = Vec::new();
+    let revision = if new.revision.is_empty() {
+        "the default branch"
+    } else {
+        new.revision.as_str()
+    };
+    let before = old.filter(|o| o.url == new.url && o.revision == new.revision);
+    if before.map(|o| &o.commit) != Some(&new.commit) {
+        let was = before.map_or(String::new(), |o| format!(" (was {})", o.commit));
+        notices.push(Notice {
+            warning: false,
+            reason: "SourceResolved",
+            note: bounded(&format!(
+                "{revision} of {} is commit {}{was}",
+                new.url, new.commit
+            )),
+            job: None,
+        });
+    }
+    if !new.message.is_empty() && before.map(|o| &o.message) != Some(&new.message) {
+        notices.push(Notice {
+            warning: true,
+            reason: "SourceCheckFailed",
+            note: bounded(&new.message),
+            job: None,
+        });
+    }
+    notices
+}
+
 fn phase_of(progress: &Progress) -> Phase {
     match progress {
-        Progress::Pending => Phase::Pending,
+        Progress::Pending | Progress::Resolving(_) => Phase::Pending,
         Progress::Building => Phase::Building,
         Progress::MergeStarting | Progress::Merging(_) => Phase::Merging,
         Progress::Succeeded { .. } => Phase::Succeeded,
-        Progress::PlatformsFailed | Progress::MergeFailed(_) | Progress::Invalid(_) => {
-            Phase::Failed
-        }
+        Progress::PlatformsFailed
+        | Progress::MergeFailed(_)
+        | Progress::Invalid(_)
+        | Progress::SourceFailed { .. } => Phase::Failed,
     }
 }
 
@@ -234,13 +305,15 @@ fn notices(
         let (warning, reason, note) = match platform.phase {
             PlatformPhase::Pending if platform.message.is_empty() => continue,
             PlatformPhase::Pending => {
-                let reason = if matches!(views[change.index].note, Some(Note::Unschedulable(_))) {
-                    "Unschedulable"
-                } else {
-                    "PlatformWaiting"
+                let (warning, reason) = match views[change.index].note {
+                    Some(Note::Unschedulable(_)) => (true, "Unschedulable"),
+                    Some(Note::FailedCreate(_)) => (true, "FailedCreate"),
+                    // Waited for: a node is on its way.
+                    Some(Note::AwaitingNode { .. }) => (false, "WaitingForNode"),
+                    _ => (true, "PlatformWaiting"),
                 };
                 (
-                    true,
+                    warning,
                     reason,
                     format!("{}: {}", platform.platform, platform.message),
                 )
@@ -248,7 +321,11 @@ fn notices(
             PlatformPhase::Building => (
                 false,
                 "PlatformBuilding",
-                format!("{} building on node {node}", platform.platform),
+                format!(
+                    "{} building on node {node}{}",
+                    platform.platform,
+                    build_on::elsewhere(platform)
+                ),
             ),
             PlatformPhase::Succeeded => (
                 false,
@@ -271,6 +348,19 @@ fn notices(
             note: bounded(&note),
             job: Some(platform.job.clone()),
         });
+        if let Some(notice) = build_on::built_elsewhere(change, platform) {
+            notices.push(notice);
+        }
+        if platform.phase == PlatformPhase::Succeeded
+            && platform.cache == Some(CacheState::Unavailable)
+        {
+            notices.push(Notice {
+                warning: true,
+                reason: "CacheUnavailable",
+                note: bounded(&format!("{}: {}", platform.platform, platform.message)),
+                job: Some(platform.job.clone()),
+            });
+        }
     }
     let entered = |phase| changes.entered == Some(phase);
     if entered(Phase::Merging) {
@@ -335,4 +425,42 @@ fn conditions(
         conditions.push(make("Stalled", true));
     }
     conditions
+}
+
+/// `Stalled` while a platform's pod cannot be created: the build cannot go
+/// on until the cluster (or the spec) changes, although it is not failed.
+fn stalled_on_create(
+    conditions: &mut Vec<Condition>,
+    old: &MultiArchImageStatus,
+    decision: &Decision,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let blocked: Vec<String> = decision
+        .platforms
+        .iter()
+        .filter_map(|p| match &p.note {
+            Some(Note::FailedCreate(message)) => Some(format!("{}: {message}", p.platform)),
+            _ => None,
+        })
+        .collect();
+    if blocked.is_empty() || conditions.iter().any(|c| c.type_ == "Stalled") {
+        return;
+    }
+    let since = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled" && c.status == "True")
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    conditions.push(Condition {
+        type_: "Stalled".into(),
+        status: "True".into(),
+        reason: "FailedCreate".into(),
+        message: bounded(&format!(
+            "the Job controller cannot create pods: {}",
+            blocked.join("; ")
+        )),
+        observed_generation: generation,
+        last_transition_time: since,
+    });
 }

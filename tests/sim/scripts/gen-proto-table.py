@@ -22,7 +22,7 @@ PB, OPENAPI = sys.argv[1], sys.argv[2]
 # Groups whose kinds the simulator serves (or may serve); messages are kept
 # only when reachable from a kind (or its List) of these packages.
 ROOT_PACKAGES = [
-    "api.core.v1", "api.batch.v1", "api.coordination.v1", "api.events.v1",
+    "api.core.v1", "api.batch.v1", "api.apps.v1", "api.coordination.v1", "api.events.v1",
     "api.discovery.v1", "api.rbac.v1", "api.authorization.v1",
     "api.authentication.v1", "api.admissionregistration.v1",
     "apimachinery.pkg.apis.meta.v1",
@@ -46,8 +46,10 @@ def parse_structs(mod, path):
     text = open(path).read()
     structs = {}
     kinds = []
-    for m in re.finditer(r'const API_VERSION: &\'static str = "[^"]*";\s*const GROUP[^;]*;\s*const VERSION[^;]*;\s*const KIND: &\'static str = "([^"]*)"', text):
-        kinds.append(m.group(1))
+    # The apiVersion comes from k8s-pb itself: a package name does not give
+    # the group (api.rbac.v1 is rbac.authorization.k8s.io/v1).
+    for m in re.finditer(r'const API_VERSION: &\'static str = "([^"]*)";\s*const GROUP[^;]*;\s*const VERSION[^;]*;\s*const KIND: &\'static str = "([^"]*)"', text):
+        kinds.append((m.group(2), m.group(1)))
     for m in re.finditer(r'pub struct (\w+) \{(.*?)\n\}', text, re.S):
         name, body = m.group(1), m.group(2)
         fields = []
@@ -113,17 +115,20 @@ def camel(s):
 
 
 def main():
-    all_structs, roots = {}, []
+    all_structs, roots, api_versions = {}, [], {}
     for mod, path in modules():
         structs, kinds = parse_structs(mod, path)
         for s, f in structs.items():
             all_structs[mod + "." + s] = (mod, s, f)
         if mod in ROOT_PACKAGES:
-            for k in kinds:
+            for k, av in kinds:
+                api_versions[mod + "." + k] = av
                 roots.append(mod + "." + k)
                 if mod + "." + k + "List" in [mod + "." + x for x in structs]:
                     roots.append(mod + "." + k + "List")
+    # A subresource's kind: k8s-pb gives it no Resource impl.
     roots.append("api.authentication.v1.TokenRequest")
+    api_versions["api.authentication.v1.TokenRequest"] = "authentication.k8s.io/v1"
     roots.append("apimachinery.pkg.apis.meta.v1.Status")
     roots.append("apimachinery.pkg.runtime.Unknown")
     seen, order, todo = set(), [], list(roots)
@@ -142,14 +147,9 @@ def main():
     for r in roots:
         mod, s, _ = all_structs.get(r, (None, None, None))
         if mod and not s.endswith("List") and r.split(".")[-1] not in ("Status", "Unknown"):
-            pkg = mod.split(".")
-            group = "" if pkg[1] == "core" else pkg[1]
-            if group not in ("", "batch"):
-                group += ".k8s.io"
-            if mod.startswith("apimachinery"):
+            if r not in api_versions:
                 continue
-            av = pkg[-1] if group == "" else f"{group}/{pkg[-1]}"
-            print(f"K {av} {s} {r}")
+            print(f"K {api_versions[r]} {s} {r}")
     for n in sorted(order):
         mod, s, fields = all_structs[n]
         names = openapi_names(mod, s)

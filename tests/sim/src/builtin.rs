@@ -137,6 +137,30 @@ pub fn default_job(job: &mut Value) {
     }
 }
 
+/// Deployment and ReplicaSet defaults (pkg/apis/apps/v1/defaults.go):
+/// one replica; for Deployments the RollingUpdate strategy at 25%/25%,
+/// ten old ReplicaSets kept and a 600 s progress deadline.
+pub fn default_apps(obj: &mut Value, deployment: bool) {
+    let spec = crate::util::ensure_obj(obj, &["spec"]);
+    set_default(spec, "replicas", json!(1));
+    if deployment {
+        let strategy = crate::util::ensure_obj(obj, &["spec", "strategy"]);
+        set_default(strategy, "type", json!("RollingUpdate"));
+        if strategy.get("type") == Some(&json!("RollingUpdate")) {
+            let ru = crate::util::ensure_obj(obj, &["spec", "strategy", "rollingUpdate"]);
+            set_default(ru, "maxUnavailable", json!("25%"));
+            set_default(ru, "maxSurge", json!("25%"));
+        }
+        let spec = crate::util::ensure_obj(obj, &["spec"]);
+        set_default(spec, "revisionHistoryLimit", json!(10));
+        set_default(spec, "progressDeadlineSeconds", json!(600));
+    }
+    default_pod_spec(&mut obj["spec"]["template"]["spec"], true);
+    if obj["status"].is_null() {
+        obj["status"] = json!({});
+    }
+}
+
 /// The real Job update validation: template and selector are immutable
 /// (the suspended-job scheduling-directive exception is not modelled).
 pub fn job_immutable(old: &Value, new: &Value) -> Vec<FieldError> {

@@ -1,5 +1,8 @@
 //! CRD validation rules refused at CRD creation: rules that do not compile,
-//! and rules whose estimated cost exceeds the per-rule budget.
+//! rules whose estimated cost (times how often their node can occur)
+//! exceeds the per-expression budget, and versions whose rules together
+//! exceed the per-CRD budget (StaticEstimatedCRDCostLimit, naming the most
+//! expensive rules as cel_validation.go TotalCost does).
 //! Follows staging/src/k8s.io/apiextensions-apiserver/pkg/apiserver/schema/cel/compilation.go
 //! (StaticEstimatedCostLimit, the cost of unbounded strings and lists from
 //! the request size limit) and pkg/apis/apiextensions/validation/validation.go
@@ -94,7 +97,7 @@ pub fn estimate(rule: &str, s: &Value) -> f64 {
 }
 
 /// validation.go getCostErrorMessage.
-fn cost_error_message(cost: f64, limit: f64) -> String {
+fn cost_error_message(what: &str, cost: f64, limit: f64) -> String {
     let factor = cost / limit;
     let f = if factor > 100.0 {
         "more than 100x".to_string()
@@ -103,10 +106,56 @@ fn cost_error_message(cost: f64, limit: f64) -> String {
     } else {
         format!("{factor:.1}x")
     };
-    format!("estimated rule cost exceeds budget by factor of {f} (try simplifying the rule(s), or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)")
+    format!("{what} exceeds budget by factor of {f} (try simplifying the rule(s), or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)")
 }
 
-fn walk(s: &Value, path: &str, errs: &mut Vec<FieldError>) {
+/// The largest total estimated cost of a CRD version's rules
+/// (validation.go StaticEstimatedCRDCostLimit).
+pub const STATIC_ESTIMATED_CRD_COST_LIMIT: f64 = 100_000_000.0;
+/// How many of the most expensive rules the total's refusal names
+/// (cel_validation.go TotalCost.MostExpensive), and the least share of the
+/// CRD limit a rule must cost to be named.
+const MOST_EXPENSIVE_NAMED: usize = 4;
+const MOST_EXPENSIVE_MIN_SHARE: f64 = 0.01;
+
+/// Rules' costs summed over a schema (cel_validation.go TotalCost).
+#[derive(Default)]
+struct TotalCost {
+    total: f64,
+    most_expensive: Vec<(String, f64)>,
+}
+
+impl TotalCost {
+    fn observe(&mut self, path: &str, cost: f64) {
+        self.total += cost;
+        if cost < STATIC_ESTIMATED_CRD_COST_LIMIT * MOST_EXPENSIVE_MIN_SHARE {
+            return;
+        }
+        self.most_expensive.push((path.to_string(), cost));
+        self.most_expensive
+            .sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+        self.most_expensive.truncate(MOST_EXPENSIVE_NAMED);
+    }
+}
+
+/// How many times a child of `s` can occur per occurrence of `s`
+/// (cel_validation.go extractMaxElements); unbounded lists and maps are
+/// sized from the request limit.
+fn max_elements(s: &Value, child: &Value) -> f64 {
+    match s["type"].as_str().unwrap_or("") {
+        "array" => max_items(s),
+        "object" if s["additionalProperties"].is_object() => {
+            s["maxProperties"].as_f64().unwrap_or_else(|| {
+                (MAX_REQUEST_SIZE_BYTES / (min_serialized_size(child) + 3.0)).floor()
+            })
+        }
+        _ => 1.0,
+    }
+}
+
+/// `card`: how many times this node can occur in one object (the root once);
+/// a rule's cost is its estimate times that (getExpressionCost).
+fn walk(s: &Value, path: &str, card: f64, total: &mut TotalCost, errs: &mut Vec<FieldError>) {
     for (i, r) in s["x-kubernetes-validations"]
         .as_array()
         .into_iter()
@@ -123,34 +172,41 @@ fn walk(s: &Value, path: &str, errs: &mut Vec<FieldError>) {
             ));
             continue;
         }
-        let cost = estimate(rule, s);
+        let cost = estimate(rule, s) * card;
         if cost > STATIC_ESTIMATED_COST_LIMIT {
             errs.push(FieldError::other(
                 &field,
                 "FieldValueForbidden",
                 format!(
                     "Forbidden: {}",
-                    cost_error_message(cost, STATIC_ESTIMATED_COST_LIMIT)
+                    cost_error_message("estimated rule cost", cost, STATIC_ESTIMATED_COST_LIMIT)
                 ),
             ));
         }
+        total.observe(&field, cost);
     }
     for (k, c) in s["properties"].as_object().into_iter().flatten() {
-        walk(c, &format!("{path}.properties[{k}]"), errs);
+        walk(c, &format!("{path}.properties[{k}]"), card, total, errs);
     }
     if s["items"].is_object() {
-        walk(&s["items"], &format!("{path}.items"), errs);
+        let n = max_elements(s, &s["items"]);
+        walk(&s["items"], &format!("{path}.items"), card * n, total, errs);
     }
     if s["additionalProperties"].is_object() {
+        let n = max_elements(s, &s["additionalProperties"]);
         walk(
             &s["additionalProperties"],
             &format!("{path}.additionalProperties"),
+            card * n,
+            total,
             errs,
         );
     }
 }
 
-/// The rule errors of every version's schema of a CRD.
+/// The rule errors of every version's schema of a CRD: each rule within the
+/// per-expression limit, and each version's rules together within the
+/// per-CRD limit (validation.go ValidateCustomResourceDefinitionValidation).
 pub fn validate_crd(crd: &Value) -> Vec<FieldError> {
     let mut errs = vec![];
     for (i, v) in crd["spec"]["versions"]
@@ -161,11 +217,25 @@ pub fn validate_crd(crd: &Value) -> Vec<FieldError> {
     {
         let schema = &v["schema"]["openAPIV3Schema"];
         if schema.is_object() {
-            walk(
-                schema,
-                &format!("spec.versions[{i}].schema.openAPIV3Schema"),
-                &mut errs,
-            );
+            let path = format!("spec.versions[{i}].schema.openAPIV3Schema");
+            let mut total = TotalCost::default();
+            walk(schema, &path, 1.0, &mut total, &mut errs);
+            if total.total > STATIC_ESTIMATED_CRD_COST_LIMIT {
+                for (p, _) in &total.most_expensive {
+                    errs.push(crate::validation::forbidden(
+                        p,
+                        "contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema",
+                    ));
+                }
+                errs.push(crate::validation::forbidden(
+                    &path,
+                    &cost_error_message(
+                        "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema",
+                        total.total,
+                        STATIC_ESTIMATED_CRD_COST_LIMIT,
+                    ),
+                ));
+            }
         }
     }
     errs
@@ -175,6 +245,52 @@ pub fn validate_crd(crd: &Value) -> Vec<FieldError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn crd_with(schema: Value) -> Value {
+        json!({"spec": {"versions": [{"name": "v1", "schema": {"openAPIV3Schema": schema}}]}})
+    }
+
+    #[test]
+    fn rules_inside_lists_cost_per_element_and_the_crd_total_is_bounded() {
+        let rules = |n: usize| -> Vec<Value> {
+            (0..n)
+                .map(|i| json!({"rule": format!("!self.contains('x{i}')")}))
+                .collect()
+        };
+        // Each rule: (2 + 8000 bytes * 0.1) per item * 10,000 items = 8.02M.
+        let schema = |n: usize| {
+            json!({"type": "object", "properties": {"tags": {"type": "array", "maxItems": 10000,
+                "items": {"type": "string", "maxLength": 8000, "x-kubernetes-validations": rules(n)}}}})
+        };
+        assert!(validate_crd(&crd_with(schema(12))).is_empty());
+        let errs = validate_crd(&crd_with(schema(13)));
+        let msgs: Vec<String> = errs
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
+        assert_eq!(msgs.len(), 5, "{msgs:#?}");
+        let root = "spec.versions[0].schema.openAPIV3Schema";
+        assert_eq!(
+            msgs[0],
+            format!("{root}.properties[tags].items.x-kubernetes-validations[0].rule: Forbidden: contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema")
+        );
+        assert!(
+            msgs[4].starts_with(&format!("{root}: Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of 1.04")),
+            "{}",
+            msgs[4]
+        );
+        // One rule over an unbounded list of bounded strings: the list's
+        // size from the request limit times the rule.
+        let unbounded = json!({"type": "object", "properties": {"tags": {"type": "array",
+            "items": {"type": "string", "maxLength": 128, "x-kubernetes-validations": [{"rule": "self.startsWith('t-')"}]}}}});
+        let errs = validate_crd(&crd_with(unbounded));
+        assert!(
+            errs[0]
+                .message
+                .contains("estimated rule cost exceeds budget"),
+            "{errs:?}"
+        );
+    }
 
     #[test]
     fn bounded_rules_pass_unbounded_lists_do_not() {

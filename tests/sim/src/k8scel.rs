@@ -19,7 +19,24 @@ use serde_json::{json, Value as Json};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
+/// The standard library plus cel-go's strings extension (Kubernetes'
+/// environment has it: staging/src/k8s.io/apiserver/pkg/cel/environment/base.go).
+static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
+    let mut env = Env::stdlib();
+    cel::extensions::strings(&mut env).expect("the strings extension registers");
+    Arc::new(env)
+});
+
+thread_local! {
+    /// A context holding the Kubernetes libraries, built once per thread:
+    /// evaluations run in child scopes of it, so a write pays no
+    /// registration.
+    static LIBRARIES: Context<'static, 'static> = {
+        let mut ctx = Context::with_env(ENV.clone());
+        crate::k8scel_lib::install(&mut ctx);
+        ctx
+    };
+}
 
 const TAG: &str = "__authz";
 
@@ -190,17 +207,25 @@ pub fn eval(
     vars: &[(&str, &Json)],
     authz: Option<&Authz>,
 ) -> Result<Json, String> {
-    let mut ctx = Context::with_env(ENV.clone());
-    for (name, v) in vars {
-        ctx.add_variable_from_value(*name, to_cel(v));
+    let run = |ctx: &mut Context| {
+        for (name, v) in vars {
+            ctx.add_variable_from_value(*name, to_cel(v));
+        }
+        program
+            .execute(ctx)
+            .map(|v| to_json(&v))
+            .map_err(|e| e.to_string())
+    };
+    match authz {
+        // Functions bound to this request need a root context of their own.
+        Some(a) => {
+            let mut ctx = Context::with_env(ENV.clone());
+            crate::k8scel_lib::install(&mut ctx);
+            install(&mut ctx, a);
+            run(&mut ctx)
+        }
+        None => LIBRARIES.with(|root| run(&mut root.new_inner_scope())),
     }
-    if let Some(a) = authz {
-        install(&mut ctx, a);
-    }
-    program
-        .execute(&ctx)
-        .map(|v| to_json(&v))
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -209,6 +234,46 @@ mod tests {
 
     fn run(expr: &str, vars: &[(&str, &Json)]) -> Json {
         eval(&compile(expr).unwrap(), vars, None).unwrap()
+    }
+
+    /// Kubernetes' libraries: strings (cel-go ext strings), lists
+    /// (library/lists.go), quantity (library/quantity.go).
+    #[test]
+    fn kubernetes_libraries() {
+        let obj = json!({"tags": ["b", "a"], "n": [3, 1, 2], "cpu": "1500m", "mem": "1Gi"});
+        let v = [("o", &obj)];
+        assert_eq!(run("o.tags.join(',')", &v), json!("b,a"));
+        assert_eq!(run("'a/b/c'.split('/')", &v), json!(["a", "b", "c"]));
+        assert_eq!(run("'LiNuX'.lowerAscii() == 'linux'", &v), json!(true));
+        assert_eq!(run("'  x '.trim() + 'abc'.substring(1)", &v), json!("xbc"));
+        assert_eq!(run("o.tags.isSorted()", &v), json!(false));
+        assert_eq!(
+            run("['a', 'b'].isSorted() && [1, 2, 2].isSorted()", &v),
+            json!(true)
+        );
+        assert_eq!(run("o.n.sum()", &v), json!(6));
+        assert_eq!(run("[1.5, 2.0].sum()", &v), json!(3.5));
+        assert_eq!(run("o.n.min() == 1 && o.n.max() == 3", &v), json!(true));
+        assert!(eval(&compile("[].min()").unwrap(), &v, None).is_err());
+        assert_eq!(
+            run("quantity(o.cpu).isGreaterThan(quantity('1'))", &v),
+            json!(true)
+        );
+        assert_eq!(run("quantity(o.mem).asInteger()", &v), json!(1073741824));
+        assert_eq!(
+            run("quantity('500m').add(quantity('1500m')).asInteger()", &v),
+            json!(2)
+        );
+        assert_eq!(
+            run("quantity('1').compareTo(quantity('1000m'))", &v),
+            json!(0)
+        );
+        assert_eq!(
+            run("isQuantity('1Gi') && !isQuantity('1 Gi')", &v),
+            json!(true)
+        );
+        assert_eq!(run("quantity('-2').sign()", &v), json!(-1));
+        assert!(eval(&compile("quantity('garbage')").unwrap(), &v, None).is_err());
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod error;
 pub mod faults;
 pub mod http;
 pub mod k8scel;
+pub mod k8scel_lib;
 pub mod nodes;
 pub mod openapi;
 pub mod patch;
@@ -63,6 +64,9 @@ pub struct SimConfig {
     /// for the container's `command[0]` (None: PATH only). Unmapped images
     /// fail to pull.
     pub images: Vec<(String, Option<PathBuf>)>,
+    /// Image repository → its ENTRYPOINT (the image config's), run when a
+    /// container sets no `command`, with the container's `args`.
+    pub image_entrypoints: Vec<(String, Vec<String>)>,
     pub faults: Faults,
     /// Watch events retained; a watch from an older resourceVersion gets 410 Gone.
     pub history_window: usize,
@@ -116,6 +120,7 @@ impl Default for SimConfig {
             users: vec![],
             owner_references_permission_enforcement: false,
             image_pull_backoff: Duration::from_secs(10),
+            image_entrypoints: vec![],
             terminated_pod_gc_threshold: DEFAULT_TERMINATED_POD_GC_THRESHOLD,
             node_groups: vec![],
             clock_offset_seconds: 0,

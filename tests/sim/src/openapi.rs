@@ -21,7 +21,8 @@ fn sub<T: schemars::JsonSchema>(g: &mut SchemaGenerator) -> schemars::Schema {
 /// The k8s-openapi type of a served built-in kind.
 fn builtin_schema(group: &str, version: &str, kind: &str) -> Option<SchemaFn> {
     use k8s_openapi::api::{
-        admissionregistration, authorization, batch, coordination, core, discovery, events, rbac,
+        admissionregistration, apps, authorization, batch, coordination, core, discovery, events,
+        rbac,
     };
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
     Some(match (group, version, kind) {
@@ -35,6 +36,8 @@ fn builtin_schema(group: &str, version: &str, kind: &str) -> Option<SchemaFn> {
         ("", "v1", "Service") => sub::<core::v1::Service>,
         ("", "v1", "Endpoints") => sub::<core::v1::Endpoints>,
         ("batch", "v1", "Job") => sub::<batch::v1::Job>,
+        ("apps", "v1", "Deployment") => sub::<apps::v1::Deployment>,
+        ("apps", "v1", "ReplicaSet") => sub::<apps::v1::ReplicaSet>,
         ("coordination.k8s.io", "v1", "Lease") => sub::<coordination::v1::Lease>,
         ("events.k8s.io", "v1", "Event") => sub::<events::v1::Event>,
         ("rbac.authorization.k8s.io", "v1", "Role") => sub::<rbac::v1::Role>,

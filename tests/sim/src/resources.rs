@@ -118,6 +118,25 @@ pub fn builtins() -> Vec<Arc<ResDef>> {
             false,
         ),
         builtin("batch", "v1", "jobs", "Job", true, &[], true),
+        // apps/v1 (pkg/registry/apps): the kinds a Deployment rolls out with.
+        builtin(
+            "apps",
+            "v1",
+            "deployments",
+            "Deployment",
+            true,
+            &["deploy"],
+            true,
+        ),
+        builtin(
+            "apps",
+            "v1",
+            "replicasets",
+            "ReplicaSet",
+            true,
+            &["rs"],
+            true,
+        ),
         builtin(
             "coordination.k8s.io",
             "v1",
@@ -208,7 +227,10 @@ pub fn builtins() -> Vec<Arc<ResDef>> {
             d.log_sub = true;
             d.categories = vec!["all".into()];
         }
-        if d.plural == "jobs" || d.plural == "services" {
+        if matches!(
+            d.plural.as_str(),
+            "jobs" | "services" | "deployments" | "replicasets"
+        ) {
             d.categories = vec!["all".into()];
         }
         if d.plural == "customresourcedefinitions" {
@@ -303,9 +325,13 @@ impl Registry {
             .cloned()
     }
     pub fn by_gr(&self, gr: &str) -> Option<Arc<ResDef>> {
+        // Compared in parts: the controllers look up every stored object's
+        // definition on each pass, and formatting `gr()` per definition
+        // dominated them.
+        let (group, plural) = gr.split_once('/')?;
         self.defs
             .iter()
-            .find(|d| d.gr() == gr && d.group == d.storage_group)
+            .find(|d| d.storage_group == group && d.plural == plural && d.group == d.storage_group)
             .cloned()
     }
     /// Replace the definitions a CRD contributes.

@@ -127,6 +127,80 @@ fn names(list: &Value, key: &str) -> String {
 
 type RowFn = fn(&Value) -> Vec<Value>;
 
+fn int_at(o: &Value, f: &str) -> i64 {
+    o["status"][f].as_i64().unwrap_or(0)
+}
+
+/// The wide columns of workload kinds: containers, images, selector.
+fn workload_tail(o: &Value) -> [Value; 3] {
+    let cs = &o["spec"]["template"]["spec"]["containers"];
+    let sel = o["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    [
+        json!(names(cs, "name")),
+        json!(names(cs, "image")),
+        json!(sel),
+    ]
+}
+
+/// printers.go deploymentColumnDefinitions / replicaSetColumnDefinitions.
+fn apps_columns(deployment: bool) -> (Vec<Col>, RowFn) {
+    let extra = [
+        col("Containers", "string", 1),
+        col("Images", "string", 1),
+        col("Selector", "string", 1),
+    ];
+    if deployment {
+        let mut cols = vec![
+            col("Name", "string", 0),
+            col("Ready", "string", 0),
+            col("Up-to-date", "string", 0),
+            col("Available", "string", 0),
+            col("Age", "string", 0),
+        ];
+        cols.extend(extra);
+        (cols, |d| {
+            let want = d["spec"]["replicas"].as_i64().unwrap_or(1);
+            let mut row = vec![
+                json!(d["metadata"]["name"]),
+                json!(format!("{}/{want}", int_at(d, "readyReplicas"))),
+                json!(int_at(d, "updatedReplicas")),
+                json!(int_at(d, "availableReplicas")),
+                age(d),
+            ];
+            row.extend(workload_tail(d));
+            row
+        })
+    } else {
+        let mut cols = vec![
+            col("Name", "string", 0),
+            col("Desired", "integer", 0),
+            col("Current", "integer", 0),
+            col("Ready", "integer", 0),
+            col("Age", "string", 0),
+        ];
+        cols.extend(extra);
+        (cols, |r| {
+            let mut row = vec![
+                json!(r["metadata"]["name"]),
+                json!(r["spec"]["replicas"].as_i64().unwrap_or(1)),
+                json!(int_at(r, "replicas")),
+                json!(int_at(r, "readyReplicas")),
+                age(r),
+            ];
+            row.extend(workload_tail(r));
+            row
+        })
+    }
+}
+
 fn builtin_columns(def: &ResDef) -> (Vec<Col>, RowFn) {
     match (def.group.as_str(), def.plural.as_str()) {
         ("", "pods") => (
@@ -355,6 +429,7 @@ fn builtin_columns(def: &ResDef) -> (Vec<Col>, RowFn) {
                 ]
             },
         ),
+        ("apps", "deployments" | "replicasets") => apps_columns(def.plural == "deployments"),
         ("coordination.k8s.io", "leases") => (
             vec![
                 col("Name", "string", 0),

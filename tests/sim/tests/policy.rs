@@ -221,6 +221,34 @@ fn crd_with_rule(items: serde_json::Value) -> String {
     serde_json::to_string(&crd).unwrap()
 }
 
+/// Rules each within the per-expression budget but together over the
+/// per-CRD one (StaticEstimatedCRDCostLimit) are refused, naming the most
+/// expensive; one rule fewer passes.
+#[test]
+fn a_crd_whose_rules_together_exceed_the_crd_budget_is_refused() {
+    let sim = common::start_sim();
+    let k = Kubectl::new(sim.kubeconfig_path());
+    let names = |rules: usize| {
+        let rules: Vec<serde_json::Value> = (0..rules)
+            .map(|i| json!({"rule": format!("!self.contains('x{i}')")}))
+            .collect();
+        json!({"type": "array", "maxItems": 10000,
+            "items": {"type": "string", "maxLength": 8000, "x-kubernetes-validations": rules}})
+    };
+    let (ok, _, err) = k.run_stdin(&["apply", "-f", "-"], &crd_with_rule(names(13)));
+    assert!(!ok);
+    let root = "spec.versions[0].schema.openAPIV3Schema";
+    assert!(
+        err.contains(&format!("{root}.properties[spec].properties[names].items.x-kubernetes-validations[0].rule: Forbidden: contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{root}: Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of 1.04")),
+        "{err}"
+    );
+    k.ok_stdin(&["apply", "-f", "-"], &crd_with_rule(names(12)));
+}
+
 #[test]
 fn a_crd_whose_rule_is_too_expensive_is_refused_at_creation() {
     let sim = common::start_sim();
@@ -269,4 +297,62 @@ fn a_crd_whose_rule_is_too_expensive_is_refused_at_creation() {
     let operator_crd = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../crds/multiarchimages.multiarch.dev.yaml");
     k.ok(&["apply", "-f", operator_crd.to_str().unwrap()]);
+}
+
+/// Namespaces carry `kubernetes.io/metadata.name` (namespace/strategy.go
+/// Canonicalize), so a binding can select namespaces by name: the policy
+/// applies in `team-a` only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_selects_namespaces_by_their_name_label() {
+    require_tool("bwrap", "bubblewrap");
+    let sim = Sim::start(SimConfig::default()).unwrap();
+    let admin = sim.client();
+    sim.apply_manifest("apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n")
+        .unwrap();
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone());
+    for name in ["default", "team-a"] {
+        let ns = namespaces.get(name).await.unwrap();
+        assert_eq!(
+            ns.metadata.labels.unwrap_or_default()["kubernetes.io/metadata.name"],
+            name
+        );
+    }
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "no-forbidden-key"},
+        "spec": {"failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE"], "resources": ["configmaps"]}]},
+            "validations": [{"expression": "!has(object.data) || !('forbidden' in object.data)", "message": "forbidden key"}]},
+    }))
+    .unwrap();
+    Api::<ValidatingAdmissionPolicy>::all(admin.clone())
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": "no-forbidden-key"},
+        "spec": {"policyName": "no-forbidden-key", "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-a"}}}},
+    }))
+    .unwrap();
+    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let bad = cm("c", json!({"forbidden": "x"}));
+    let e = api_error(
+        Api::<ConfigMap>::namespaced(admin.clone(), "team-a")
+            .create(&PostParams::default(), &bad)
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.message.ends_with("denied request: forbidden key"),
+        "{}",
+        e.message
+    );
+    Api::<ConfigMap>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &bad)
+        .await
+        .expect("the binding does not select default");
 }

@@ -62,10 +62,12 @@ fn labels_match(selector: &Value, labels: &Value) -> bool {
     selector.is_null() || LabelSelector::from_object(selector).matches_labels(labels)
 }
 
-/// MatchResources: resourceRules minus excludeResourceRules, then the selectors.
+/// MatchResources: resourceRules minus excludeResourceRules, then the
+/// selectors. No resourceRules match every request (matching.go Matches:
+/// a binding's matchResources may only select namespaces or objects).
 fn resources_match(m: &Value, req: &Request, namespace: Option<&Value>) -> bool {
     let rules = m["resourceRules"].as_array().cloned().unwrap_or_default();
-    if !rules.iter().any(|r| rule_matches(r, req)) {
+    if !rules.is_empty() && !rules.iter().any(|r| rule_matches(r, req)) {
         return false;
     }
     if m["excludeResourceRules"]

@@ -29,7 +29,7 @@ pub(super) fn status_reset_on_create(def: &ResDef) -> bool {
     def.is_crd
         || matches!(
             def.plural.as_str(),
-            "pods" | "jobs" | "customresourcedefinitions"
+            "pods" | "jobs" | "deployments" | "replicasets" | "customresourcedefinitions"
         )
 }
 
@@ -102,12 +102,29 @@ impl Cluster {
                     errs.extend(builtin::job_immutable(o, obj));
                 }
             }
+            ("apps", "deployments" | "replicasets") => {
+                if let Some(e) =
+                    validation::pod::quantity_decode_error(&obj["spec"]["template"]["spec"])
+                {
+                    return Err(cannot_handle(def, e));
+                }
+                builtin::default_apps(obj, def.plural == "deployments");
+                if let Some(o) = old {
+                    errs.extend(validation::apps::selector_immutable(o, obj));
+                }
+            }
             ("apiextensions.k8s.io", _) => {
                 builtin::default_crd(obj);
                 errs.extend(builtin::validate_crd(obj));
                 errs.extend(crate::cel_cost::validate_crd(obj));
             }
             ("", "namespaces") => {
+                // Follows pkg/registry/core/namespace/strategy.go
+                // (Canonicalize): every namespace is labelled with its name,
+                // so selectors can pick namespaces by name.
+                let name = name_of(obj).to_string();
+                let labels = util::ensure_obj(obj, &["metadata", "labels"]);
+                labels.insert("kubernetes.io/metadata.name".into(), json!(name));
                 let st = util::ensure_obj(obj, &["status"]);
                 st.entry("phase").or_insert(json!("Active"));
                 let sp = util::ensure_obj(obj, &["spec"]);

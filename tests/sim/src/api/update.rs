@@ -11,32 +11,70 @@ use crate::util::{self, name_of, ns_of};
 use serde_json::{json, Value};
 use std::sync::{Arc, MutexGuard};
 
-fn strip_for_compare(v: &Value) -> Value {
-    let mut v = v.clone();
-    if let Some(m) = v["metadata"].as_object_mut() {
-        m.remove("resourceVersion");
-        if let Some(mf) = m.get_mut("managedFields").and_then(|x| x.as_array_mut()) {
-            for e in mf {
-                if let Some(em) = e.as_object_mut() {
-                    em.remove("time");
-                }
-            }
-        }
-    }
-    v
+/// Whether two maps agree on every key `skip` keeps, comparing values with
+/// `eq` (compared in place: writes do this on every update, and copying
+/// whole objects to compare them dominated the write path).
+fn maps_equal(
+    a: &Value,
+    b: &Value,
+    skip: impl Fn(&str) -> bool,
+    eq: impl Fn(&str, &Value, &Value) -> bool,
+) -> bool {
+    let (Some(am), Some(bm)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let kept = |m: &'_ serde_json::Map<String, Value>| m.keys().filter(|k| !skip(k)).count();
+    kept(am) == kept(bm)
+        && am
+            .iter()
+            .filter(|(k, _)| !skip(k))
+            .all(|(k, v)| bm.get(k).is_some_and(|w| eq(k, v, w)))
 }
 
-fn spec_part(v: &Value, status_sub: bool) -> Value {
-    let mut v = v.clone();
-    if let Some(m) = v.as_object_mut() {
-        m.remove("metadata");
-        m.remove("apiVersion");
-        m.remove("kind");
-        if status_sub {
-            m.remove("status");
-        }
-    }
-    v
+/// Equal but for resourceVersion and the managedFields entries' times: a
+/// write that changes nothing else is a no-op.
+fn same_but_rv_and_times(a: &Value, b: &Value) -> bool {
+    maps_equal(
+        a,
+        b,
+        |_| false,
+        |k, x, y| {
+            if k != "metadata" {
+                return x == y;
+            }
+            maps_equal(
+                x,
+                y,
+                |k| k == "resourceVersion",
+                |k, x, y| {
+                    if k != "managedFields" {
+                        return x == y;
+                    }
+                    match (x.as_array(), y.as_array()) {
+                        (Some(xs), Some(ys)) => {
+                            xs.len() == ys.len()
+                                && xs.iter().zip(ys).all(|(e, f)| {
+                                    maps_equal(e, f, |k| k == "time", |_, v, w| v == w)
+                                })
+                        }
+                        _ => x == y,
+                    }
+                },
+            )
+        },
+    )
+}
+
+/// Whether the parts of two objects that bump metadata.generation agree
+/// (everything but metadata, apiVersion, kind, and status when it is a
+/// subresource).
+fn same_spec(a: &Value, b: &Value, status_sub: bool) -> bool {
+    maps_equal(
+        a,
+        b,
+        |k| matches!(k, "metadata" | "apiVersion" | "kind") || (status_sub && k == "status"),
+        |_, v, w| v == w,
+    )
 }
 
 impl Cluster {
@@ -159,7 +197,7 @@ impl Cluster {
         if def.plural == "customresourcedefinitions" {
             builtin::crd_status(&mut new);
         }
-        if spec_part(old, def.status_sub) != spec_part(&new, def.status_sub) {
+        if !same_spec(old, &new, def.status_sub) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
             new["metadata"]["generation"] = json!(g + 1);
         }
@@ -191,7 +229,7 @@ impl Cluster {
             self.notify(s.rv);
             return Ok((gone, true));
         }
-        if strip_for_compare(&new) == strip_for_compare(old) {
+        if same_but_rv_and_times(&new, old) {
             return Ok((Arc::new(old.clone()), false));
         }
         let stored = s.put(&def.gr(), new);
@@ -386,6 +424,22 @@ impl Cluster {
             };
             let mut new = (*old).clone();
             f(&mut new);
+            // Controllers re-assert state on every pass: an unchanged object
+            // is the no-op write commit_update would find, without its
+            // admission and managedFields work (the cost of a pass over
+            // thousands of objects). A terminating object without
+            // finalizers still goes through, as its removal is due.
+            let terminating = !old["metadata"]["deletionTimestamp"].is_null();
+            if new == *old
+                && !(terminating
+                    && old["metadata"]["finalizers"]
+                        .as_array()
+                        .is_none_or(|f| f.is_empty()))
+            {
+                drop(s);
+                self.finish(def, &old, false);
+                return Ok(present(def, &old));
+            }
             if let Some(m) = new["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
             }

@@ -22,18 +22,24 @@ fn has_finalizer(o: &Value, f: &str) -> bool {
 
 pub fn reconcile(shared: &Arc<Shared>) {
     let c = &shared.cluster;
-    let all: Vec<(String, Arc<Value>)> = {
+    // One pass runs per burst of writes over every object: borrow rather
+    // than copy (one resource name per kind, uids from the objects).
+    let by_kind: Vec<(Arc<str>, Vec<Arc<Value>>)> = {
         let s = c.lock();
         s.objects
             .iter()
-            .flat_map(|(gr, m)| m.values().map(move |o| (gr.clone(), o.clone())))
+            .map(|(gr, m)| (Arc::from(gr.as_str()), m.values().cloned().collect()))
             .collect()
     };
-    let owners: HashMap<String, Owner> = all
+    let all: Vec<(&Arc<str>, &Arc<Value>)> = by_kind
+        .iter()
+        .flat_map(|(gr, objs)| objs.iter().map(move |o| (gr, o)))
+        .collect();
+    let owners: HashMap<&str, Owner> = all
         .iter()
         .map(|(_, o)| {
             (
-                uid_of(o).to_string(),
+                uid_of(o),
                 Owner {
                     terminating: !o["metadata"]["deletionTimestamp"].is_null(),
                     foreground: has_finalizer(o, "foregroundDeletion"),
@@ -42,19 +48,21 @@ pub fn reconcile(shared: &Arc<Shared>) {
             )
         })
         .collect();
-    let mut dependents: HashMap<String, usize> = HashMap::new();
+    let mut dependents: HashMap<&str, usize> = HashMap::new();
     for (gr, o) in &all {
+        let Some(refs) = o["metadata"]["ownerReferences"]
+            .as_array()
+            .filter(|r| !r.is_empty())
+        else {
+            continue;
+        };
         let Some(def) = c.registry().by_gr(gr) else {
             continue;
         };
-        let refs = o["metadata"]["ownerReferences"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if !refs.is_empty() {
-            for r in &refs {
+        {
+            for r in refs {
                 *dependents
-                    .entry(r["uid"].as_str().unwrap_or("").to_string())
+                    .entry(r["uid"].as_str().unwrap_or(""))
                     .or_default() += 1;
             }
             let live: Vec<&Owner> = refs

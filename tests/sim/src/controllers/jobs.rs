@@ -30,6 +30,8 @@ struct Tracking {
     last_failure: Option<Instant>,
     /// Set by a FailJob rule: the Job's failure message.
     fail_job: Option<String>,
+    /// The Job's and its pods' resourceVersions at the last sync.
+    synced: Option<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -93,7 +95,22 @@ impl JobController {
         for j in &jobs {
             let owned = by_owner.get(uid_of(j)).cloned().unwrap_or_default();
             let t = track.entry(uid_of(j).to_string()).or_default();
+            // Upstream syncs a Job when it or one of its pods changes (its
+            // work queue), or when a timer it set fires: an unchanged Job
+            // without a pending back-off or deadline needs no pass.
+            let rvs = || {
+                std::iter::once(crate::util::rv_of(j))
+                    .chain(owned.iter().map(|p| crate::util::rv_of(p)))
+            };
+            let timers = t.last_failure.is_some() || !j["spec"]["activeDeadlineSeconds"].is_null();
+            let unchanged = t.synced.as_ref().is_some_and(|s| {
+                s.len() == owned.len() + 1 && s.iter().map(String::as_str).eq(rvs())
+            });
+            if !timers && unchanged {
+                continue;
+            }
             self.sync_job(shared, j, &owned, t);
+            t.synced = Some(rvs().map(String::from).collect());
         }
     }
 

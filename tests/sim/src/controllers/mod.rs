@@ -3,11 +3,13 @@
 //! through the same API layer clients use.
 
 pub mod autoscaler;
+pub mod deployments;
 pub mod gc;
 pub mod jobs;
 pub mod kubelet;
 pub mod pod_failure_policy;
 pub mod podgc;
+pub mod replicasets;
 pub mod scheduler;
 
 use crate::Shared;
@@ -39,6 +41,18 @@ pub fn spawn_all(shared: Arc<Shared>) {
         "job-controller",
         Duration::from_millis(500),
         move |s| jc.reconcile(s),
+    ));
+    tokio::spawn(run_loop(
+        shared.clone(),
+        "deployment-controller",
+        Duration::from_secs(1),
+        deployments::reconcile,
+    ));
+    tokio::spawn(run_loop(
+        shared.clone(),
+        "replicaset-controller",
+        Duration::from_secs(1),
+        replicasets::reconcile,
     ));
     tokio::spawn(run_loop(
         shared.clone(),

@@ -149,6 +149,17 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(&[""], &["serviceaccounts"], &["impersonate"]),
                 rule(&[""], &["serviceaccounts/token"], &["create"]),
                 rule(&["batch"], &["jobs", "cronjobs"], &rw),
+                rule(
+                    &["apps"],
+                    &[
+                        "deployments",
+                        "deployments/rollback",
+                        "deployments/scale",
+                        "replicasets",
+                        "replicasets/scale",
+                    ],
+                    &rw,
+                ),
                 rule(&["coordination.k8s.io"], &["leases"], &rw),
             ],
         ),
@@ -172,6 +183,18 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(
                     &["batch"],
                     &["jobs", "jobs/status", "cronjobs", "cronjobs/status"],
+                    &READ,
+                ),
+                rule(
+                    &["apps"],
+                    &[
+                        "deployments",
+                        "deployments/scale",
+                        "deployments/status",
+                        "replicasets",
+                        "replicasets/scale",
+                        "replicasets/status",
+                    ],
                     &READ,
                 ),
                 rule(&["events.k8s.io"], &["events"], &READ),

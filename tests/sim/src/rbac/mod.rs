@@ -140,32 +140,6 @@ fn gr(plural: &str) -> String {
     format!("{GROUP}/{plural}")
 }
 
-/// The rules of a ClusterRole, with an aggregationRule's selected roles
-/// folded in (the clusterroleaggregation controller does this in the
-/// background on a real cluster: pkg/controller/clusterroleaggregation).
-fn cluster_role_rules<O: Objects + ?Sized>(s: &O, role: &Value, out: &mut Vec<Value>) {
-    out.extend(role["rules"].as_array().into_iter().flatten().cloned());
-    let selectors = role["aggregationRule"]["clusterRoleSelectors"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if selectors.is_empty() {
-        return;
-    }
-    for other in s.list_of(&gr("clusterroles"), "") {
-        if crate::util::name_of(&other) == crate::util::name_of(role) {
-            continue;
-        }
-        let labels = &other["metadata"]["labels"];
-        if selectors
-            .iter()
-            .any(|sel| crate::selectors::LabelSelector::from_object(sel).matches_labels(labels))
-        {
-            out.extend(other["rules"].as_array().into_iter().flatten().cloned());
-        }
-    }
-}
-
 /// How a binding names its subject (rule.go describeSubject).
 fn describe_subject(s: &Value, binding_ns: &str) -> String {
     let kind = s["kind"].as_str().unwrap_or("");
@@ -180,53 +154,35 @@ fn describe_subject(s: &Value, binding_ns: &str) -> String {
     format!("{kind} {name:?}")
 }
 
-/// Every rule that applies to the user in `ns` (cluster-wide rules too),
-/// each with the binding that grants it, plus the errors of bindings whose
-/// role is missing.
-pub fn rules_for<O: Objects + ?Sized>(
-    s: &O,
-    user: &UserInfo,
-    ns: &str,
-) -> (Vec<(Value, String)>, Vec<String>) {
-    let mut rules = vec![];
-    let mut errors = vec![];
-    let mut bindings = vec![];
-    for b in s.list_of(&gr("clusterrolebindings"), "") {
-        if let Some(sub) = strs_subjects(&b).find(|sub| subject_matches(sub, user, "")) {
-            bindings.push((
-                b.clone(),
-                format!("ClusterRoleBinding {:?}", crate::util::name_of(&b)),
-                describe_subject(sub, ""),
-            ));
-        }
+/// Whether a ClusterRole's rules, or those of the roles it aggregates,
+/// allow the request.
+fn cluster_role_allows<O: Objects + ?Sized>(s: &O, role: &Value, a: &Attributes) -> bool {
+    let own = |r: &Value| {
+        r["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|rule| rule_allows(a, rule))
+    };
+    if own(role) {
+        return true;
     }
-    if !ns.is_empty() {
-        for b in s.list_of(&gr("rolebindings"), ns) {
-            if let Some(sub) = strs_subjects(&b).find(|sub| subject_matches(sub, user, ns)) {
-                let id = format!("RoleBinding \"{}/{ns}\"", crate::util::name_of(&b));
-                bindings.push((b.clone(), id, describe_subject(sub, ns)));
-            }
-        }
+    let selectors = role["aggregationRule"]["clusterRoleSelectors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(crate::selectors::LabelSelector::from_object)
+        .collect::<Vec<_>>();
+    if selectors.is_empty() {
+        return false;
     }
-    for (b, id, subject) in bindings {
-        let kind = b["roleRef"]["kind"].as_str().unwrap_or("");
-        let name = b["roleRef"]["name"].as_str().unwrap_or("");
-        let mut found = vec![];
-        match kind {
-            "ClusterRole" => match s.get_of(&gr("clusterroles"), "", name) {
-                Some(r) => cluster_role_rules(s, &r, &mut found),
-                None => errors.push(format!("clusterrole.{GROUP} \"{name}\" not found")),
-            },
-            "Role" => match s.get_of(&gr("roles"), crate::util::ns_of(&b), name) {
-                Some(r) => found.extend(r["rules"].as_array().into_iter().flatten().cloned()),
-                None => errors.push(format!("role.{GROUP} \"{name}\" not found")),
-            },
-            _ => {}
-        }
-        let source = format!("{id} of {kind} {name:?} to {subject}");
-        rules.extend(found.into_iter().map(|r| (r, source.clone())));
-    }
-    (rules, errors)
+    s.list_of(&gr("clusterroles"), "").iter().any(|other| {
+        crate::util::name_of(other) != crate::util::name_of(role)
+            && selectors
+                .iter()
+                .any(|sel| sel.matches_labels(&other["metadata"]["labels"]))
+            && own(other)
+    })
 }
 
 fn strs_subjects(b: &Value) -> impl Iterator<Item = &Value> {
@@ -247,9 +203,61 @@ pub fn authorize_in<O: Objects + ?Sized>(s: &O, a: &Attributes) -> (bool, String
     if a.user.is_master() {
         return (true, String::new());
     }
-    let (rules, errors) = rules_for(s, &a.user, &a.namespace);
-    if let Some((_, source)) = rules.iter().find(|(r, _)| rule_allows(a, r)) {
-        return (true, format!("RBAC: allowed by {source}"));
+    // rule.go VisitRulesFor: ClusterRoleBindings, then the namespace's
+    // RoleBindings; the first rule that allows ends the walk (rbac.go
+    // RBACAuthorizer.Authorize), so a request costs no more than it needs.
+    let ns = a.namespace.as_str();
+    let mut errors = vec![];
+    let cluster = s.list_of(&gr("clusterrolebindings"), "");
+    let local = if ns.is_empty() {
+        vec![]
+    } else {
+        s.list_of(&gr("rolebindings"), ns)
+    };
+    let bindings = cluster
+        .iter()
+        .map(|b| (b, ""))
+        .chain(local.iter().map(|b| (b, ns)));
+    for (b, binding_ns) in bindings {
+        let Some(sub) = strs_subjects(b).find(|sub| subject_matches(sub, &a.user, binding_ns))
+        else {
+            continue;
+        };
+        let kind = b["roleRef"]["kind"].as_str().unwrap_or("");
+        let name = b["roleRef"]["name"].as_str().unwrap_or("");
+        let allowed = match kind {
+            "ClusterRole" => match s.get_of(&gr("clusterroles"), "", name) {
+                Some(r) => cluster_role_allows(s, &r, a),
+                None => {
+                    errors.push(format!("clusterrole.{GROUP} \"{name}\" not found"));
+                    false
+                }
+            },
+            "Role" => match s.get_of(&gr("roles"), crate::util::ns_of(b), name) {
+                Some(r) => r["rules"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|rule| rule_allows(a, rule)),
+                None => {
+                    errors.push(format!("role.{GROUP} \"{name}\" not found"));
+                    false
+                }
+            },
+            _ => false,
+        };
+        if allowed {
+            let id = if binding_ns.is_empty() {
+                format!("ClusterRoleBinding {:?}", crate::util::name_of(b))
+            } else {
+                format!("RoleBinding \"{}/{ns}\"", crate::util::name_of(b))
+            };
+            let subject = describe_subject(sub, binding_ns);
+            return (
+                true,
+                format!("RBAC: allowed by {id} of {kind} {name:?} to {subject}"),
+            );
+        }
     }
     let reason = if errors.is_empty() {
         String::new()

@@ -3,6 +3,7 @@
 //! file it follows; the messages are apimachinery's field.Error texts
 //! (staging/src/k8s.io/apimachinery/pkg/util/validation/field/errors.go).
 
+pub mod apps;
 pub mod event;
 pub mod job;
 pub mod meta;
@@ -23,6 +24,7 @@ pub fn validate(def: &ResDef, obj: &Value, old: Option<&Value>) -> Vec<FieldErro
     match (def.storage_group.as_str(), def.plural.as_str()) {
         ("", "pods") => errs.extend(pod::validate_pod_spec(&obj["spec"], "spec")),
         ("batch", "jobs") => errs.extend(job::validate_job(obj, old.is_none())),
+        ("apps", "deployments" | "replicasets") => errs.extend(apps::validate(obj)),
         _ => {}
     }
     errs

@@ -50,10 +50,18 @@ pub(super) fn resolve_env(
     if let Some(d) = bin_dir {
         path = format!("{}:{path}", d.display());
     }
+    let port = ctx.shared.port().to_string();
+    // The `kubernetes` Service's variables (pkg/kubelet/kubelet_pods.go
+    // makeEnvironmentVariables): here the API server's own address, as
+    // nothing routes the ClusterIP.
     let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), path),
         ("HOSTNAME".into(), ctx.name.clone()),
         ("HOME".into(), "/root".into()),
+        ("KUBERNETES_SERVICE_HOST".into(), "127.0.0.1".into()),
+        ("KUBERNETES_SERVICE_PORT".into(), port.clone()),
+        ("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.clone()),
+        ("KUBERNETES_PORT".into(), format!("tcp://127.0.0.1:{port}")),
     ];
     let get_secret = |name: &str| cl.lock().get("/secrets", &ctx.ns, name);
     let get_cm = |name: &str| cl.lock().get("/configmaps", &ctx.ns, name);
@@ -166,6 +174,39 @@ pub(super) fn resolve_env(
         env.push((k, val));
     }
     Ok(env)
+}
+
+/// Where a pod's ServiceAccount credentials are mounted
+/// (plugin/pkg/admission/serviceaccount: DefaultAPITokenMountPath).
+pub(super) const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The pod's ServiceAccount token, the cluster CA and the namespace, as the
+/// `kube-api-access-*` projected volume gives them; None when
+/// `automountServiceAccountToken` is false on the pod or its account, or the
+/// account is missing.
+pub(super) fn service_account_dir(ctx: &PodCtx) -> Option<std::path::PathBuf> {
+    let cl = &ctx.shared.cluster;
+    let pod = &ctx.pod;
+    let sa_name = pod["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or("default");
+    let sa = cl.lock().get("/serviceaccounts", &ctx.ns, sa_name)?;
+    let automount = pod["spec"]["automountServiceAccountToken"]
+        .as_bool()
+        .or(sa["automountServiceAccountToken"].as_bool())
+        .unwrap_or(true);
+    if !automount {
+        return None;
+    }
+    let dir = ctx.dir.join("serviceaccount");
+    if !dir.join("token").exists() {
+        std::fs::create_dir_all(&dir).ok()?;
+        let token = ctx.shared.tokens.add_service_account(&sa, None);
+        std::fs::write(dir.join("token"), token).ok()?;
+        std::fs::write(dir.join("ca.crt"), &ctx.shared.tls.ca_pem).ok()?;
+        std::fs::write(dir.join("namespace"), &ctx.ns).ok()?;
+    }
+    Some(dir)
 }
 
 #[cfg(test)]

@@ -52,6 +52,17 @@ pub(crate) fn image_mapping(shared: &Shared, image: &str) -> Option<Option<PathB
         .map(|(_, d)| d.clone())
 }
 
+/// The image's ENTRYPOINT, when configured.
+pub(crate) fn image_entrypoint(shared: &Shared, image: &str) -> Option<Vec<String>> {
+    let repo = normalize_repo(image_repo(image));
+    shared
+        .config
+        .image_entrypoints
+        .iter()
+        .find(|(r, _)| normalize_repo(image_repo(r)) == repo)
+        .map(|(_, e)| e.clone())
+}
+
 /// Whether `image` parses as a reference, following the grammar of
 /// github.com/distribution/reference (regexp.go): optional domain
 /// (`host[:port]`), lowercase path components joined by `.`, `_`, `__` or
