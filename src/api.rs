@@ -237,10 +237,18 @@ pub struct MultiArchImageSpec {
     pub cache: CacheSpec,
 
     /// A `kubernetes.io/dockerconfigjson` Secret in the same namespace with
-    /// credentials to push to `image`; mounted into the build and merge Jobs.
-    /// The operator itself never reads it.
+    /// credentials to push to `image` (and to write the cache); mounted
+    /// only into the steps that push, never where the Dockerfile's steps
+    /// run. The operator itself never reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_secret: Option<LocalObjectRef>,
+
+    /// A `kubernetes.io/dockerconfigjson` Secret in the same namespace with
+    /// credentials to pull private base images and to read the cache: the
+    /// only registry credential of the build step, so the only one the
+    /// Dockerfile's steps can reach. Give it read access only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_secret: Option<LocalObjectRef>,
 
     /// The registry of `image` may be plain HTTP or HTTPS with an unverified
     /// certificate, for pushes and for base images pulled from it

@@ -8,6 +8,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod merge;
 pub mod platform;
+pub mod push;
 pub mod reference;
 pub mod render;
 pub mod telemetry;

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use multiarch_operator::{api, controller, merge, render, telemetry, validate};
+use multiarch_operator::{api, controller, merge, push, render, telemetry, validate};
 
 /// Builds multi-architecture container images natively on Kubernetes.
 #[derive(Parser, Debug)]
@@ -30,6 +30,9 @@ enum Command {
     Controller(controller::ControllerArgs),
     /// Assemble the per-platform images into one index and push it.
     Merge(merge::MergeArgs),
+    /// Push a built image (and its cache) from OCI layouts, by digest: the
+    /// last step of a BuildKit build pod.
+    Push(push::PushArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,11 @@ fn main() -> ExitCode {
         Command::Merge(args) => {
             let runtime = tokio::runtime::Runtime::new().expect("start the async runtime");
             let code = runtime.block_on(merge::run(args));
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+        Command::Push(args) => {
+            let runtime = tokio::runtime::Runtime::new().expect("start the async runtime");
+            let code = runtime.block_on(push::run(args));
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }

@@ -1,6 +1,7 @@
 //! The termination message a build pod's last container writes: what the
-//! operator learns of a finished build. One place writes its keys (the
-//! fixed report scripts of `render`) and one place reads them (`parse`).
+//! operator learns of a finished build. Its keys are written by the fixed
+//! report scripts of `render::cache` and by `render` here (for
+//! `multiarch-operator push`), and read in one place (`parse`).
 //!
 //! Format, one `key=value` a line:
 //! ```text
@@ -37,6 +38,32 @@ pub struct CacheOutcome {
     pub state: CacheState,
     /// Why it was unavailable: the platform's message, quoting the builder.
     pub detail: Option<String>,
+}
+
+/// What a builder's output told of the cache, as a report writes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CacheWords {
+    pub hits: u64,
+    pub import_error: Option<String>,
+    pub export_error: Option<String>,
+}
+
+/// Writes a report (`multiarch-operator push`'s; the report scripts of
+/// `render::cache` write the same lines): what `parse` reads.
+pub fn render(digest: &str, cache: Option<&CacheWords>) -> String {
+    let mut out = format!("{DIGEST_KEY}={digest}\n");
+    if let Some(cache) = cache {
+        out.push_str(&format!("{CACHE_HITS_KEY}={}\n", cache.hits));
+        for (key, words) in [
+            (CACHE_IMPORT_ERROR_KEY, &cache.import_error),
+            (CACHE_EXPORT_ERROR_KEY, &cache.export_error),
+        ] {
+            if let Some(words) = words {
+                out.push_str(&format!("{key}={}\n", words.replace('\n', " ")));
+            }
+        }
+    }
+    out
 }
 
 /// Reads a termination message (either form).

@@ -317,3 +317,89 @@ async fn a_mirror_serves_the_base_image_of_a_registry_that_does_not_resolve() {
         mirror.log()
     );
 }
+
+/// A server on loopback whose `/changing` answers a new body on every
+/// request, and which counts requests for `/ran`.
+struct Changing {
+    port: u16,
+    ran: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Changing {
+    fn start() -> Changing {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let ran = std::sync::Arc::new(AtomicUsize::new(0));
+        let (served, counted) = (std::sync::Arc::new(AtomicUsize::new(0)), ran.clone());
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                if line.contains(" /ran") {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                let body = format!("{}\n", served.fetch_add(1, Ordering::SeqCst));
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Changing { port, ran }
+    }
+
+    fn ran(&self) -> usize {
+        self.ran.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The cache export runs in the push container, next to the push
+/// credentials. A hostile Dockerfile whose `ADD <url>` changes between the
+/// build and the export misses the local cache there: its `RUN` step must
+/// not run again (it would, with the credentials mounted). The export fails
+/// instead, and the image is pushed all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_export_runs_no_step_of_the_dockerfile() {
+    let world = World::start(TWO_NODES).await;
+    let base = push_base_image(&world.registry);
+    let server = Changing::start();
+    let port = server.port;
+    let context = vec![(
+        "Dockerfile",
+        format!(
+            "FROM {base}\nADD http://127.0.0.1:{port}/changing /changing\n\
+             RUN [\"/bin/busybox\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:{port}/ran\"]\n"
+        ),
+    )];
+    apply(&world, "hostile", &["linux/amd64"], &context, json!({})).await;
+    let done = world.wait_phase("hostile", Phase::Succeeded).await;
+    assert_eq!(server.ran(), 1, "the RUN step ran in the build only");
+    let platform = done.status.clone().unwrap().platforms.remove(0);
+    assert_eq!(
+        platform.cache,
+        Some(CacheState::Unavailable),
+        "{}",
+        platform.message
+    );
+    assert!(
+        platform.message.contains("cache"),
+        "the failed export is reported: {}",
+        platform.message
+    );
+    common::inspect_raw(&format!("{}:latest", done.spec.image), None).expect("the index is pushed");
+}

@@ -18,7 +18,7 @@
 
 pub mod credentials;
 pub mod index;
-mod limits;
+pub mod limits;
 pub mod registry;
 mod request;
 pub mod source;

@@ -365,6 +365,42 @@ impl Registries {
         Ok(())
     }
 
+    /// Makes blob `digest` present in `target`, streamed from `file` (which
+    /// the caller verified hashes to it): nothing when the registry has it.
+    pub async fn push_file_blob(
+        &self,
+        target: &Reference,
+        digest: &str,
+        size: u64,
+        file: std::fs::File,
+    ) -> Result<(), Problem> {
+        use tokio::io::AsyncReadExt as _;
+        const CHUNK: usize = 1024 * 1024;
+        let to = self.client_for(target).await?;
+        let exists = to
+            .blob_exists(target, digest)
+            .await
+            .map_err(|e| self.problem(target, e))?;
+        if exists {
+            return Ok(());
+        }
+        let file = tokio::fs::File::from_std(file).take(size);
+        let stream = futures::stream::try_unfold(file, |mut file| async move {
+            let mut chunk = vec![0u8; CHUNK];
+            let read = file.read(&mut chunk).await?;
+            if read == 0 {
+                return Ok(None);
+            }
+            chunk.truncate(read);
+            Ok(Some((bytes::Bytes::from(chunk), file)))
+        })
+        .map_err(OciDistributionError::IoError);
+        to.push_blob_stream(target, stream, digest, Some(size))
+            .await
+            .map_err(|e| self.problem(target, e))?;
+        Ok(())
+    }
+
     /// Pushes manifest bytes as they are, under the tag or digest of `target`.
     pub async fn push_manifest(
         &self,

@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use super::cache;
 use super::mirrors::{self, RegistryMirror};
 use super::{
-    git, labels, owner_reference, push_secret_volume, staging_tag, BuilderImages,
-    DOCKER_CONFIG_DIR, PLATFORM_ANNOTATION, PLATFORM_LABEL, RESOURCE_ANNOTATION, SOURCE_DIR,
-    SOURCE_VOLUME, WORKSPACE_VOLUME,
+    git, labels, owner_reference, pull_secret_volume, push_secret_volume, staging_tag,
+    BuilderImages, DOCKER_CONFIG_DIR, PLATFORM_ANNOTATION, PLATFORM_LABEL, PULL_CONFIG_DIR,
+    RESOURCE_ANNOTATION, SOURCE_DIR, SOURCE_VOLUME, WORKSPACE_VOLUME,
 };
 use crate::api::{BuilderStrategy, MultiArchImage, MultiArchImageSpec};
 use crate::platform::Platform;
@@ -25,6 +25,10 @@ const BUILDER_CONFIG_DIR: &str = "/var/run/multiarch/builder";
 /// starts. Upstream's default (10) waits about 2 s in all, which a busy or
 /// slow node misses; attempt N sleeps 0.1 + 0.02 N s, so 70 wait about 57 s.
 pub const BUILDKIT_CONNECT_RETRIES: u32 = 70;
+/// BuildKit writes the image here, an OCI layout, for the push step.
+const BUILDKIT_IMAGE_LAYOUT: &str = "/workspace/image";
+/// The container pushing a BuildKit build's image.
+pub const PUSH_CONTAINER: &str = "push";
 /// BuildKit writes its result metadata here; the report step reads it.
 const BUILDKIT_METADATA: &str = "/workspace/buildkit-metadata.json";
 /// The image buildah builds locally before pushing it.
@@ -45,11 +49,10 @@ pub fn build_job(
     labels.insert(PLATFORM_LABEL.into(), platform.slug());
 
     let mut volumes = vec![json!({"name": WORKSPACE_VOLUME, "emptyDir": {}})];
-    let mut mounts = vec![json!({"name": WORKSPACE_VOLUME, "mountPath": "/workspace"})];
-    if let Some((volume, mount)) = push_secret_volume(spec) {
-        volumes.push(volume);
-        mounts.push(mount);
-    }
+    // Each registry Secret is mounted where it is needed only: the pull
+    // secret into the build, which runs the Dockerfile's steps; the push
+    // secret into the step that pushes, which runs none.
+    let mounts = Mounts::of(spec, &mut volumes);
     let mut init_containers = source_containers(spec, images, commit, &mut volumes);
     let (pod_security, build, report) = match spec.builder.strategy {
         BuilderStrategy::Buildkit => buildkit(
@@ -98,6 +101,17 @@ pub fn build_job(
     if let Some(account) = &spec.service_account_name {
         pod_spec["serviceAccountName"] = json!(account);
     }
+    // The push step runs the operator's image, which may be private.
+    let runs_operator_image = pod_spec["containers"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["image"] == json!(images.merge)));
+    if runs_operator_image && !images.merge_image_pull_secrets.is_empty() {
+        pod_spec["imagePullSecrets"] = images
+            .merge_image_pull_secrets
+            .iter()
+            .map(|name| json!({"name": name}))
+            .collect();
+    }
     super::into_job(json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -127,6 +141,33 @@ pub fn build_job(
             },
         },
     }))
+}
+
+/// The mounts every step has, and the registry Secrets' mounts, for the
+/// steps that may have them.
+struct Mounts {
+    /// The workspace.
+    shared: Vec<Value>,
+    /// The pull secret's mount, for the build step.
+    pull: Option<Value>,
+    /// The push secret's mount, for the push step.
+    push: Option<Value>,
+}
+
+impl Mounts {
+    fn of(spec: &MultiArchImageSpec, volumes: &mut Vec<Value>) -> Mounts {
+        let mut mount = |secret: Option<(Value, Value)>| {
+            secret.map(|(volume, mount)| {
+                volumes.push(volume);
+                mount
+            })
+        };
+        Mounts {
+            shared: vec![json!({"name": WORKSPACE_VOLUME, "mountPath": "/workspace"})],
+            pull: mount(pull_secret_volume(spec)),
+            push: mount(push_secret_volume(spec)),
+        }
+    }
 }
 
 /// The platform of the nodes `platform` is built on: its `spec.buildOn`
@@ -199,21 +240,31 @@ fn join_path(base: &str, relative: &str) -> String {
 
 /// Rootless BuildKit: no privileged pod, seccomp and AppArmor unconfined
 /// (it makes its own namespaces), state on an emptyDir; pushes by digest.
+///
+/// On nodes the operator image runs on (`MERGE_IMAGE_ARCHITECTURES`), the
+/// build has the pull secret only: it writes the image and the cache as
+/// OCI layouts, and `multiarch-operator push`, alone with the push secret,
+/// pushes them. Elsewhere (linux/arm/v7, s390x, ... nodes) no image of the
+/// operator can run, and BuildKit pushes from the build step itself, with
+/// the push secret (docs/security.md says so).
 fn buildkit(
     spec: &MultiArchImageSpec,
     platform: &Platform,
     images: &BuilderImages,
     volumes: &mut Vec<Value>,
     init_containers: &mut Vec<Value>,
-    mounts: &[Value],
+    mounts: &Mounts,
 ) -> (Value, Value, Value) {
+    let node = node_platform(spec, platform);
+    let split =
+        node.node_os() == "linux" && super::MERGE_IMAGE_ARCHITECTURES.contains(&node.node_arch());
     let image = spec
         .builder
         .image
         .clone()
         .unwrap_or_else(|| images.buildkit.clone());
     volumes.push(json!({"name": "buildkit-state", "emptyDir": {}}));
-    let mut build_mounts = source_mounts(spec, mounts);
+    let mut build_mounts = source_mounts(spec, &mounts.shared);
     build_mounts
         .push(json!({"name": "buildkit-state", "mountPath": "/home/user/.local/share/buildkit"}));
     // Without a privileged pod BuildKit cannot sandbox build steps in a PID
@@ -234,13 +285,18 @@ fn buildkit(
     let context = context_path(spec);
     let dockerfile = join_path(&context, &spec.dockerfile);
     let (dockerfile_dir, dockerfile_name) = dockerfile.rsplit_once('/').expect("an absolute path");
-    let mut output = format!(
-        "type=image,name={},push=true,push-by-digest=true,oci-mediatypes=true",
-        spec.image
-    );
-    if spec.insecure_registry {
-        output.push_str(",registry.insecure=true");
-    }
+    let output = if split {
+        format!("type=oci,dest={BUILDKIT_IMAGE_LAYOUT},tar=false")
+    } else {
+        let mut output = format!(
+            "type=image,name={},push=true,push-by-digest=true,oci-mediatypes=true",
+            spec.image
+        );
+        if spec.insecure_registry {
+            output.push_str(",registry.insecure=true");
+        }
+        output
+    };
     let mut args: Vec<String> = vec![
         "buildctl-daemonless.sh".into(),
         "build".into(),
@@ -260,23 +316,32 @@ fn buildkit(
     for (name, value) in &spec.build_args {
         args.extend(["--opt".into(), format!("build-arg:{name}={value}")]);
     }
-    args.extend(cache::buildkit_cache_args(spec, platform));
-    args.extend([
-        "--output".into(),
-        output,
-        "--metadata-file".into(),
-        BUILDKIT_METADATA.into(),
-    ]);
+    args.extend(cache::buildkit_cache_args(spec, platform, split));
+    args.extend(["--output".into(), output]);
+    if !split {
+        args.extend(["--metadata-file".into(), BUILDKIT_METADATA.into()]);
+    }
+    // The one registry credential of the build: the pull secret, or where
+    // the build pushes, the push secret.
+    let auth = if split {
+        mounts.pull.as_ref().map(|m| (m, PULL_CONFIG_DIR))
+    } else {
+        mounts.push.as_ref().map(|m| (m, DOCKER_CONFIG_DIR))
+    };
+    let mut env = vec![
+        json!({"name": "BUILDKITD_FLAGS", "value": daemon_flags}),
+        json!({"name": "BUILDCTL_CONNECT_RETRIES_MAX", "value": BUILDKIT_CONNECT_RETRIES.to_string()}),
+    ];
+    if let Some((mount, dir)) = auth {
+        build_mounts.push(mount.clone());
+        env.push(json!({"name": "DOCKER_CONFIG", "value": dir}));
+    }
     let mut build = json!({
         "name": "build",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": cache::logged(args),
-        "env": [
-            {"name": "BUILDKITD_FLAGS", "value": daemon_flags},
-            {"name": "BUILDCTL_CONNECT_RETRIES_MAX", "value": BUILDKIT_CONNECT_RETRIES.to_string()},
-            {"name": "DOCKER_CONFIG", "value": DOCKER_CONFIG_DIR},
-        ],
+        "env": env,
         "volumeMounts": build_mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
@@ -288,10 +353,84 @@ fn buildkit(
     if let Some(resources) = &spec.resources {
         build["resources"] = serde_json::to_value(resources).expect("resources");
     }
-    // A fixed script, never built from user input: the pushed digest from
-    // BuildKit's metadata, and what the build's output says of the cache,
-    // as the termination message.
-    let report = json!({
+    let last = if split {
+        push_container(spec, platform, images, mounts)
+    } else {
+        report_container(spec, &image, &mounts.shared)
+    };
+    let pod_security = json!({
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "runAsNonRoot": true,
+    });
+    (pod_security, build, last)
+}
+
+/// `multiarch-operator push`, on the operator's image: the image and the
+/// cache from their layouts, by digest, with the push secret; it runs
+/// nothing of the build and writes the report.
+fn push_container(
+    spec: &MultiArchImageSpec,
+    platform: &Platform,
+    images: &BuilderImages,
+    mounts: &Mounts,
+) -> Value {
+    let mut args: Vec<String> = vec![
+        "push".into(),
+        "--layout".into(),
+        BUILDKIT_IMAGE_LAYOUT.into(),
+        "--repository".into(),
+        spec.image.clone(),
+        "--build-log".into(),
+        cache::BUILD_LOG.into(),
+        "--report".into(),
+        "/dev/termination-log".into(),
+    ];
+    if let Some(reference) = cache::buildkit_cache_ref(spec, platform) {
+        args.extend([
+            "--cache-layout".into(),
+            cache::BUILDKIT_CACHE_LAYOUT.into(),
+            "--cache-to".into(),
+            reference,
+        ]);
+    }
+    // The workspace, read-only: what the build wrote is input here.
+    let mut volume_mounts =
+        vec![json!({"name": WORKSPACE_VOLUME, "mountPath": "/workspace", "readOnly": true})];
+    if let Some(mount) = &mounts.push {
+        volume_mounts.push(mount.clone());
+        args.extend([
+            "--registry-config".into(),
+            format!("{DOCKER_CONFIG_DIR}/config.json"),
+        ]);
+    }
+    for host in insecure_hosts(spec) {
+        args.extend(["--insecure-registry".into(), host]);
+    }
+    let mut security = restricted_container();
+    security["readOnlyRootFilesystem"] = json!(true);
+    json!({
+        "name": PUSH_CONTAINER,
+        "image": images.merge,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["multiarch-operator"],
+        "args": args,
+        "volumeMounts": volume_mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": security,
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "32Mi"},
+            "limits": {"memory": super::MERGE_MEMORY_LIMIT},
+        },
+    })
+}
+
+/// Where BuildKit pushed itself: a fixed script, never built from user
+/// input, reporting the pushed digest from BuildKit's metadata and what
+/// the build's output says of the cache, as the termination message.
+fn report_container(spec: &MultiArchImageSpec, image: &str, mounts: &[Value]) -> Value {
+    json!({
         "name": "report-digest",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
@@ -299,14 +438,7 @@ fn buildkit(
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": restricted_container(),
-    });
-    let pod_security = json!({
-        "runAsUser": 1000,
-        "runAsGroup": 1000,
-        "fsGroup": 1000,
-        "runAsNonRoot": true,
-    });
-    (pod_security, build, report)
+    })
 }
 
 /// Buildah: `bud` in an init container, then `push --digestfile` to the
@@ -319,10 +451,10 @@ fn buildah(
     images: &BuilderImages,
     volumes: &mut Vec<Value>,
     init_containers: &mut Vec<Value>,
-    mounts: &[Value],
+    mounts: &Mounts,
 ) -> (Value, Value, Value) {
     volumes.push(json!({"name": "containers-storage", "emptyDir": {}}));
-    let mut storage_mounts = mounts.to_vec();
+    let mut storage_mounts = mounts.shared.clone();
     storage_mounts.push(json!({"name": "containers-storage", "mountPath": "/var/lib/containers"}));
     let image = spec
         .builder
@@ -337,16 +469,25 @@ fn buildah(
     ));
     storage_mounts
         .push(json!({"name": "builder-config", "mountPath": BUILDER_CONFIG_DIR, "readOnly": true}));
-    let env = {
+    // Each step reads the one auth file it mounts; none is buildah's
+    // default, so a step without one has no credentials at all.
+    let env = |auth: Option<(&Value, &str)>| {
         let mut env = vec![
             json!({"name": "STORAGE_DRIVER", "value": "vfs"}),
             json!({"name": "BUILDAH_ISOLATION", "value": "chroot"}),
             json!({"name": "CONTAINERS_REGISTRIES_CONF", "value": format!("{BUILDER_CONFIG_DIR}/registries.conf")}),
         ];
-        if spec.push_secret.is_some() {
-            env.push(json!({"name": "REGISTRY_AUTH_FILE", "value": format!("{DOCKER_CONFIG_DIR}/config.json")}));
+        if let Some((_, dir)) = auth {
+            env.push(json!({"name": "REGISTRY_AUTH_FILE", "value": format!("{dir}/config.json")}));
         }
         env
+    };
+    let pull = mounts.pull.as_ref().map(|m| (m, PULL_CONFIG_DIR));
+    let push_auth = mounts.push.as_ref().map(|m| (m, DOCKER_CONFIG_DIR));
+    let with = |auth: Option<(&Value, &str)>| {
+        let mut mounts = source_mounts(spec, &storage_mounts);
+        mounts.extend(auth.map(|(mount, _)| mount.clone()));
+        mounts
     };
     let security = json!({
         "privileged": false,
@@ -398,8 +539,8 @@ fn buildah(
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": cache::logged(build_command),
-        "env": env,
-        "volumeMounts": source_mounts(spec, &storage_mounts),
+        "env": env(pull),
+        "volumeMounts": with(pull),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": security,
     });
@@ -418,9 +559,9 @@ fn buildah(
             cache_repository.as_deref(),
             &args,
         ),
-        "env": env,
+        "env": env(push_auth),
         // The cache export reads the context again.
-        "volumeMounts": source_mounts(spec, &storage_mounts),
+        "volumeMounts": with(push_auth),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": security,
     });

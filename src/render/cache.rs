@@ -24,6 +24,10 @@ pub const BUILD_LOG: &str = "/workspace/build.log";
 const BUILD_EXIT_CODE: &str = "/workspace/build.exit-code";
 /// buildah's cache export, kept apart from the build's output.
 const CACHE_EXPORT_LOG: &str = "/workspace/cache-export.log";
+/// The export `bud`'s flags: every step from local storage, none run
+/// (`--isolation=oci` makes buildah run `RUN` through `--runtime`, even
+/// where `BUILDAH_ISOLATION` says chroot).
+pub const EXPORT_ONLY: &str = "--layers --pull=never --isolation=oci --runtime=/bin/false";
 /// Where buildah's push leaves the image digest.
 const DIGEST_FILE: &str = "/workspace/image.digest";
 
@@ -56,12 +60,26 @@ pub fn cache_registry_host(spec: &MultiArchImageSpec) -> Option<String> {
     (host != image).then_some(host)
 }
 
+/// Where BuildKit's cache export leaves the cache, an OCI layout, for the
+/// push step (`multiarch-operator push`) to push.
+pub const BUILDKIT_CACHE_LAYOUT: &str = "/workspace/cache";
+
 /// `--import-cache` and `--export-cache` of `buildctl build`. The export
 /// ignores errors (control/control.go `ignore-error`): the image is pushed
 /// whatever becomes of the cache. A failed import is never fatal either
 /// (solver/llbsolver/bridge.go: a lazy cache manager that failed answers
 /// no records).
-pub fn buildkit_cache_args(spec: &MultiArchImageSpec, platform: &Platform) -> Vec<String> {
+///
+/// With `local_export`, the build has no push credentials: the cache goes
+/// to `BUILDKIT_CACHE_LAYOUT` as an image manifest (`image-manifest=true`,
+/// not the default of v0.18's local exporter), the form the registry
+/// importer reads (cache/remotecache/import.go) once the push step has
+/// pushed it under the same ref.
+pub fn buildkit_cache_args(
+    spec: &MultiArchImageSpec,
+    platform: &Platform,
+    local_export: bool,
+) -> Vec<String> {
     let Some(reference) = buildkit_cache_ref(spec, platform) else {
         return Vec::new();
     };
@@ -74,7 +92,11 @@ pub fn buildkit_cache_args(spec: &MultiArchImageSpec, platform: &Platform) -> Ve
         "--import-cache".into(),
         format!("type=registry,ref={reference}{insecure}"),
         "--export-cache".into(),
-        format!("type=registry,ref={reference},mode=max,ignore-error=true{insecure}"),
+        if local_export {
+            format!("type=local,dest={BUILDKIT_CACHE_LAYOUT},mode=max,oci-mediatypes=true,image-manifest=true,ignore-error=true")
+        } else {
+            format!("type=registry,ref={reference},mode=max,ignore-error=true{insecure}")
+        },
     ]
 }
 
@@ -143,6 +165,13 @@ pub fn buildkit_report(metadata: &str, cache: bool) -> Vec<String> {
 /// during the build instead would fail the build when the cache cannot be
 /// written (`pushCache` returns "failed pushing cache to ...").
 ///
+/// This container holds the push credentials, so its `bud` must run no
+/// step of the Dockerfile: a step that misses the local cache here (an
+/// `ADD <url>` whose content changed since the build, say) would run the
+/// `RUN` steps after it again, credentials mounted. `EXPORT_ONLY` forbids
+/// that: no pull, and the OCI runtime is `/bin/false`, so such a step fails
+/// the export, never the build or the push.
+///
 /// `$1` destination, `$2` `--tls-verify` value, `$3` cache repository
 /// (empty: none), then the `bud` arguments after `bud`.
 pub fn buildah_push(
@@ -160,7 +189,7 @@ pub fn buildah_push(
              echo \"{CACHE_HITS_KEY}=$(grep -c -F -e '--> Using cache' {BUILD_LOG})\"\n    \
              read_error=$(grep -m 1 -F -e \"docker://$cache:\" {BUILD_LOG} | sed 's/.*Error: //' | cut -c 1-{MAX_CACHE_ERROR})\n    \
              [ -z \"$read_error\" ] || echo \"{CACHE_IMPORT_ERROR_KEY}=$read_error\"\n    \
-             if ! buildah bud --layers --cache-to \"$cache\" \"$@\" > {CACHE_EXPORT_LOG} 2>&1; then\n      \
+             if ! buildah bud {EXPORT_ONLY} --cache-to \"$cache\" \"$@\" > {CACHE_EXPORT_LOG} 2>&1; then\n      \
                why=$(grep -m 1 -F 'failed pushing cache' {CACHE_EXPORT_LOG} || tail -n 1 {CACHE_EXPORT_LOG})\n      \
                echo \"{CACHE_EXPORT_ERROR_KEY}=$(printf '%s' \"$why\" | cut -c 1-{MAX_CACHE_ERROR})\"\n      \
                echo \"the cache export failed: $why\" >&2\n    \

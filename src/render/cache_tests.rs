@@ -71,21 +71,32 @@ fn buildkit_imports_and_exports_one_cache_per_platform() {
             )
         })
         .collect();
+    // The build has no push credentials: the cache goes to a layout, and
+    // the push step pushes it where the import reads.
     assert_eq!(
         refs[0],
         (
             "type=registry,ref=registry.example.com/team/app:buildcache-linux-amd64".into(),
-            "type=registry,ref=registry.example.com/team/app:buildcache-linux-amd64,mode=max,ignore-error=true".into()
+            "type=local,dest=/workspace/cache,mode=max,oci-mediatypes=true,image-manifest=true,ignore-error=true".into()
         )
     );
     assert!(refs[1].0.ends_with(":buildcache-linux-arm64"));
+    let jobs = jobs(&r);
+    let push = container(&jobs[1], "push").args.unwrap();
+    assert_eq!(
+        value_after(&push, "--cache-layout"),
+        Some("/workspace/cache")
+    );
+    assert_eq!(
+        value_after(&push, "--cache-to"),
+        Some("registry.example.com/team/app:buildcache-linux-arm64")
+    );
+    assert!(command(&jobs[0], "build").contains(&"--progress=plain".to_string()));
+    // No operator image runs on linux/arm nodes: BuildKit pushes itself.
     assert!(refs[2]
         .1
         .contains(":buildcache-linux-arm-v7,mode=max,ignore-error=true"));
-    let job = &jobs(&r)[0];
-    assert!(command(job, "build").contains(&"--progress=plain".to_string()));
-    let report = command(job, "report-digest");
-    assert_eq!(report.last().unwrap(), "cache");
+    assert_eq!(command(&jobs[2], "report-digest").last().unwrap(), "cache");
 }
 
 #[test]
@@ -147,7 +158,15 @@ fn buildah_keeps_layers_and_exports_after_the_push() {
         push[6], repositories[0],
         "the export goes where the import reads"
     );
-    assert!(push[2].contains("--cache-to \"$cache\""));
+    assert!(push[2].contains(&format!(
+        "buildah bud {} --cache-to \"$cache\"",
+        super::cache::EXPORT_ONLY
+    )));
+    assert!(
+        super::cache::EXPORT_ONLY.contains("--runtime=/bin/false")
+            && super::cache::EXPORT_ONLY.contains("--pull=never"),
+        "the export, credentials mounted, runs no step and pulls nothing"
+    );
     let mounts = container(&all[0], "push").volume_mounts.unwrap();
     assert!(
         mounts.iter().any(|m| m.mount_path == SOURCE_DIR),
@@ -162,7 +181,10 @@ fn a_disabled_cache_renders_no_cache_flags() {
     let job = &jobs(&buildkit)[0];
     let build = command(job, "build");
     assert!(!build.iter().any(|a| a.contains("cache")), "{build:?}");
-    assert_eq!(command(job, "report-digest").last().unwrap(), "no-cache");
+    let push = container(job, "push").args.unwrap();
+    assert!(!push.iter().any(|a| a.contains("cache")), "{push:?}");
+    let arm = &jobs(&buildkit)[2];
+    assert_eq!(command(arm, "report-digest").last().unwrap(), "no-cache");
     let buildah = with(serde_json::json!({
         "cache": off,
         "builder": {"strategy": "buildah"},

@@ -49,11 +49,14 @@ pub const PLATFORM_ANNOTATION: &str = "multiarch.dev/platform";
 /// hold every name), so pod events reach the right resource.
 pub const RESOURCE_ANNOTATION: &str = "multiarch.dev/resource";
 
-/// Where Jobs mount the push secret's `config.json`.
+/// Where the steps that push mount the push secret's `config.json`.
 pub const DOCKER_CONFIG_DIR: &str = "/var/run/multiarch/docker";
+/// Where the build step mounts the pull secret's `config.json`.
+pub const PULL_CONFIG_DIR: &str = "/var/run/multiarch/pull";
 
 // Names of the volumes that carry a user's objects into the pods.
 pub const PUSH_SECRET_VOLUME: &str = "push-secret";
+pub const PULL_SECRET_VOLUME: &str = "pull-secret";
 pub const GIT_CREDENTIALS_VOLUME: &str = "git-credentials";
 pub const SOURCE_VOLUME: &str = "source";
 /// The scratch volume every build pod has.
@@ -234,16 +237,36 @@ fn user_tolerations(spec: &MultiArchImageSpec) -> impl Iterator<Item = Value> + 
         .map(|t| serde_json::to_value(t).expect("a toleration serialises"))
 }
 
-/// The push secret volume: `.dockerconfigjson` as `config.json`.
+/// The push secret's volume and mount.
 fn push_secret_volume(spec: &MultiArchImageSpec) -> Option<(Value, Value)> {
     let secret = spec.push_secret.as_ref()?;
-    Some((
-        json!({"name": PUSH_SECRET_VOLUME, "secret": {
-            "secretName": secret.name,
+    Some(registry_secret(
+        &secret.name,
+        PUSH_SECRET_VOLUME,
+        DOCKER_CONFIG_DIR,
+    ))
+}
+
+/// The pull secret's volume and mount.
+fn pull_secret_volume(spec: &MultiArchImageSpec) -> Option<(Value, Value)> {
+    let secret = spec.pull_secret.as_ref()?;
+    Some(registry_secret(
+        &secret.name,
+        PULL_SECRET_VOLUME,
+        PULL_CONFIG_DIR,
+    ))
+}
+
+/// A dockerconfigjson Secret's volume, `.dockerconfigjson` as `config.json`
+/// in `dir`, and its read-only mount.
+fn registry_secret(name: &str, volume: &str, dir: &str) -> (Value, Value) {
+    (
+        json!({"name": volume, "secret": {
+            "secretName": name,
             "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
         }}),
-        json!({"name": PUSH_SECRET_VOLUME, "mountPath": DOCKER_CONFIG_DIR, "readOnly": true}),
-    ))
+        json!({"name": volume, "mountPath": dir, "readOnly": true}),
+    )
 }
 
 /// A user's object that build pods mount: a pod does not start while it is
@@ -274,6 +297,14 @@ pub fn mounted_objects(spec: &MultiArchImageSpec) -> Vec<Mounted> {
             name: secret.name.clone(),
             field: "spec.pushSecret: type kubernetes.io/dockerconfigjson, key .dockerconfigjson",
             volume: PUSH_SECRET_VOLUME,
+        });
+    }
+    if let Some(secret) = &spec.pull_secret {
+        mounts.push(Mounted {
+            kind: "Secret",
+            name: secret.name.clone(),
+            field: "spec.pullSecret: type kubernetes.io/dockerconfigjson, key .dockerconfigjson",
+            volume: PULL_SECRET_VOLUME,
         });
     }
     if let Some(secret) = spec.source.git.as_ref().and_then(|g| g.secret_ref.as_ref()) {
@@ -388,6 +419,8 @@ pub fn render_yaml(
 mod build_on_tests;
 #[cfg(test)]
 mod cache_tests;
+#[cfg(test)]
+mod credentials_tests;
 #[cfg(test)]
 mod git_tests;
 #[cfg(test)]

@@ -299,7 +299,17 @@ fn defaults_apply_and_buildkit_is_rootless() {
     assert_eq!(a[..2], ["buildctl-daemonless.sh", "build"]);
     assert!(has_pair(&a, "--opt", "platform=linux/amd64"));
     assert!(has_pair(&a, "--opt", "build-arg:A=x,y=z"));
-    assert!(a.iter().any(|x| x.contains("push-by-digest=true")));
+    assert!(has_pair(
+        &a,
+        "--output",
+        "type=oci,dest=/workspace/image,tar=false"
+    ));
+    let push = &pod(job).containers[0];
+    assert_eq!(push.image.as_deref(), Some(DEFAULT_MERGE_IMAGE));
+    assert_eq!(
+        push.args.as_ref().unwrap()[..3],
+        ["push", "--layout", "/workspace/image"]
+    );
     let security = build.security_context.clone().unwrap();
     assert_eq!(security.privileged, None, "never privileged");
     assert_eq!(security.seccomp_profile.unwrap().type_, "Unconfined");

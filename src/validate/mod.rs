@@ -412,6 +412,9 @@ fn check_builder(spec: &MultiArchImageSpec, report: &mut Report) {
     if let Some(secret) = &spec.push_secret {
         check_object_name("spec.pushSecret.name", &secret.name, report);
     }
+    if let Some(secret) = &spec.pull_secret {
+        check_object_name("spec.pullSecret.name", &secret.name, report);
+    }
     if let Some(account) = &spec.service_account_name {
         check_object_name("spec.serviceAccountName", account, report);
     }

@@ -4,7 +4,10 @@
 use super::super::decide::{MergeFailure, MergeStep, Note, PlatformView, Progress};
 use super::super::observe::{JobFailure, PodFailure, Waiting};
 use crate::platform::Platform;
-use crate::render::{Mounted, DOCKER_CONFIG_DIR, MERGE_CONTAINER, MERGE_MEMORY_LIMIT};
+use crate::render::{
+    Mounted, DOCKER_CONFIG_DIR, MERGE_CONTAINER, MERGE_MEMORY_LIMIT, PULL_CONFIG_DIR,
+    PULL_SECRET_VOLUME, PUSH_SECRET_VOLUME,
+};
 
 /// The longest message kept in status, and the longest Event note the API
 /// server accepts (events.k8s.io/v1 `note`: 1 KiB).
@@ -100,26 +103,20 @@ pub fn platform_message(view: &PlatformView, built_on: &Platform, mounts: &[Moun
                 ),
                 JobFailure::Other(other) => format!("Job failed ({other})"),
             };
-            let push_secret = mounts
-                .iter()
-                .find(|m| m.volume == crate::render::PUSH_SECRET_VOLUME);
             let build = Build {
                 target: &view.platform,
                 node: built_on,
             };
-            match (
-                detail.as_ref().map(|d| build_failure_text(d, Some(&build))),
-                push_secret,
-            ) {
-                // The builder could not read the mounted push secret.
-                (Some(detail), Some(secret)) if detail.contains(DOCKER_CONFIG_DIR) => {
-                    format!("{head}: {detail} (check {secret})")
-                }
-                (Some(detail), _) => format!("{head}: {detail}"),
-                (None, _) if mounts.is_empty() => head,
+            match detail.as_ref().map(|d| build_failure_text(d, Some(&build))) {
+                // A step could not read a mounted registry Secret.
+                Some(detail) => match unreadable_secret(&detail, mounts) {
+                    Some(secret) => format!("{head}: {detail} (check {secret})"),
+                    None => format!("{head}: {detail}"),
+                },
+                None if mounts.is_empty() => head,
                 // Nothing reported why: a pod stuck before its first container
                 // (a volume that cannot be mounted) says so only in its events.
-                (None, _) => format!(
+                None => format!(
                     "{head}; no container reported a result: a pod never starts while a volume it mounts is missing, so check {} in namespace {}",
                     joined(mounts),
                     job.namespace
@@ -127,6 +124,17 @@ pub fn platform_message(view: &PlatformView, built_on: &Platform, mounts: &[Moun
             }
         }
     })
+}
+
+/// The registry Secret whose mount a builder's error names.
+fn unreadable_secret<'a>(detail: &str, mounts: &'a [Mounted]) -> Option<&'a Mounted> {
+    [
+        (PUSH_SECRET_VOLUME, DOCKER_CONFIG_DIR),
+        (PULL_SECRET_VOLUME, PULL_CONFIG_DIR),
+    ]
+    .into_iter()
+    .filter(|(_, dir)| detail.contains(dir))
+    .find_map(|(volume, _)| mounts.iter().find(|m| m.volume == volume))
 }
 
 /// The reason of the `Ready` condition and the message of the whole build.

@@ -1,0 +1,95 @@
+//! What BuildKit's plain progress output (`--progress=plain`) says of the
+//! cache: util/progress/progressui/printer.go prints `#N CACHED` for a step
+//! taken from the cache and `#N ERROR: <words>` for a failed vertex; the
+//! cache import and export are vertices of their own, named
+//! `importing cache manifest from <ref>` and `exporting cache to <where>`.
+//! The log was written where the Dockerfile's steps ran: it is read with a
+//! cap, and only counts and bounded quotes come out of it.
+
+use std::collections::HashSet;
+
+use crate::termination::{CacheWords, MAX_CACHE_ERROR};
+
+/// The most of the build log read.
+pub const MAX_LOG_BYTES: usize = 64 * 1024 * 1024;
+
+/// The cache's part in one BuildKit build, as its output tells it.
+pub fn read(log: &str) -> CacheWords {
+    let mut progress = CacheWords::default();
+    let (mut imports, mut exports) = (HashSet::new(), HashSet::new());
+    for line in log.lines() {
+        let Some((vertex, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        if !vertex
+            .strip_prefix('#')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        if rest == "CACHED" || rest.starts_with("CACHED ") {
+            progress.hits += 1;
+        } else if rest.starts_with("importing cache manifest from ") {
+            imports.insert(vertex);
+        } else if rest.starts_with("exporting cache to ") {
+            exports.insert(vertex);
+        } else if let Some(words) = rest.strip_prefix("ERROR: ") {
+            let slot = if imports.contains(vertex) {
+                &mut progress.import_error
+            } else if exports.contains(vertex) {
+                &mut progress.export_error
+            } else {
+                continue;
+            };
+            slot.get_or_insert_with(|| bounded(words));
+        }
+    }
+    progress
+}
+
+/// At most `MAX_CACHE_ERROR` bytes, cut on a character boundary, without
+/// control characters.
+pub fn bounded(words: &str) -> String {
+    let clean: String = words.chars().filter(|c| !c.is_control()).collect();
+    let mut end = clean.len().min(MAX_CACHE_ERROR);
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    clean[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_steps_and_the_cache_vertices_errors_are_read() {
+        let log = "#1 [internal] load build definition\n#2 importing cache manifest from r/app:buildcache-linux-amd64\n\
+            #2 ERROR: r/app:buildcache-linux-amd64: not found\n#5 [2/3] RUN make\n#5 CACHED\n#6 CACHED\n\
+            #7 [3/3] RUN false\n#7 ERROR: process did not complete successfully\n\
+            #9 exporting cache to client directory\n#9 ERROR: no space left on device\n#9 ERROR: again\n";
+        assert_eq!(
+            read(log),
+            CacheWords {
+                hits: 2,
+                import_error: Some("r/app:buildcache-linux-amd64: not found".into()),
+                export_error: Some("no space left on device".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn a_hostile_log_yields_counts_and_bounded_words_only() {
+        let long = format!(
+            "#3 exporting cache to x\n#3 ERROR: {}\u{1b}[2J\n",
+            "é".repeat(400)
+        );
+        let progress = read(&long);
+        let error = progress.export_error.unwrap();
+        assert!(
+            error.len() <= MAX_CACHE_ERROR && !error.contains('\u{1b}'),
+            "{error}"
+        );
+        assert_eq!(read("CACHED\n# CACHED\n#x CACHED\n#1 CACHEDX\n").hits, 0);
+    }
+}

@@ -1,0 +1,166 @@
+//! Each registry Secret reaches only the step that needs it: the pull
+//! secret the build (where the Dockerfile's steps run), the push secret
+//! the step that pushes (which runs none of them).
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Container;
+
+use super::*;
+use crate::validate::parse_manifests;
+
+fn jobs(strategy: &str, platforms: &str, pull: bool) -> Vec<Job> {
+    let pull = if pull {
+        "\n  pullSecret: {name: basecred}"
+    } else {
+        ""
+    };
+    let text = format!(
+        "apiVersion: multiarch.dev/v1alpha1\nkind: MultiArchImage\nmetadata: {{name: app, namespace: ci}}\nspec:\n  image: registry.example.com/team/app\n  platforms: {platforms}\n  source: {{git: {{url: 'https://git.example.com/app.git', secretRef: {{name: git-cred}}}}}}\n  pushSecret: {{name: regcred}}{pull}\n  builder: {{strategy: {strategy}}}\n"
+    );
+    let r = parse_manifests(&text).unwrap().remove(0);
+    let valid = validate::validate(&r).expect("valid");
+    plan(&r, &valid, "0".repeat(16), &BuilderImages::default(), None).build_jobs
+}
+
+fn containers(job: &Job) -> Vec<Container> {
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    pod.init_containers
+        .iter()
+        .flatten()
+        .chain(&pod.containers)
+        .cloned()
+        .collect()
+}
+
+/// The names of the Secret volumes a container mounts.
+fn secrets(container: &Container) -> Vec<String> {
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.name.clone())
+        .filter(|n| {
+            [
+                PUSH_SECRET_VOLUME,
+                PULL_SECRET_VOLUME,
+                GIT_CREDENTIALS_VOLUME,
+            ]
+            .contains(&n.as_str())
+        })
+        .collect()
+}
+
+fn env(container: &Container, name: &str) -> Option<String> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+}
+
+fn mounts_of(job: &Job) -> Vec<(String, Vec<String>)> {
+    containers(job)
+        .iter()
+        .map(|c| (c.name.clone(), secrets(c)))
+        .collect()
+}
+
+#[test]
+fn buildah_builds_with_the_pull_secret_and_pushes_with_the_push_secret() {
+    let job = &jobs("buildah", "[linux/amd64]", true)[0];
+    assert_eq!(
+        mounts_of(job),
+        [
+            (
+                "fetch-source".to_string(),
+                vec![GIT_CREDENTIALS_VOLUME.to_string()]
+            ),
+            ("write-builder-config".to_string(), vec![]),
+            ("build".to_string(), vec![PULL_SECRET_VOLUME.to_string()]),
+            ("push".to_string(), vec![PUSH_SECRET_VOLUME.to_string()]),
+        ]
+    );
+    let all = containers(job);
+    let auth = |name: &str| {
+        env(
+            all.iter().find(|c| c.name == name).unwrap(),
+            "REGISTRY_AUTH_FILE",
+        )
+    };
+    assert_eq!(
+        auth("build").as_deref(),
+        Some("/var/run/multiarch/pull/config.json")
+    );
+    assert_eq!(
+        auth("push").as_deref(),
+        Some("/var/run/multiarch/docker/config.json")
+    );
+}
+
+#[test]
+fn without_a_pull_secret_the_build_has_no_registry_credential() {
+    for strategy in ["buildah", "buildkit"] {
+        let job = &jobs(strategy, "[linux/amd64]", false)[0];
+        let build = containers(job)
+            .into_iter()
+            .find(|c| c.name == "build")
+            .unwrap();
+        assert_eq!(secrets(&build), Vec::<String>::new(), "{strategy}");
+        assert_eq!(env(&build, "REGISTRY_AUTH_FILE"), None, "{strategy}");
+        assert_eq!(env(&build, "DOCKER_CONFIG"), None, "{strategy}");
+    }
+}
+
+#[test]
+fn buildkit_pushes_from_a_step_of_its_own_where_the_operator_image_runs() {
+    let all = jobs("buildkit", "[linux/amd64, linux/arm64, linux/arm/v7]", true);
+    for job in &all[..2] {
+        assert_eq!(
+            mounts_of(job),
+            [
+                (
+                    "fetch-source".to_string(),
+                    vec![GIT_CREDENTIALS_VOLUME.to_string()]
+                ),
+                ("build".to_string(), vec![PULL_SECRET_VOLUME.to_string()]),
+                ("push".to_string(), vec![PUSH_SECRET_VOLUME.to_string()]),
+            ]
+        );
+        let all = containers(job);
+        let build = all.iter().find(|c| c.name == "build").unwrap();
+        assert_eq!(
+            env(build, "DOCKER_CONFIG").as_deref(),
+            Some(PULL_CONFIG_DIR)
+        );
+        let push = all.iter().find(|c| c.name == "push").unwrap();
+        let args = push.args.clone().unwrap();
+        assert!(args
+            .windows(2)
+            .any(|w| w == ["--registry-config", "/var/run/multiarch/docker/config.json"]));
+        let workspace = push
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == WORKSPACE_VOLUME)
+            .unwrap();
+        assert_eq!(
+            workspace.read_only,
+            Some(true),
+            "what the build wrote is input"
+        );
+    }
+    // linux/arm nodes run no operator image: BuildKit pushes itself, with
+    // the push secret (docs/security.md).
+    assert_eq!(
+        mounts_of(&all[2]),
+        [
+            (
+                "fetch-source".to_string(),
+                vec![GIT_CREDENTIALS_VOLUME.to_string()]
+            ),
+            ("build".to_string(), vec![PUSH_SECRET_VOLUME.to_string()]),
+            ("report-digest".to_string(), vec![]),
+        ]
+    );
+}
