@@ -8,6 +8,8 @@
 //! `tests/chart.rs::the_operator_pod_is_locked_down_and_probed`; it is not
 //! repeated here.
 
+#[path = "e2e/cache_images.rs"]
+mod cache_images;
 mod common;
 #[path = "e2e/harness.rs"]
 mod harness;
@@ -82,14 +84,28 @@ async fn push_credentials_appear_nowhere() {
         "data": {".dockerconfigjson": b64(&config)},
     }))
     .unwrap();
-    Api::<Secret>::namespaced(client.clone(), NAMESPACE)
+    let secrets = Api::<Secret>::namespaced(client.clone(), NAMESPACE);
+    secrets
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
+    // The base image is private: the build pulls it with the pull secret
+    // (a read credential; the test registry has one user).
+    let mut pull_secret = secret.clone();
+    pull_secret.metadata.name = Some("pullcred".into());
+    secrets
+        .create(&PostParams::default(), &pull_secret)
+        .await
+        .unwrap();
+    let base = cache_images::push_base_image_as(registry, registry.creds_arg().as_deref());
     let config_map: ConfigMap = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "secure-context", "namespace": NAMESPACE},
-        "data": {"Dockerfile": "FROM scratch\nCOPY hello.txt /hello.txt\n", "hello.txt": "secure\n"},
+        "data": {
+            "Dockerfile": format!("FROM {base}\nCOPY hello.txt probe.sh /\nRUN [\"/bin/busybox\", \"sh\", \"/probe.sh\"]\n"),
+            "hello.txt": "secure\n",
+            "probe.sh": HOSTILE_PROBE,
+        },
     }))
     .unwrap();
     Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE)
@@ -106,6 +122,7 @@ async fn push_credentials_appear_nowhere() {
             "source": {"configMap": {"name": "secure-context"}},
             "builder": {"strategy": "buildah"},
             "pushSecret": {"name": "regcred"},
+            "pullSecret": {"name": "pullcred"},
             "insecureRegistry": true,
         },
     });
@@ -226,16 +243,34 @@ async fn push_credentials_appear_nowhere() {
         pod_logs.contains(&digest),
         "the merge's log is really there:\n{pod_logs}"
     );
-    captured.push(("pod logs", pod_logs));
+    captured.push(("pod logs", pod_logs.clone()));
+
+    // The hostile step reached its container's files (the pull secret)
+    // and found no push credentials there.
+    let probe: Vec<&str> = pod_logs
+        .lines()
+        .filter_map(|l| l.split_once("probe: ").map(|(_, found)| found))
+        .collect();
+    assert!(
+        probe
+            .iter()
+            .any(|f| f.ends_with("/multiarch/pull/config.json")),
+        "the probe saw its container: {probe:?}"
+    );
+    assert!(
+        probe.iter().all(|f| !f.contains("multiarch/docker")),
+        "the push secret within a RUN step's reach: {probe:?}"
+    );
 
     for job in jobs.list(&ListParams::default()).await.unwrap().items {
-        // Names only: the Secret is mounted, never copied into the Job.
-        assert_eq!(
-            mounted_secrets(&job),
-            ["regcred"],
-            "{:?}",
-            job.metadata.name
-        );
+        // Names only: the Secrets are mounted, never copied into the Job.
+        let build = job.metadata.labels.as_ref().unwrap()["multiarch.dev/component"] == "build";
+        let expected: &[&str] = if build {
+            &["pullcred", "regcred"]
+        } else {
+            &["regcred"]
+        };
+        assert_eq!(mounted_secrets(&job), expected, "{:?}", job.metadata.name);
         assert_eq!(job.metadata.namespace.as_deref(), Some(NAMESPACE));
     }
 
@@ -261,6 +296,24 @@ async fn push_credentials_appear_nowhere() {
     let log = operator.log();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// A `RUN` step of a hostile Dockerfile: it looks for registry credentials
+/// wherever its container could hold them (its own files, every process
+/// it can see and their root directories, their environments) and prints
+/// the paths and variables it finds, never their content.
+const HOSTILE_PROBE: &str = r#"
+bb=/bin/busybox
+# /var/run is a link to /run: through /proc/N/root it would resolve in
+# this step's own root, so both spellings are looked at.
+echo "probe: processes" /proc/[0-9]*
+for dir in /var/run/multiarch /run/multiarch /root/.docker /proc/[0-9]*/root/var/run/multiarch /proc/[0-9]*/root/run/multiarch /proc/[0-9]*/root/root/.docker; do
+  [ -d "$dir" ] && $bb find "$dir" -name '*.json' 2>/dev/null | $bb sed 's/^/probe: /'
+done
+for environ in /proc/self/environ /proc/[0-9]*/environ; do
+  $bb tr '\0' '\n' < "$environ" 2>/dev/null
+done | $bb grep -E '^(REGISTRY_AUTH_FILE|DOCKER_CONFIG)=' | $bb sort -u | $bb sed 's/^/probe: /'
+exit 0
+"#;
 
 /// A resource in `namespace` from JSON.
 fn resource(namespace: &str, spec: Value) -> MultiArchImage {

@@ -120,12 +120,18 @@ fn crd_has_field(field: &str) -> bool {
 /// Each escalation path: (name, spec fields, the field named, the permission named).
 fn escalations() -> Vec<(&'static str, Value, &'static str, &'static str)> {
     let control_plane = "node-role.kubernetes.io/control-plane";
-    let mut cases = vec![
+    let cases = vec![
         (
             "push-secret",
             json!({"pushSecret": {"name": "regcred"}}),
             "spec.pushSecret.name",
             "may not get secrets \"regcred\"",
+        ),
+        (
+            "pull-secret",
+            json!({"pullSecret": {"name": "basecred"}}),
+            "spec.pullSecret.name",
+            "may not get secrets \"basecred\"",
         ),
         (
             "git-secret",
@@ -164,16 +170,19 @@ fn escalations() -> Vec<(&'static str, Value, &'static str, &'static str)> {
             "spec.nodeSelector",
             "may not create pods",
         ),
-    ];
-    // The field exists once the CRD has it; unknown, it would be pruned
-    // before admission and nothing would be asked.
-    if crd_has_field("buildOn") {
-        cases.push((
+        (
             "build-on",
             json!({"platforms": ["linux/amd64", "linux/arm64"], "buildOn": {"linux/arm64": "linux/amd64"}}),
             "spec.buildOn",
             "may not create pods",
-        ));
+        ),
+    ];
+    // A field the CRD lacked would be pruned before admission, and nothing
+    // would be asked of it.
+    for (name, fields, _, _) in &cases {
+        for field in fields.as_object().unwrap().keys() {
+            assert!(crd_has_field(field), "{name}: the CRD has no spec.{field}");
+        }
     }
     cases
 }

@@ -499,6 +499,13 @@ fn classify(registry: &str, with_credentials: bool, error: OciDistributionError)
                 detail: error_chain(&e),
             }
         }
+        // oci-client's HEAD of a blob answers a refusal as a status error.
+        OciDistributionError::RequestError(e)
+            if e.status()
+                .is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 403) =>
+        {
+            unauthorized()
+        }
         OciDistributionError::RequestError(e) => {
             Problem::Other(format!("registry {registry}: {}", error_chain(&e)))
         }

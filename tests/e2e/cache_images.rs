@@ -27,6 +27,11 @@ pub fn busybox() -> &'static Path {
 /// holding busybox (this host's, for both: the simulated nodes are this
 /// host) and a file naming the platform, so the two differ.
 pub fn push_base_image(registry: &Registry) -> String {
+    push_base_image_as(registry, None)
+}
+
+/// `push_base_image`, with `user:password` for a registry that wants them.
+pub fn push_base_image_as(registry: &Registry, creds: Option<&str>) -> String {
     let buildah = Buildah::new();
     let context = tempfile::tempdir().unwrap();
     std::fs::copy(busybox(), context.path().join("busybox")).unwrap();
@@ -53,6 +58,7 @@ pub fn push_base_image(registry: &Registry) -> String {
         buildah
             .command()
             .args(["manifest", "push", "--all", "--quiet", "--tls-verify=false"])
+            .args(creds.map(|c| format!("--creds={c}")))
             .arg("--signature-policy")
             .arg(crate::common::tools::permissive_policy())
             .arg(list)

@@ -234,7 +234,13 @@ pub fn bwrap_args(plan: &Plan) -> Vec<String> {
         }
         push(&["--chdir", w]);
     }
+    // Each container has a PID namespace of its own, as the kubelet asks of
+    // the runtime unless the pod sets shareProcessNamespace
+    // (pkg/kubelet/kuberuntime/util/util.go `PidNamespaceForPod`:
+    // NamespaceMode_CONTAINER): a process sees only its container's
+    // processes in /proc, never another container's (nor the host's).
     push(&[
+        "--unshare-pid",
         "--unshare-uts",
         "--hostname",
         plan.hostname,
