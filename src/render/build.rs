@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::cache;
 use super::mirrors::{self, RegistryMirror};
+use super::storage::BuildStorage;
 use super::{
     git, labels, owner_reference, pull_secret_volume, push_secret_volume, staging_tag,
     BuilderImages, DOCKER_CONFIG_DIR, PLATFORM_ANNOTATION, PLATFORM_LABEL, PULL_CONFIG_DIR,
@@ -48,7 +49,9 @@ pub fn build_job(
     let mut labels = labels(resource, build_id, "build");
     labels.insert(PLATFORM_LABEL.into(), platform.slug());
 
-    let mut volumes = vec![json!({"name": WORKSPACE_VOLUME, "emptyDir": {}})];
+    let mut volumes = vec![images
+        .storage
+        .volume(WORKSPACE_VOLUME, spec.resources.as_ref())];
     // Each registry Secret is mounted where it is needed only: the pull
     // secret into the build, which runs the Dockerfile's steps; the push
     // secret into the step that pushes, which runs none.
@@ -263,7 +266,11 @@ fn buildkit(
         .image
         .clone()
         .unwrap_or_else(|| images.buildkit.clone());
-    volumes.push(json!({"name": "buildkit-state", "emptyDir": {}}));
+    volumes.push(
+        images
+            .storage
+            .volume("buildkit-state", spec.resources.as_ref()),
+    );
     let mut build_mounts = source_mounts(spec, &mounts.shared);
     build_mounts
         .push(json!({"name": "buildkit-state", "mountPath": "/home/user/.local/share/buildkit"}));
@@ -350,9 +357,7 @@ fn buildkit(
             "appArmorProfile": {"type": "Unconfined"},
         },
     });
-    if let Some(resources) = &spec.resources {
-        build["resources"] = serde_json::to_value(resources).expect("resources");
-    }
+    build["resources"] = images.storage.resources(spec.resources.as_ref());
     let last = if split {
         push_container(spec, platform, images, mounts)
     } else {
@@ -453,7 +458,11 @@ fn buildah(
     init_containers: &mut Vec<Value>,
     mounts: &Mounts,
 ) -> (Value, Value, Value) {
-    volumes.push(json!({"name": "containers-storage", "emptyDir": {}}));
+    volumes.push(
+        images
+            .storage
+            .volume("containers-storage", spec.resources.as_ref()),
+    );
     let mut storage_mounts = mounts.shared.clone();
     storage_mounts.push(json!({"name": "containers-storage", "mountPath": "/var/lib/containers"}));
     let image = spec
@@ -544,9 +553,7 @@ fn buildah(
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": security,
     });
-    if let Some(resources) = &spec.resources {
-        build["resources"] = serde_json::to_value(resources).expect("resources");
-    }
+    build["resources"] = images.storage.resources(spec.resources.as_ref());
     let destination = format!("{}:{}", spec.image, staging_tag(build_id, platform));
     let push = json!({
         "name": "push",
@@ -601,7 +608,7 @@ fn insecure_hosts(spec: &MultiArchImageSpec) -> Vec<String> {
 /// generated (never user text as script: the content is `$1`). It runs the
 /// builder image, which the node pulls anyway.
 fn config_writer(image: &str, file: &str, content: String, volumes: &mut Vec<Value>) -> Value {
-    volumes.push(json!({"name": "builder-config", "emptyDir": {}}));
+    volumes.push(BuildStorage::small_volume("builder-config"));
     json!({
         "name": "write-builder-config",
         "image": image,

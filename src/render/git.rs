@@ -144,7 +144,7 @@ pub fn fetch_script() -> String {
 
 /// Volumes the git steps need: their HOME and, if named, the git Secret.
 pub fn git_volumes(git: &GitSource) -> Vec<Value> {
-    let mut volumes = vec![json!({"name": "git-home", "emptyDir": {}})];
+    let mut volumes = vec![super::storage::BuildStorage::small_volume("git-home")];
     if let Some(secret) = &git.secret_ref {
         volumes.push(json!({"name": GIT_CREDENTIALS_VOLUME, "secret": {
             "secretName": secret.name,

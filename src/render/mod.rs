@@ -9,6 +9,7 @@ mod git;
 mod merge;
 pub mod mirrors;
 mod resolve;
+pub mod storage;
 
 use std::collections::BTreeMap;
 
@@ -78,6 +79,8 @@ pub struct BuilderImages {
     pub merge_image_pull_secrets: Vec<String>,
     /// The admin's registry mirrors for base-image pulls, in order.
     pub mirrors: Vec<mirrors::RegistryMirror>,
+    /// Build pods' local storage: requests, limits, emptyDir sizeLimits.
+    pub storage: storage::BuildStorage,
 }
 
 pub const DEFAULT_BUILDKIT_IMAGE: &str = "docker.io/moby/buildkit:v0.18.2-rootless";
@@ -98,6 +101,7 @@ impl Default for BuilderImages {
             merge_service_account: None,
             merge_image_pull_secrets: Vec::new(),
             mirrors: Vec::new(),
+            storage: storage::BuildStorage::default(),
         }
     }
 }
@@ -139,6 +143,25 @@ pub struct ImageArgs {
         value_delimiter = ','
     )]
     pub registry_mirrors: Vec<mirrors::RegistryMirror>,
+    /// The ephemeral-storage request of a build container whose
+    /// spec.resources sets none.
+    #[arg(
+        long,
+        env = "MULTIARCH_BUILD_EPHEMERAL_STORAGE_REQUEST",
+        default_value = storage::DEFAULT_EPHEMERAL_REQUEST,
+        value_parser = storage::parse_flag
+    )]
+    pub build_ephemeral_storage_request: String,
+    /// The ephemeral-storage limit of a build container whose
+    /// spec.resources sets none, and the sizeLimit of the emptyDirs that
+    /// hold a build; a pod past it is evicted by its kubelet.
+    #[arg(
+        long,
+        env = "MULTIARCH_BUILD_EPHEMERAL_STORAGE_LIMIT",
+        default_value = storage::DEFAULT_EPHEMERAL_LIMIT,
+        value_parser = storage::parse_flag
+    )]
+    pub build_ephemeral_storage_limit: String,
 }
 
 impl From<ImageArgs> for BuilderImages {
@@ -151,6 +174,10 @@ impl From<ImageArgs> for BuilderImages {
             merge_service_account: args.merge_service_account,
             merge_image_pull_secrets: args.merge_image_pull_secrets,
             mirrors: args.registry_mirrors,
+            storage: storage::BuildStorage {
+                request: args.build_ephemeral_storage_request,
+                limit: args.build_ephemeral_storage_limit,
+            },
         }
     }
 }

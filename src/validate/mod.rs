@@ -19,7 +19,7 @@ mod cache;
 mod git;
 mod manifests;
 mod pod;
-mod quantity;
+pub mod quantity;
 pub use allowlist::{image_allowed, Allowlists, CONTROL_PLANE_KEYS};
 pub use git::{parse_poll_interval, BUILDAH_IMAGE_ARCHITECTURES};
 pub use manifests::{parse_manifests, MAX_MANIFEST_BYTES, MAX_MANIFEST_DEPTH};

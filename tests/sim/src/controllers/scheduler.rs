@@ -115,6 +115,50 @@ pub fn unfit_reason(pod: &Value, node: &Value) -> Option<String> {
     None
 }
 
+/// The resources whose requests the scheduler counts against a node's
+/// allocatable (plugins/noderesources/fit.go `fitsRequest`). Only
+/// ephemeral-storage for now: cpu and memory are not counted yet.
+const FIT_RESOURCES: &[&str] = &["ephemeral-storage"];
+
+/// A pod's request of `resource`: the larger of its containers' sum and
+/// its largest init container (component-helpers resource.PodRequests).
+fn pod_request(pod: &Value, resource: &str) -> f64 {
+    let request = |c: &Value| {
+        crate::validation::quantity::parse(&c["resources"]["requests"][resource]).unwrap_or(0.0)
+    };
+    let containers = pod["spec"]["containers"].as_array().into_iter().flatten();
+    let init = pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    let sum: f64 = containers.map(request).sum();
+    init.map(request).fold(sum, f64::max)
+}
+
+/// What pods bound to the node, and not finished, already request.
+fn requested(pods: &[Value], node: &str, resource: &str) -> f64 {
+    pods.iter()
+        .filter(|p| p["spec"]["nodeName"] == node)
+        .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+        .map(|p| pod_request(p, resource))
+        .sum()
+}
+
+/// `Insufficient <resource>` where the pod's requests do not fit what the
+/// node has left (fit.go: `allocatable < podRequest + nodeRequested`).
+fn insufficient(pod: &Value, node: &Value, pods: &[Value]) -> Option<String> {
+    FIT_RESOURCES.iter().find_map(|resource| {
+        let want = pod_request(pod, resource);
+        if want == 0.0 {
+            return None;
+        }
+        let allocatable =
+            crate::validation::quantity::parse(&node["status"]["allocatable"][resource]).ok()?;
+        (want + requested(pods, name_of(node), resource) > allocatable)
+            .then(|| format!("Insufficient {resource}"))
+    })
+}
+
 pub fn reconcile(shared: &Arc<Shared>) {
     let c = &shared.cluster;
     let (pods, nodes) = {
@@ -129,6 +173,12 @@ pub fn reconcile(shared: &Arc<Shared>) {
         }
     }
     let def = c.def("", "pods");
+    // Pods bound so far, this round's included.
+    let mut bound: Vec<Value> = pods
+        .iter()
+        .filter(|p| !p["spec"]["nodeName"].as_str().unwrap_or("").is_empty())
+        .map(|p| Value::clone(p))
+        .collect();
     for p in pods {
         if !p["spec"]["nodeName"].as_str().unwrap_or("").is_empty()
             || !p["metadata"]["deletionTimestamp"].is_null()
@@ -145,7 +195,7 @@ pub fn reconcile(shared: &Arc<Shared>) {
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut best: Option<(usize, String)> = None;
         for n in &nodes {
-            match unfit_reason(&p, n) {
+            match unfit_reason(&p, n).or_else(|| insufficient(&p, n, &bound)) {
                 Some(r) => *reasons.entry(r).or_default() += 1,
                 None => {
                     let l = load[name_of(n)];
@@ -159,6 +209,9 @@ pub fn reconcile(shared: &Arc<Shared>) {
         match best {
             Some((_, node)) => {
                 *load.get_mut(&node).unwrap() += 1;
+                let mut placed = Value::clone(&p);
+                placed["spec"]["nodeName"] = json!(node);
+                bound.push(placed);
                 let r = c.mutate(&def, &ns, &name, "", "default-scheduler", |o| {
                     o["spec"]["nodeName"] = json!(node);
                 });
@@ -231,5 +284,40 @@ mod tests {
             &json!({"operator": "Exists", "effect": "NoExecute"}),
             &taint
         ));
+    }
+}
+
+#[cfg(test)]
+mod fit_tests {
+    use super::*;
+
+    fn pod(node: &str, phase: &str, init: &str, main: &str) -> Value {
+        let c = |q: &str| json!({"name": "c", "resources": {"requests": {"ephemeral-storage": q}}});
+        json!({"metadata": {"name": "p"}, "spec": {"nodeName": node,
+            "initContainers": [c(init)], "containers": [c(main), c(main)]},
+            "status": {"phase": phase}})
+    }
+
+    #[test]
+    fn requests_count_against_what_the_node_has_left() {
+        let node = json!({"metadata": {"name": "n"}, "status": {"allocatable": {"ephemeral-storage": "100Gi"}}});
+        // max(init 50Gi, 2 x 10Gi) = 50Gi.
+        assert_eq!(
+            pod_request(&pod("", "Pending", "50Gi", "10Gi"), "ephemeral-storage"),
+            50.0 * (1u64 << 30) as f64
+        );
+        let running = pod("n", "Running", "50Gi", "1Gi");
+        let done = pod("n", "Succeeded", "90Gi", "1Gi");
+        let new = pod("", "Pending", "40Gi", "1Gi");
+        assert_eq!(
+            insufficient(&new, &node, &[running.clone(), done.clone()]),
+            None,
+            "a finished pod frees its share"
+        );
+        let big = pod("", "Pending", "60Gi", "1Gi");
+        assert_eq!(
+            insufficient(&big, &node, &[running, done]).as_deref(),
+            Some("Insufficient ephemeral-storage")
+        );
     }
 }
