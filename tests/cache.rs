@@ -100,23 +100,7 @@ fn durations(resource: &MultiArchImage) -> Vec<i64> {
 
 /// The `build` container's log of each platform's current Job.
 async fn build_logs(world: &World, resource: &MultiArchImage) -> Vec<String> {
-    let pods: Api<Pod> = Api::namespaced(world.client.clone(), NAMESPACE);
-    let mut logs = Vec::new();
-    for platform in resource.status.clone().unwrap().platforms {
-        let selector = format!("batch.kubernetes.io/job-name={}", platform.job);
-        let pod = pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .unwrap()
-            .items;
-        let name = pod[0].metadata.name.clone().unwrap();
-        let params = LogParams {
-            container: Some("build".into()),
-            ..LogParams::default()
-        };
-        logs.push(pods.logs(&name, &params).await.unwrap());
-    }
-    logs
+    world.platform_logs(resource, "build").await
 }
 
 /// The tags of a repository of the test registry.

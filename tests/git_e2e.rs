@@ -4,6 +4,8 @@
 //! annotations; a polled branch built again for each new commit, and for
 //! no other reason.
 
+#[path = "e2e/cache_images.rs"]
+mod cache_images;
 mod common;
 #[path = "e2e/harness.rs"]
 mod harness;
@@ -396,5 +398,58 @@ async fn private_repositories_build_through_the_operator_and_no_secret_is_ever_s
     shown.push_str(&world.operator.log());
     for secret in [password, "Pw-wrong-4c1a"] {
         assert!(!shown.contains(secret), "a secret was shown");
+    }
+}
+
+/// A hostile repository: the `RUN` step of its Dockerfile looks for the
+/// git credentials that fetched it (and for any registry credential) in
+/// its container's files, processes and environments, and finds none:
+/// only the fetch step mounts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_repository_finds_no_git_credential_in_its_build() {
+    let password = "Pw-git-5b7e-out-of-reach";
+    let server = GitServer::start_with_basic_auth("builder", password);
+    server.create("app.git");
+    let work = server.work("app.git");
+    let world = World::start(&[("sim-amd64", "linux/amd64"), ("sim-arm64", "linux/arm64")]).await;
+    let base = cache_images::push_base_image(&world.registry);
+    let dockerfile = format!(
+        "FROM {base}\nCOPY probe.sh /probe.sh\nRUN [\"/bin/busybox\", \"sh\", \"/probe.sh\"]\n"
+    );
+    let probe = common::probe::script(Some(password));
+    work.commit(
+        &[("Dockerfile", &dockerfile), ("probe.sh", &probe)],
+        "hostile",
+    );
+    work.push();
+    create_secret(
+        &world,
+        "basic",
+        "kubernetes.io/basic-auth",
+        json!({"username": "builder", "password": password}),
+    )
+    .await;
+    apply(
+        &world,
+        "hostile",
+        json!({"url": server.http_url("app.git"), "secretRef": {"name": "basic"}}),
+    )
+    .await;
+    let done = world.wait_phase("hostile", Phase::Succeeded).await;
+    for log in world.platform_logs(&done, "build").await {
+        let found = common::probe::findings(&log);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.starts_with("reached ") && f.ends_with("/workspace")),
+            "the probe saw its container's files: {found:?}"
+        );
+        assert!(
+            found.iter().all(|f| !f.starts_with("holds the needle")
+                && ["multiarch/git", "multiarch/docker", "multiarch/pull"]
+                    .iter()
+                    .all(|dir| !f.contains(dir))),
+            "a credential within a RUN step's reach: {found:?}"
+        );
     }
 }

@@ -104,7 +104,7 @@ async fn push_credentials_appear_nowhere() {
         "data": {
             "Dockerfile": format!("FROM {base}\nCOPY hello.txt probe.sh /\nRUN [\"/bin/busybox\", \"sh\", \"/probe.sh\"]\n"),
             "hello.txt": "secure\n",
-            "probe.sh": HOSTILE_PROBE,
+            "probe.sh": common::probe::script(None),
         },
     }))
     .unwrap();
@@ -247,10 +247,7 @@ async fn push_credentials_appear_nowhere() {
 
     // The hostile step reached its container's files (the pull secret)
     // and found no push credentials there.
-    let probe: Vec<&str> = pod_logs
-        .lines()
-        .filter_map(|l| l.split_once("probe: ").map(|(_, found)| found))
-        .collect();
+    let probe = common::probe::findings(&pod_logs);
     assert!(
         probe
             .iter()
@@ -296,24 +293,6 @@ async fn push_credentials_appear_nowhere() {
     let log = operator.log();
     assert!(!log.contains("panicked"), "{log}");
 }
-
-/// A `RUN` step of a hostile Dockerfile: it looks for registry credentials
-/// wherever its container could hold them (its own files, every process
-/// it can see and their root directories, their environments) and prints
-/// the paths and variables it finds, never their content.
-const HOSTILE_PROBE: &str = r#"
-bb=/bin/busybox
-# /var/run is a link to /run: through /proc/N/root it would resolve in
-# this step's own root, so both spellings are looked at.
-echo "probe: processes" /proc/[0-9]*
-for dir in /var/run/multiarch /run/multiarch /root/.docker /proc/[0-9]*/root/var/run/multiarch /proc/[0-9]*/root/run/multiarch /proc/[0-9]*/root/root/.docker; do
-  [ -d "$dir" ] && $bb find "$dir" -name '*.json' 2>/dev/null | $bb sed 's/^/probe: /'
-done
-for environ in /proc/self/environ /proc/[0-9]*/environ; do
-  $bb tr '\0' '\n' < "$environ" 2>/dev/null
-done | $bb grep -E '^(REGISTRY_AUTH_FILE|DOCKER_CONFIG)=' | $bb sort -u | $bb sed 's/^/probe: /'
-exit 0
-"#;
 
 /// A resource in `namespace` from JSON.
 fn resource(namespace: &str, spec: Value) -> MultiArchImage {

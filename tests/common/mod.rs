@@ -13,6 +13,7 @@ pub mod debian;
 pub mod gate;
 pub mod git;
 pub mod images;
+pub mod probe;
 pub mod registry;
 pub mod skopeo;
 pub mod tools;

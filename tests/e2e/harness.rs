@@ -545,6 +545,29 @@ impl World {
             .await
             .expect("delete");
     }
+
+    /// The log of `container` in the pod of each platform's current Job.
+    pub async fn platform_logs(&self, resource: &MultiArchImage, container: &str) -> Vec<String> {
+        use k8s_openapi::api::core::v1::Pod;
+        let namespace = resource.metadata.namespace.as_deref().unwrap_or(NAMESPACE);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let mut logs = Vec::new();
+        for platform in resource.status.clone().unwrap_or_default().platforms {
+            let selector = format!("batch.kubernetes.io/job-name={}", platform.job);
+            let listed = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .unwrap()
+                .items;
+            let name = listed[0].metadata.name.clone().unwrap();
+            let params = kube::api::LogParams {
+                container: Some(container.into()),
+                ..Default::default()
+            };
+            logs.push(pods.logs(&name, &params).await.unwrap());
+        }
+        logs
+    }
 }
 
 /// Polls `check` until it yields a value, or panics after `timeout`.
