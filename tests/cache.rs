@@ -10,10 +10,8 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::{http_get, World, BUILD_TIMEOUT, NAMESPACE};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, LogParams, Patch, PatchParams};
-use kube::Api;
+use harness::{http_get, World, BUILD_TIMEOUT};
+use kube::api::{Patch, PatchParams};
 use multiarch_operator::api::{CacheState, MultiArchImage, Phase};
 use serde_json::json;
 
