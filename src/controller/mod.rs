@@ -273,21 +273,27 @@ fn controller(
         Some(ObjectRef::new(&owner).within(&namespace))
     };
     let event_changes = futures::stream::select(failed_create_changes, scale_up_changes);
-    let controller = Controller::new(
+    let (resources, writer) = reflector::store();
+    let resource_changes = watcher(
         scoped::<MultiArchImage>(client, namespace),
         watcher::Config::default(),
     )
-    // No debounce: reconciles are idempotent, and each step of a build waits
-    // on the one before, so any delay here adds to the time to index.
-    .with_config(ControllerConfig::default().concurrency(concurrency))
-    .owns_stream(job_changes)
-    .watches_stream(pod_changes, |pod| {
-        let name = pod.annotations().get(RESOURCE_ANNOTATION).cloned();
-        let namespace = pod.namespace();
-        name.zip(namespace)
-            .map(|(name, ns)| ObjectRef::<MultiArchImage>::new(&name).within(&ns))
-    })
-    .watches_stream(event_changes, event_owner);
+    .default_backoff()
+    .modify(trim::resource)
+    .reflect(writer)
+    .applied_objects();
+    let controller = Controller::for_stream(resource_changes, resources)
+        // No debounce: reconciles are idempotent, and each step of a build waits
+        // on the one before, so any delay here adds to the time to index.
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .owns_stream(job_changes)
+        .watches_stream(pod_changes, |pod| {
+            let name = pod.annotations().get(RESOURCE_ANNOTATION).cloned();
+            let namespace = pod.namespace();
+            name.zip(namespace)
+                .map(|(name, ns)| ObjectRef::<MultiArchImage>::new(&name).within(&ns))
+        })
+        .watches_stream(event_changes, event_owner);
     let events = vec![failed_creates, scale_ups];
     (
         controller,

@@ -2,9 +2,25 @@
 //! nothing a tenant's spec can make large. A Job's pod template carries the
 //! spec's tolerations, node selector and build args, and a Pod its whole
 //! spec again; kept, three maximal resources would hold hundreds of MiB.
+//! Of a MultiArchImage the cache drops what the operator never reads and
+//! that repeats the spec: managedFields and kubectl's last-applied copy.
 
+use crate::api::MultiArchImage;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
+
+/// kubectl apply's copy of the whole last applied manifest.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Keeps a MultiArchImage but for managedFields and kubectl's last-applied
+/// copy of it. The operator writes the status and Jobs by server-side
+/// apply only, never the resource whole, so nothing trimmed is written back.
+pub fn resource(resource: &mut MultiArchImage) {
+    resource.metadata.managed_fields = None;
+    if let Some(annotations) = resource.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
 
 /// Keeps a Job's metadata and status, and of its spec the limits the
 /// reports quote.
@@ -35,10 +51,21 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::api::MultiArchImage;
     use crate::controller::observe::{JobFacts, PodFacts};
     use crate::render::{build_id, plan, BuilderImages};
     use crate::validate::{parse_manifests, validate};
+
+    #[test]
+    fn a_trimmed_resource_keeps_the_operators_annotations_and_its_spec() {
+        let yaml = format!("apiVersion: multiarch.dev/v1alpha1\nkind: MultiArchImage\nmetadata:\n  name: app\n  namespace: ci\n  annotations: {{multiarch.dev/retry: '2', {LAST_APPLIED}: '{{\"spec\": {{}}}}'}}\n  managedFields: [{{manager: kubectl, operation: Apply}}]\nspec:\n  image: registry.example.com/app\n  source: {{configMap: {{name: ctx}}}}\n");
+        let mut resource: MultiArchImage = serde_yaml_ng::from_str(&yaml).unwrap();
+        let spec = resource.spec.clone();
+        super::resource(&mut resource);
+        assert_eq!(resource.metadata.managed_fields, None);
+        let annotations = resource.metadata.annotations.unwrap();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["multiarch.dev/retry"]);
+        assert_eq!(resource.spec, spec);
+    }
 
     fn rendered_job() -> Job {
         let yaml = "apiVersion: multiarch.dev/v1alpha1\nkind: MultiArchImage\nmetadata: {name: app, namespace: ci, uid: u1}\nspec:\n  image: registry.example.com/app\n  source: {configMap: {name: ctx}}\n  tolerations: [{key: a, operator: Exists}]\n  nodeSelector: {pool: builds}\n  buildArgs: {A: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}\n";

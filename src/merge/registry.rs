@@ -325,6 +325,21 @@ impl Registries {
         }
     }
 
+    /// The client for `target`'s registry when its repository lacks blob
+    /// `digest`; None when it has it.
+    async fn client_lacking(
+        &self,
+        target: &Reference,
+        digest: &str,
+    ) -> Result<Option<&Client>, Problem> {
+        let to = self.client_for(target).await?;
+        let exists = to
+            .blob_exists(target, digest)
+            .await
+            .map_err(|e| self.problem(target, e))?;
+        Ok((!exists).then_some(to))
+    }
+
     /// Makes blob `digest` present in the target repository: nothing when it
     /// is there, a cross-repository mount on the same registry, else a
     /// streamed copy (when the mount is refused, or across registries).
@@ -335,14 +350,9 @@ impl Registries {
         digest: &str,
         size: u64,
     ) -> Result<(), Problem> {
-        let to = self.client_for(target).await?;
-        let exists = to
-            .blob_exists(target, digest)
-            .await
-            .map_err(|e| self.problem(target, e))?;
-        if exists {
+        let Some(to) = self.client_lacking(target, digest).await? else {
             return Ok(());
-        }
+        };
         if source.resolve_registry() == target.resolve_registry()
             && to.mount_blob(target, source, digest).await.is_ok()
         {
@@ -376,14 +386,9 @@ impl Registries {
     ) -> Result<(), Problem> {
         use tokio::io::AsyncReadExt as _;
         const CHUNK: usize = 1024 * 1024;
-        let to = self.client_for(target).await?;
-        let exists = to
-            .blob_exists(target, digest)
-            .await
-            .map_err(|e| self.problem(target, e))?;
-        if exists {
+        let Some(to) = self.client_lacking(target, digest).await? else {
             return Ok(());
-        }
+        };
         let file = tokio::fs::File::from_std(file).take(size);
         let stream = futures::stream::try_unfold(file, |mut file| async move {
             let mut chunk = vec![0u8; CHUNK];
