@@ -63,7 +63,10 @@ mod tests {
         super::resource(&mut resource);
         assert_eq!(resource.metadata.managed_fields, None);
         let annotations = resource.metadata.annotations.unwrap();
-        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["multiarch.dev/retry"]);
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            ["multiarch.dev/retry"]
+        );
         assert_eq!(resource.spec, spec);
     }
 
