@@ -152,6 +152,10 @@ async fn each_platform_pushes_its_cache_and_a_rebuild_reuses_the_earlier_steps()
             .all(|t| !t.contains("buildcache") && t.len() < 64),
         "no cache image among the image's tags: {image_tags:?}"
     );
+    assert!(
+        image_tags.iter().all(|t| !t.starts_with("mai-")),
+        "buildah's images went by digest, under no staging tag: {image_tags:?}"
+    );
     let status = cold.status.clone().unwrap();
     let index = common::inspect_raw(&format!("{}:latest", cold.spec.image), None).unwrap();
     let index: serde_json::Value = serde_json::from_slice(&index).unwrap();

@@ -137,11 +137,7 @@ impl Layout {
         let hex = sha256_hex(&descriptor.digest)
             .ok_or_else(|| invalid(format!("{:?} is not a sha256 digest", descriptor.digest)))?;
         let path = self.root.join("blobs/sha256").join(hex);
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| self.io(descriptor, e))?;
+        let mut file = open_regular(&path).map_err(|e| self.io(descriptor, e))?;
         let metadata = file.metadata().map_err(|e| self.io(descriptor, e))?;
         if !metadata.is_file() || metadata.len() != descriptor.size {
             return Err(invalid(format!(
@@ -189,17 +185,27 @@ fn sha256_hex(digest: &str) -> Option<&str> {
     (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(hex)
 }
 
+/// A file the build wrote, opened for reading: never through a symlink, and
+/// only a regular file (a FIFO would hold the push until its deadline:
+/// `O_NONBLOCK` keeps `open` from waiting for a writer).
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
 /// A small file read whole, refused past `cap`, never through a symlink.
 fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, LayoutError> {
     let io = |source| LayoutError::Io {
         path: path.display().to_string(),
         source,
     };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(io)?;
+    let file = open_regular(path).map_err(io)?;
     let mut bytes = Vec::new();
     file.take(cap + 1).read_to_end(&mut bytes).map_err(io)?;
     if bytes.len() as u64 > cap {

@@ -1,10 +1,11 @@
-//! `multiarch-operator push`: the last step of a BuildKit build pod. The
-//! build step, which runs the Dockerfile's steps, has no push credentials:
-//! it writes the image (and the cache) as OCI layouts on the pod's own
-//! storage. This step alone mounts the push secret; it runs nothing of the
-//! build, reads the layouts as untrusted input ([`layout`]), pushes the
-//! image by digest and the cache under its tag, and writes the build report
-//! (`crate::termination`).
+//! `multiarch-operator push`: the last step of a build pod. The build
+//! step, which runs the Dockerfile's steps, has no push credentials: it
+//! writes the image (and BuildKit's cache) as OCI layouts on the pod's own
+//! storage. This step mounts the push secret (as only buildah's cache
+//! export, which runs no step, also does); it runs nothing of the build,
+//! reads the layouts and logs as untrusted input ([`layout`]), pushes the
+//! image by digest and BuildKit's cache under its tag, and writes the
+//! build report (`crate::termination`).
 //!
 //! The image must be pushed, or the step fails. The cache is best effort,
 //! as BuildKit's `ignore-error=true` export is: its failure is reported,
@@ -20,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::merge::credentials::DockerConfig;
 use crate::merge::registry::{Problem, Registries};
-use crate::termination::{self, CacheWords};
+use crate::termination;
 use layout::{Layout, LayoutError, Manifest};
 
 /// Command line of `multiarch-operator push`.
@@ -38,9 +39,17 @@ pub struct PushArgs {
     /// REPO:TAG the cache is pushed to.
     #[arg(long, requires = "cache_layout")]
     pub cache_to: Option<String>,
-    /// BuildKit's plain progress output, for the cache report.
+    /// The builder's output, for the cache report: BuildKit's plain
+    /// progress, or buildah's with `--buildah-cache`.
     #[arg(long)]
     pub build_log: Option<PathBuf>,
+    /// The cache repository buildah read and its export step wrote: the
+    /// report reads the build log as buildah's.
+    #[arg(long, requires = "cache_export_log", conflicts_with = "cache_to")]
+    pub buildah_cache: Option<String>,
+    /// The output of buildah's cache export step, ending `exit=<code>`.
+    #[arg(long, requires = "buildah_cache")]
+    pub cache_export_log: Option<PathBuf>,
     /// A docker config.json with the push credentials.
     #[arg(long)]
     pub registry_config: Option<PathBuf>,
@@ -149,9 +158,20 @@ async fn push(args: &PushArgs, config: &DockerConfig) -> Result<String, PushErro
         manifest.media_type, args.repository
     );
 
-    let cache = match (&cache_to, &args.cache_layout) {
-        (Some(reference), Some(path)) => {
-            let mut words = read_build_log(args.build_log.as_deref());
+    let cache = match (&cache_to, &args.cache_layout, &args.buildah_cache) {
+        (_, _, Some(repository)) => {
+            let log = read_log(args.build_log.as_deref());
+            let mut words = progress::read_buildah(&log, repository);
+            let export = read_log(args.cache_export_log.as_deref());
+            words.export_error = progress::buildah_export_error(&export)
+                .map(|why| progress::bounded(&config.redact(&why)));
+            if let Some(why) = &words.export_error {
+                eprintln!("push: the cache was not pushed: {why}");
+            }
+            Some(words)
+        }
+        (Some(reference), Some(path), None) => {
+            let mut words = progress::read(&read_log(args.build_log.as_deref()));
             if words.export_error.is_none() {
                 if let Err(why) = push_cache(&registries, path, reference).await {
                     let why = progress::bounded(&config.redact(&why));
@@ -218,23 +238,20 @@ async fn push_cache(
         })
 }
 
-/// What the build log says of the cache; a log that cannot be read says
-/// nothing (the image was built all the same).
-fn read_build_log(path: Option<&std::path::Path>) -> CacheWords {
+/// A log the build wrote, at most `MAX_LOG_BYTES` of it; one that cannot
+/// be read says nothing (the image was built all the same).
+fn read_log(path: Option<&std::path::Path>) -> String {
     use std::io::Read as _;
     let Some(path) = path else {
-        return CacheWords::default();
+        return String::new();
     };
     let mut text = Vec::new();
-    let read = std::fs::File::open(path).and_then(|f| {
+    let read = layout::open_regular(path).and_then(|f| {
         f.take(progress::MAX_LOG_BYTES as u64)
             .read_to_end(&mut text)
     });
-    match read {
-        Ok(_) => progress::read(&String::from_utf8_lossy(&text)),
-        Err(e) => {
-            eprintln!("push: the build log {} was not read: {e}", path.display());
-            CacheWords::default()
-        }
+    if let Err(e) = read {
+        eprintln!("push: {} was not read: {e}", path.display());
     }
+    String::from_utf8_lossy(&text).into_owned()
 }

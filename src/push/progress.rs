@@ -1,5 +1,6 @@
-//! What BuildKit's plain progress output (`--progress=plain`) says of the
-//! cache: util/progress/progressui/printer.go prints `#N CACHED` for a step
+//! What the builder's output says of the cache.
+//!
+//! BuildKit's plain progress output (`--progress=plain`): util/progress/progressui/printer.go prints `#N CACHED` for a step
 //! taken from the cache and `#N ERROR: <words>` for a failed vertex; the
 //! cache import and export are vertices of their own, named
 //! `importing cache manifest from <ref>` and `exporting cache to <where>`.
@@ -47,6 +48,45 @@ pub fn read(log: &str) -> CacheWords {
     progress
 }
 
+/// The cache's part in one buildah build, as its output tells it
+/// (imagebuildah/stage_executor.go): `--> Using cache <id>` for a step
+/// taken from the cache; a cache image it could not pull is skipped, with
+/// a warning naming `docker://<repository>:<key>`, the import error.
+pub fn read_buildah(log: &str, repository: &str) -> CacheWords {
+    let named = format!("docker://{repository}:");
+    let import_error = log.lines().find(|line| line.contains(&named)).map(|line| {
+        let words = line.rfind("Error: ").map_or(line, |at| &line[at + 7..]);
+        bounded(words)
+    });
+    CacheWords {
+        hits: log
+            .lines()
+            .filter(|l| l.contains("--> Using cache"))
+            .count() as u64,
+        import_error,
+        export_error: None,
+    }
+}
+
+/// Why buildah's cache export failed, from its log, whose last line the
+/// export step writes (`exit=<code>`, render::cache::buildah_export); None
+/// when it succeeded.
+pub fn buildah_export_error(log: &str) -> Option<String> {
+    let mut lines = log.lines().rev().skip_while(|l| l.trim().is_empty());
+    match lines.next().and_then(|l| l.strip_prefix("exit=")) {
+        Some("0") => None,
+        Some(_) => {
+            let why = log
+                .lines()
+                .find(|l| l.contains("failed pushing cache"))
+                .or_else(|| lines.next())
+                .unwrap_or("the export failed");
+            Some(bounded(why))
+        }
+        None => Some("the cache export step left no result".into()),
+    }
+}
+
 /// At most `MAX_CACHE_ERROR` bytes, cut on a character boundary, without
 /// control characters.
 pub fn bounded(words: &str) -> String {
@@ -76,6 +116,45 @@ mod tests {
                 export_error: Some("no space left on device".into()),
             }
         );
+    }
+
+    #[test]
+    fn buildah_cache_hits_and_the_skipped_cache_image_are_read() {
+        let log = "STEP 1/3: FROM alpine\nSTEP 2/3: RUN make\n--> Using cache 1f2e\n\
+            WARN[0001] Failed to pull cache image: docker://r/app-buildcache-linux-amd64:abc12: Error: connection refused\n\
+            STEP 3/3: RUN false\n--> Using cache 9a8b\nan unrelated Error: here\n";
+        assert_eq!(
+            read_buildah(log, "r/app-buildcache-linux-amd64"),
+            CacheWords {
+                hits: 2,
+                import_error: Some("connection refused".into()),
+                export_error: None,
+            }
+        );
+        assert_eq!(read_buildah(log, "r/other").import_error, None);
+    }
+
+    #[test]
+    fn the_export_log_says_whether_and_why_the_export_failed() {
+        assert_eq!(buildah_export_error("STEP 1/2: FROM a\nexit=0\n"), None);
+        assert_eq!(
+            buildah_export_error(
+                "a\nError: failed pushing cache to r:k: denied\nlast words\nexit=125\n"
+            )
+            .as_deref(),
+            Some("Error: failed pushing cache to r:k: denied")
+        );
+        assert_eq!(
+            buildah_export_error("Error: no space left\nexit=1\n\n").as_deref(),
+            Some("Error: no space left")
+        );
+        // The build wrote the step's line into its own log, not the
+        // export's: a log without the export's last line is a failure.
+        assert_eq!(
+            buildah_export_error("exit=0\nmore\n").as_deref(),
+            Some("the cache export step left no result")
+        );
+        assert!(buildah_export_error("").is_some());
     }
 
     #[test]

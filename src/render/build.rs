@@ -26,10 +26,12 @@ const BUILDER_CONFIG_DIR: &str = "/var/run/multiarch/builder";
 /// starts. Upstream's default (10) waits about 2 s in all, which a busy or
 /// slow node misses; attempt N sleeps 0.1 + 0.02 N s, so 70 wait about 57 s.
 pub const BUILDKIT_CONNECT_RETRIES: u32 = 70;
-/// BuildKit writes the image here, an OCI layout, for the push step.
-const BUILDKIT_IMAGE_LAYOUT: &str = "/workspace/image";
-/// The container pushing a BuildKit build's image.
+/// The builder writes the image here, an OCI layout, for the push step.
+const IMAGE_LAYOUT: &str = "/workspace/image";
+/// The container pushing the built image.
 pub const PUSH_CONTAINER: &str = "push";
+/// The container exporting buildah's cache, with the push secret.
+pub const CACHE_EXPORT_CONTAINER: &str = "export-cache";
 /// BuildKit writes its result metadata here; the report step reads it.
 const BUILDKIT_METADATA: &str = "/workspace/buildkit-metadata.json";
 /// The image buildah builds locally before pushing it.
@@ -57,7 +59,9 @@ pub fn build_job(
     // secret into the step that pushes, which runs none.
     let mounts = Mounts::of(spec, &mut volumes);
     let mut init_containers = source_containers(spec, images, commit, &mut volumes);
-    let (pod_security, build, report) = match spec.builder.strategy {
+    // The strategy adds its steps; the last init step and the main
+    // container come back.
+    let (pod_security, last_step, report) = match spec.builder.strategy {
         BuilderStrategy::Buildkit => buildkit(
             spec,
             platform,
@@ -76,7 +80,7 @@ pub fn build_job(
             &mounts,
         ),
     };
-    init_containers.push(build);
+    init_containers.push(last_step);
 
     // The builder is asked for `platform` whatever node it runs on.
     let node = node_platform(spec, platform);
@@ -258,9 +262,7 @@ fn buildkit(
     init_containers: &mut Vec<Value>,
     mounts: &Mounts,
 ) -> (Value, Value, Value) {
-    let node = node_platform(spec, platform);
-    let split =
-        node.node_os() == "linux" && super::MERGE_IMAGE_ARCHITECTURES.contains(&node.node_arch());
+    let split = pushes_from_layout(spec, platform);
     let image = spec
         .builder
         .image
@@ -293,7 +295,7 @@ fn buildkit(
     let dockerfile = join_path(&context, &spec.dockerfile);
     let (dockerfile_dir, dockerfile_name) = dockerfile.rsplit_once('/').expect("an absolute path");
     let output = if split {
-        format!("type=oci,dest={BUILDKIT_IMAGE_LAYOUT},tar=false")
+        format!("type=oci,dest={IMAGE_LAYOUT},tar=false")
     } else {
         let mut output = format!(
             "type=image,name={},push=true,push-by-digest=true,oci-mediatypes=true",
@@ -359,7 +361,11 @@ fn buildkit(
     });
     build["resources"] = images.storage.resources(spec.resources.as_ref());
     let last = if split {
-        push_container(spec, platform, images, mounts)
+        let cache = match cache::buildkit_cache_ref(spec, platform) {
+            Some(reference) => PushCache::Buildkit(reference),
+            None => PushCache::None,
+        };
+        push_container(spec, images, mounts, cache)
     } else {
         report_container(spec, &image, &mounts.shared)
     };
@@ -372,19 +378,36 @@ fn buildkit(
     (pod_security, build, last)
 }
 
-/// `multiarch-operator push`, on the operator's image: the image and the
-/// cache from their layouts, by digest, with the push secret; it runs
-/// nothing of the build and writes the report.
+/// Whether `platform`'s build node runs the operator's image, so that the
+/// build writes the image to its own storage and `multiarch-operator push`,
+/// alone with the push secret, pushes it by digest.
+fn pushes_from_layout(spec: &MultiArchImageSpec, platform: &Platform) -> bool {
+    let node = node_platform(spec, platform);
+    node.node_os() == "linux" && super::MERGE_IMAGE_ARCHITECTURES.contains(&node.node_arch())
+}
+
+/// What the push step reports of the cache, besides the image digest.
+enum PushCache {
+    None,
+    /// BuildKit's export, an OCI layout, pushed under this ref.
+    Buildkit(String),
+    /// buildah's cache repository, which the export step wrote.
+    Buildah(String),
+}
+
+/// `multiarch-operator push`, on the operator's image: the image (and
+/// BuildKit's cache) from their layouts, by digest, with the push secret;
+/// it runs nothing of the build and writes the report.
 fn push_container(
     spec: &MultiArchImageSpec,
-    platform: &Platform,
     images: &BuilderImages,
     mounts: &Mounts,
+    cache: PushCache,
 ) -> Value {
     let mut args: Vec<String> = vec![
         "push".into(),
         "--layout".into(),
-        BUILDKIT_IMAGE_LAYOUT.into(),
+        IMAGE_LAYOUT.into(),
         "--repository".into(),
         spec.image.clone(),
         "--build-log".into(),
@@ -392,13 +415,20 @@ fn push_container(
         "--report".into(),
         "/dev/termination-log".into(),
     ];
-    if let Some(reference) = cache::buildkit_cache_ref(spec, platform) {
-        args.extend([
+    match cache {
+        PushCache::None => {}
+        PushCache::Buildkit(reference) => args.extend([
             "--cache-layout".into(),
             cache::BUILDKIT_CACHE_LAYOUT.into(),
             "--cache-to".into(),
             reference,
-        ]);
+        ]),
+        PushCache::Buildah(repository) => args.extend([
+            "--buildah-cache".into(),
+            repository,
+            "--cache-export-log".into(),
+            cache::CACHE_EXPORT_LOG.into(),
+        ]),
     }
     // The workspace, read-only: what the build wrote is input here.
     let mut volume_mounts =
@@ -446,9 +476,11 @@ fn report_container(spec: &MultiArchImageSpec, image: &str, mounts: &[Value]) ->
     })
 }
 
-/// Buildah: `bud` in an init container, then `push --digestfile` to the
-/// staging tag. Root inside the container (no user namespace is assumed) but
-/// not privileged: chroot isolation, vfs storage on an emptyDir.
+/// Buildah: `bud` in an init container, writing the image as an OCI layout
+/// that `multiarch-operator push` pushes by digest; where the operator's
+/// image cannot run, a buildah step pushes it under a staging tag. Root
+/// inside the container (no user namespace is assumed) but not
+/// privileged: chroot isolation, vfs storage on an emptyDir.
 fn buildah(
     spec: &MultiArchImageSpec,
     build_id: &str,
@@ -547,31 +579,64 @@ fn buildah(
         "name": "build",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": cache::logged(build_command),
+        "command": cache::logged(build_command.clone()),
         "env": env(pull),
         "volumeMounts": with(pull),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": security,
     });
     build["resources"] = images.storage.resources(spec.resources.as_ref());
-    let destination = format!("{}:{}", spec.image, staging_tag(build_id, platform));
-    let push = json!({
-        "name": "push",
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": cache::buildah_push(
-            BUILDAH_LOCAL_IMAGE,
-            &destination,
-            !spec.insecure_registry,
-            cache_repository.as_deref(),
-            &args,
-        ),
-        "env": env(push_auth),
-        // The cache export reads the context again.
-        "volumeMounts": with(push_auth),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": security,
-    });
+    if !pushes_from_layout(spec, platform) {
+        // No image of the operator runs on this node: buildah pushes from
+        // a step of its own, which runs none of the Dockerfile's, under a
+        // staging tag (it pushes nothing by digest alone).
+        let destination = format!("{}:{}", spec.image, staging_tag(build_id, platform));
+        let push = json!({
+            "name": PUSH_CONTAINER,
+            "image": image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": cache::buildah_push(
+                BUILDAH_LOCAL_IMAGE,
+                &destination,
+                !spec.insecure_registry,
+                cache_repository.as_deref(),
+                &args,
+            ),
+            "env": env(push_auth),
+            // The cache export reads the context again.
+            "volumeMounts": with(push_auth),
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": security,
+        });
+        return (json!({}), build, push);
+    }
+    // The build also writes the image as an OCI layout (compressed as a
+    // push would), with no credential but the pull secret.
+    let save =
+        format!("buildah push --quiet --format oci {BUILDAH_LOCAL_IMAGE} oci:{IMAGE_LAYOUT}");
+    build["command"] = json!(cache::logged_then(build_command, Some(&save)));
+    let push_cache = match cache_repository {
+        // The cache is made of buildah's own step images, which only
+        // buildah exports: a step of its own, with the push secret and
+        // flags that run no step of the Dockerfile.
+        Some(repository) => {
+            init_containers.push(build);
+            build = json!({
+                "name": CACHE_EXPORT_CONTAINER,
+                "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": cache::buildah_export(&repository, &args),
+                "env": env(push_auth),
+                // The export reads the context again.
+                "volumeMounts": with(push_auth),
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "securityContext": security,
+            });
+            PushCache::Buildah(repository)
+        }
+        None => PushCache::None,
+    };
+    let push = push_container(spec, images, mounts, push_cache);
     (json!({}), build, push)
 }
 

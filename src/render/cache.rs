@@ -22,8 +22,9 @@ pub const CACHE_PREFIX: &str = "buildcache-";
 pub const BUILD_LOG: &str = "/workspace/build.log";
 /// The builder's exit code, as the logging script saw it.
 const BUILD_EXIT_CODE: &str = "/workspace/build.exit-code";
-/// buildah's cache export, kept apart from the build's output.
-const CACHE_EXPORT_LOG: &str = "/workspace/cache-export.log";
+/// buildah's cache export, kept apart from the build's output; its last
+/// line is `exit=<code>` (`buildah_export`).
+pub const CACHE_EXPORT_LOG: &str = "/workspace/cache-export.log";
 /// The export `bud`'s flags: every step from local storage, none run
 /// (`--isolation=oci` makes buildah run `RUN` through `--runtime`, even
 /// where `BUILDAH_ISOLATION` says chroot).
@@ -103,8 +104,17 @@ pub fn buildkit_cache_args(
 /// A command running `command` with its output both in the container's
 /// log and in `BUILD_LOG`, exiting with its exit code.
 pub fn logged(command: Vec<String>) -> Vec<String> {
+    logged_then(command, None)
+}
+
+/// `logged`, running the fixed command `then` (never user input) once
+/// `command` has succeeded.
+pub fn logged_then(command: Vec<String>, then: Option<&str>) -> Vec<String> {
+    let then = then
+        .map(|then| format!(" && {then} 2>&1"))
+        .unwrap_or_default();
     let script = format!(
-        "{{ \"$@\" 2>&1; echo $? > {BUILD_EXIT_CODE}; }} | tee {BUILD_LOG}; exit \"$(cat {BUILD_EXIT_CODE})\""
+        "{{ \"$@\" 2>&1{then}; echo $? > {BUILD_EXIT_CODE}; }} | tee {BUILD_LOG}; exit \"$(cat {BUILD_EXIT_CODE})\""
     );
     let mut all = vec!["sh".into(), "-c".into(), script, "build".into()];
     all.extend(command);
@@ -152,7 +162,31 @@ pub fn buildkit_report(metadata: &str, cache: bool) -> Vec<String> {
     ]
 }
 
-/// buildah's push step: pushes the built image (failing the pod if that
+/// The cache export step of a buildah build whose image
+/// `multiarch-operator push` pushes: `bud` again with `EXPORT_ONLY`, every
+/// step from local storage, writing the cache to `repository`. Its output
+/// and exit code go to `CACHE_EXPORT_LOG` for the push step, which reports
+/// a failure; the step itself never fails the build.
+pub fn buildah_export(repository: &str, bud_args: &[String]) -> Vec<String> {
+    let script = format!(
+        "cache=$1; shift\n\
+         rm -f {CACHE_EXPORT_LOG}\n\
+         {{ buildah bud {EXPORT_ONLY} --cache-to \"$cache\" \"$@\" 2>&1; echo \"exit=$?\"; }} > {CACHE_EXPORT_LOG}\n\
+         cat {CACHE_EXPORT_LOG}\n"
+    );
+    let mut command = vec![
+        "sh".into(),
+        "-c".into(),
+        script,
+        "export-cache".into(),
+        repository.into(),
+    ];
+    command.extend(bud_args.iter().cloned());
+    command
+}
+
+/// buildah's push step where the operator's image cannot run: pushes the
+/// built image under a staging tag (failing the pod if that
 /// fails), then, with a cache, exports it and writes the report. buildah
 /// skips a cache image it cannot pull, warning only when the pull is
 /// retried (a network error, not a missing key): that warning, which names

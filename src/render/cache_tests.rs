@@ -36,15 +36,21 @@ fn jobs(r: &MultiArchImage) -> Vec<Job> {
     jobs_with(r, &BuilderImages::default())
 }
 
-fn container(job: &Job, name: &str) -> Container {
+fn pod_containers(job: &Job) -> Vec<Container> {
     let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     pod.init_containers
         .iter()
         .flatten()
         .chain(&pod.containers)
+        .cloned()
+        .collect()
+}
+
+fn container(job: &Job, name: &str) -> Container {
+    pod_containers(job)
+        .into_iter()
         .find(|c| c.name == name)
         .unwrap_or_else(|| panic!("container {name}"))
-        .clone()
 }
 
 fn command(job: &Job, name: &str) -> Vec<String> {
@@ -153,12 +159,12 @@ fn buildah_keeps_layers_and_exports_after_the_push() {
         ],
         "a repository per platform: buildah's cache keys do not name the platform"
     );
-    let push = command(&all[0], "push");
+    let export = command(&all[0], "export-cache");
     assert_eq!(
-        push[6], repositories[0],
+        export[4], repositories[0],
         "the export goes where the import reads"
     );
-    assert!(push[2].contains(&format!(
+    assert!(export[2].contains(&format!(
         "buildah bud {} --cache-to \"$cache\"",
         super::cache::EXPORT_ONLY
     )));
@@ -167,11 +173,22 @@ fn buildah_keeps_layers_and_exports_after_the_push() {
             && super::cache::EXPORT_ONLY.contains("--pull=never"),
         "the export, credentials mounted, runs no step and pulls nothing"
     );
-    let mounts = container(&all[0], "push").volume_mounts.unwrap();
+    let mounts = container(&all[0], "export-cache").volume_mounts.unwrap();
     assert!(
         mounts.iter().any(|m| m.mount_path == SOURCE_DIR),
         "the export reads the context again"
     );
+    let push = container(&all[0], "push").args.unwrap();
+    assert!(push
+        .windows(2)
+        .any(|w| w == ["--buildah-cache", repositories[0].as_str()]));
+    // Where the operator's image cannot run, buildah's push step exports.
+    let push = command(&all[2], "push");
+    assert_eq!(push[6], repositories[2]);
+    assert!(push[2].contains(&format!(
+        "buildah bud {} --cache-to \"$cache\"",
+        super::cache::EXPORT_ONLY
+    )));
 }
 
 #[test]
@@ -194,7 +211,18 @@ fn a_disabled_cache_renders_no_cache_flags() {
     let build = command(job, "build");
     assert_eq!(build[4..6], ["buildah", "bud"]);
     assert!(!build.contains(&"--layers".to_string()));
-    assert_eq!(command(job, "push")[6], "", "no cache repository");
+    assert!(
+        !container(job, "push")
+            .args
+            .unwrap()
+            .iter()
+            .any(|a| a.contains("cache")),
+        "no cache report"
+    );
+    assert!(
+        !pod_containers(job).iter().any(|c| c.name == "export-cache"),
+        "no cache export"
+    );
 }
 
 #[test]

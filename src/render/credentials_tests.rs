@@ -68,34 +68,69 @@ fn mounts_of(job: &Job) -> Vec<(String, Vec<String>)> {
 
 #[test]
 fn buildah_builds_with_the_pull_secret_and_pushes_with_the_push_secret() {
-    let job = &jobs("buildah", "[linux/amd64]", true)[0];
-    assert_eq!(
-        mounts_of(job),
-        [
-            (
-                "fetch-source".to_string(),
-                vec![GIT_CREDENTIALS_VOLUME.to_string()]
-            ),
-            ("write-builder-config".to_string(), vec![]),
-            ("build".to_string(), vec![PULL_SECRET_VOLUME.to_string()]),
-            ("push".to_string(), vec![PUSH_SECRET_VOLUME.to_string()]),
-        ]
+    let all = jobs("buildah", "[linux/amd64, linux/s390x]", true);
+    let fetch = (
+        "fetch-source".to_string(),
+        vec![GIT_CREDENTIALS_VOLUME.to_string()],
     );
-    let all = containers(job);
-    let auth = |name: &str| {
-        env(
-            all.iter().find(|c| c.name == name).unwrap(),
-            "REGISTRY_AUTH_FILE",
+    let step = |name: &str, secret: Option<&str>| {
+        (
+            name.to_string(),
+            secret.into_iter().map(String::from).collect::<Vec<_>>(),
         )
     };
     assert_eq!(
-        auth("build").as_deref(),
-        Some("/var/run/multiarch/pull/config.json")
+        mounts_of(&all[0]),
+        [
+            fetch.clone(),
+            step("write-builder-config", None),
+            step("build", Some(PULL_SECRET_VOLUME)),
+            step("export-cache", Some(PUSH_SECRET_VOLUME)),
+            step("push", Some(PUSH_SECRET_VOLUME)),
+        ]
     );
+    // Where the operator's image cannot run, buildah's push step exports
+    // the cache too.
     assert_eq!(
-        auth("push").as_deref(),
-        Some("/var/run/multiarch/docker/config.json")
+        mounts_of(&all[1]),
+        [
+            fetch,
+            step("write-builder-config", None),
+            step("build", Some(PULL_SECRET_VOLUME)),
+            step("push", Some(PUSH_SECRET_VOLUME)),
+        ]
     );
+    for job in &all {
+        let all = containers(job);
+        let auth = |name: &str| {
+            env(
+                all.iter().find(|c| c.name == name).unwrap(),
+                "REGISTRY_AUTH_FILE",
+            )
+        };
+        assert_eq!(
+            auth("build").as_deref(),
+            Some("/var/run/multiarch/pull/config.json")
+        );
+        let pusher = if all.iter().any(|c| c.name == "export-cache") {
+            "export-cache"
+        } else {
+            "push"
+        };
+        assert_eq!(
+            auth(pusher).as_deref(),
+            Some("/var/run/multiarch/docker/config.json")
+        );
+    }
+    let push = containers(&all[0])
+        .into_iter()
+        .find(|c| c.name == "push")
+        .unwrap();
+    assert!(push
+        .args
+        .unwrap()
+        .windows(2)
+        .any(|w| w == ["--registry-config", "/var/run/multiarch/docker/config.json"]));
 }
 
 #[test]

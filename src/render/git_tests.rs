@@ -198,7 +198,7 @@ fn buildah_gets_a_registries_conf_without_a_shell() {
     assert!(conf.contains("short-name-mode = \"permissive\""));
     assert!(conf.contains("location = \"registry.example.com:5000\"\ninsecure = true"));
     assert_eq!(command[5], "/var/run/multiarch/builder/registries.conf");
-    for step in ["build", "push"] {
+    for step in ["build", "export-cache"] {
         let c = container(&job, step);
         let command = c.command.clone().unwrap();
         assert!(

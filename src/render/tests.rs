@@ -184,21 +184,54 @@ fn buildah_gets_every_field_as_an_argument() {
     let resources = build.resources.clone().unwrap();
     assert_eq!(resources.requests.unwrap()["memory"].0, "4Gi");
 
+    // The cache export: the same build, every step from local storage,
+    // with the push secret.
+    let export = init(job, "export-cache");
+    let e = under_script(&export, &["cowsay", "EVIL", "release"]);
+    assert_eq!(
+        e[0],
+        "registry.example.com:5000/tools/cowsay-buildcache-linux-arm64"
+    );
+    assert_eq!(e[1..], a[5..], "the cache export builds the same");
+    let env = export.env.clone().unwrap();
+    assert!(env.iter().any(|e| e.name == "REGISTRY_AUTH_FILE"
+        && e.value.as_deref() == Some("/var/run/multiarch/docker/config.json")));
+    // The image goes by digest, from the layout the build wrote.
     let push = &pod(job).containers[0];
+    assert_eq!(
+        push.image.as_deref(),
+        Some(BuilderImages::default().merge.as_str())
+    );
+    let p = push.args.clone().unwrap();
+    assert!(has_pair(&p, "--layout", "/workspace/image"));
+    assert!(has_pair(
+        &p,
+        "--repository",
+        "registry.example.com:5000/tools/cowsay"
+    ));
+    assert!(has_pair(
+        &p,
+        "--buildah-cache",
+        "registry.example.com:5000/tools/cowsay-buildcache-linux-arm64"
+    ));
+    assert!(!p.iter().any(|a| a.contains(":mai-")), "no staging tag");
+    // Where the operator's image cannot run, a buildah step pushes under a
+    // staging tag.
+    let arm = &plan.build_jobs[2];
+    let push = &pod(arm).containers[0];
     let p = under_script(push, &["cowsay", "EVIL", "release"]);
     assert_eq!(
         p[..3],
         [
             format!(
-                "registry.example.com:5000/tools/cowsay:mai-{}-linux-arm64",
+                "registry.example.com:5000/tools/cowsay:mai-{}-linux-arm-v7",
                 short_id(&plan.build_id)
             ),
             "false".to_string(),
-            "registry.example.com:5000/tools/cowsay-buildcache-linux-arm64".to_string(),
+            "registry.example.com:5000/tools/cowsay-buildcache-linux-arm-v7".to_string(),
         ],
         "destination, --tls-verify, cache repository"
     );
-    assert_eq!(p[3..], a[5..], "the cache export builds the same");
     let env = push.env.clone().unwrap();
     assert!(env.iter().any(|e| e.name == "REGISTRY_AUTH_FILE"
         && e.value.as_deref() == Some("/var/run/multiarch/docker/config.json")));
@@ -233,7 +266,12 @@ fn git_source_is_fetched_before_the_build_and_only_there_with_credentials() {
         .collect();
     assert_eq!(
         names,
-        ["fetch-source", "write-builder-config", "build"],
+        [
+            "fetch-source",
+            "write-builder-config",
+            "build",
+            "export-cache"
+        ],
         "source before build"
     );
     let volumes = pod(job).volumes.clone().unwrap();
