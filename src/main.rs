@@ -46,16 +46,20 @@ fn main() -> ExitCode {
             file,
             images,
             allowlists,
-        } => match render_file(&file, &images.into(), &allowlists) {
-            Ok(yaml) => {
-                print!("{yaml}");
-                ExitCode::SUCCESS
+        } => {
+            let images = images.into();
+            let allowlists = allowlists.with_operator_image(&images);
+            match render_file(&file, &images, &allowlists) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprintln!("{message}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(message) => {
-                eprintln!("{message}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Controller(args) => {
             telemetry::init_logging(args.log_json);
             let runtime = tokio::runtime::Runtime::new().expect("start the async runtime");
@@ -99,8 +103,8 @@ fn render_file(
             let name = resource.metadata.name.as_deref().unwrap_or("<unnamed>");
             format!("{}: MultiArchImage {name} is invalid:\n{e}", file.display())
         };
-        validate::validate_with(resource, allowlists).map_err(invalid)?;
-        let yaml = render::render_yaml(resource, images).map_err(invalid)?;
+        let valid = validate::validate_with(resource, allowlists).map_err(invalid)?;
+        let yaml = render::render_yaml(resource, &valid, images);
         out.push_str(&yaml);
     }
     Ok(out)

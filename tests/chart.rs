@@ -799,6 +799,12 @@ fn the_operator_job_policy_binds_the_operators_account_and_can_be_turned_off() {
 fn allowlists_reach_the_operator() {
     let defaults = args(&documents(&render(&[])));
     assert_eq!(flag(&defaults, "allow-control-plane"), "false");
+    assert_eq!(flag(&defaults, "allow-build-step-push"), "false");
+    let architectures: Vec<_> = defaults
+        .iter()
+        .filter_map(|a| a.strip_prefix("--operator-image-architecture="))
+        .collect();
+    assert_eq!(architectures, ["amd64", "arm64"]);
     assert!(
         !defaults.iter().any(|a| a.starts_with("--allowed-")),
         "{defaults:?}"
@@ -812,6 +818,10 @@ fn allowlists_reach_the_operator() {
         "allowlists.nodeSelectorKeys={example.com/pool}",
         "--set",
         "allowlists.allowControlPlane=true",
+        "--set",
+        "allowlists.allowBuildStepPush=true",
+        "--set",
+        "image.architectures={amd64,arm64,s390x}",
     ]));
     let args = args(&docs);
     for expected in [
@@ -820,6 +830,8 @@ fn allowlists_reach_the_operator() {
         "--allowed-toleration-key=pool",
         "--allowed-node-selector-key=example.com/pool",
         "--allow-control-plane=true",
+        "--allow-build-step-push=true",
+        "--operator-image-architecture=s390x",
     ] {
         assert!(
             args.iter().any(|a| a == expected),

@@ -132,6 +132,7 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
     };
     // A Controller, with its own caches, per scope: a watch covers one
     // namespace or all of them, and one cache cannot be fed by several.
+    let images: crate::render::BuilderImages = args.images.clone().into();
     let controllers = scopes.iter().map(|scope| {
         let (controller, caches) = controller(&client, *scope, args.concurrency);
         let context = Arc::new(Context {
@@ -144,8 +145,8 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
                 },
             ),
             metrics: metrics.clone(),
-            images: args.images.clone().into(),
-            allowlists: args.allowlists.clone(),
+            images: images.clone(),
+            allowlists: args.allowlists.clone().with_operator_image(&images),
             caches,
             backoff: Default::default(),
             sightings: Default::default(),

@@ -248,12 +248,13 @@ fn join_path(base: &str, relative: &str) -> String {
 /// Rootless BuildKit: no privileged pod, seccomp and AppArmor unconfined
 /// (it makes its own namespaces), state on an emptyDir; pushes by digest.
 ///
-/// On nodes the operator image runs on (`MERGE_IMAGE_ARCHITECTURES`), the
+/// On nodes the operator image runs on (`--operator-image-architecture`), the
 /// build has the pull secret only: it writes the image and the cache as
 /// OCI layouts, and `multiarch-operator push`, alone with the push secret,
 /// pushes them. Elsewhere (linux/arm/v7, s390x, ... nodes) no image of the
-/// operator can run, and BuildKit pushes from the build step itself, with
-/// the push secret (docs/security.md says so).
+/// operator runs, and BuildKit pushes from the build step itself, with the
+/// push secret: validate refuses that unless the admin allows it
+/// (`--allow-build-step-push`).
 fn buildkit(
     spec: &MultiArchImageSpec,
     platform: &Platform,
@@ -262,7 +263,7 @@ fn buildkit(
     init_containers: &mut Vec<Value>,
     mounts: &Mounts,
 ) -> (Value, Value, Value) {
-    let split = pushes_from_layout(spec, platform);
+    let split = pushes_from_layout(spec, platform, images);
     let image = spec
         .builder
         .image
@@ -381,9 +382,21 @@ fn buildkit(
 /// Whether `platform`'s build node runs the operator's image, so that the
 /// build writes the image to its own storage and `multiarch-operator push`,
 /// alone with the push secret, pushes it by digest.
-fn pushes_from_layout(spec: &MultiArchImageSpec, platform: &Platform) -> bool {
-    let node = node_platform(spec, platform);
-    node.node_os() == "linux" && super::MERGE_IMAGE_ARCHITECTURES.contains(&node.node_arch())
+fn pushes_from_layout(
+    spec: &MultiArchImageSpec,
+    platform: &Platform,
+    images: &BuilderImages,
+) -> bool {
+    operator_image_runs_on(
+        &node_platform(spec, platform),
+        &images.operator_architectures,
+    )
+}
+
+/// Whether the operator's image, published for `architectures`, runs on
+/// nodes of `node`.
+pub fn operator_image_runs_on(node: &Platform, architectures: &[String]) -> bool {
+    node.node_os() == "linux" && architectures.iter().any(|a| a == node.node_arch())
 }
 
 /// What the push step reports of the cache, besides the image digest.
@@ -586,7 +599,7 @@ fn buildah(
         "securityContext": security,
     });
     build["resources"] = images.storage.resources(spec.resources.as_ref());
-    if !pushes_from_layout(spec, platform) {
+    if !pushes_from_layout(spec, platform, images) {
         // No image of the operator runs on this node: buildah pushes from
         // a step of its own, which runs none of the Dockerfile's, under a
         // staging tag (it pushes nothing by digest alone).

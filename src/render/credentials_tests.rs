@@ -9,6 +9,18 @@ use super::*;
 use crate::validate::parse_manifests;
 
 fn jobs(strategy: &str, platforms: &str, pull: bool) -> Vec<Job> {
+    jobs_with(strategy, platforms, pull, &BuilderImages::default(), false).build_jobs
+}
+
+/// The plan, with the operator's images and whether the admin allows a
+/// build step to push.
+fn jobs_with(
+    strategy: &str,
+    platforms: &str,
+    pull: bool,
+    images: &BuilderImages,
+    allow_build_step_push: bool,
+) -> Plan {
     let pull = if pull {
         "\n  pullSecret: {name: basecred}"
     } else {
@@ -18,8 +30,13 @@ fn jobs(strategy: &str, platforms: &str, pull: bool) -> Vec<Job> {
         "apiVersion: multiarch.dev/v1alpha1\nkind: MultiArchImage\nmetadata: {{name: app, namespace: ci}}\nspec:\n  image: registry.example.com/team/app\n  platforms: {platforms}\n  source: {{git: {{url: 'https://git.example.com/app.git', secretRef: {{name: git-cred}}}}}}\n  pushSecret: {{name: regcred}}{pull}\n  builder: {{strategy: {strategy}}}\n"
     );
     let r = parse_manifests(&text).unwrap().remove(0);
-    let valid = validate::validate(&r).expect("valid");
-    plan(&r, &valid, "0".repeat(16), &BuilderImages::default(), None).build_jobs
+    let lists = validate::Allowlists {
+        allow_build_step_push,
+        ..Default::default()
+    }
+    .with_operator_image(images);
+    let valid = validate::validate_with(&r, &lists).expect("valid");
+    plan(&r, &valid, "0".repeat(16), images, None)
 }
 
 fn containers(job: &Job) -> Vec<Container> {
@@ -149,7 +166,8 @@ fn without_a_pull_secret_the_build_has_no_registry_credential() {
 
 #[test]
 fn buildkit_pushes_from_a_step_of_its_own_where_the_operator_image_runs() {
-    let all = jobs("buildkit", "[linux/amd64, linux/arm64, linux/arm/v7]", true);
+    let platforms = "[linux/amd64, linux/arm64, linux/arm/v7]";
+    let all = jobs_with("buildkit", platforms, true, &BuilderImages::default(), true).build_jobs;
     for job in &all[..2] {
         assert_eq!(
             mounts_of(job),
@@ -185,8 +203,8 @@ fn buildkit_pushes_from_a_step_of_its_own_where_the_operator_image_runs() {
             "what the build wrote is input"
         );
     }
-    // linux/arm nodes run no operator image: BuildKit pushes itself, with
-    // the push secret (docs/security.md).
+    // linux/arm nodes run no operator image: where the admin allows it,
+    // BuildKit pushes itself, with the push secret (docs/security.md).
     assert_eq!(
         mounts_of(&all[2]),
         [
@@ -197,5 +215,26 @@ fn buildkit_pushes_from_a_step_of_its_own_where_the_operator_image_runs() {
             ("build".to_string(), vec![PUSH_SECRET_VOLUME.to_string()]),
             ("report-digest".to_string(), vec![]),
         ]
+    );
+    // An operator image published for arm too: every build pushes with
+    // it, and merges may run on arm nodes.
+    let images = BuilderImages {
+        operator_architectures: vec!["amd64".into(), "arm64".into(), "arm".into()],
+        ..Default::default()
+    };
+    let plan = jobs_with("buildkit", platforms, true, &images, false);
+    for job in &plan.build_jobs {
+        assert!(
+            mounts_of(job).contains(&("push".to_string(), vec![PUSH_SECRET_VOLUME.to_string()])),
+            "{:?}",
+            mounts_of(job)
+        );
+    }
+    let merge = serde_json::to_value(plan.merge.job(&[])).unwrap();
+    let terms = &merge["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+        ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+    assert_eq!(
+        terms[0]["matchExpressions"][0]["values"],
+        serde_json::json!(["amd64", "arm64", "arm"])
     );
 }

@@ -12,7 +12,8 @@ use crate::api::MultiArchImage;
 use crate::platform::Platform;
 use crate::validate::Validated;
 
-/// Architectures the operator image (which runs the merge) is published for.
+/// Architectures the operator image (which runs the merge) is published
+/// for: the default of `--operator-image-architecture`.
 pub const MERGE_IMAGE_ARCHITECTURES: &[&str] = &["amd64", "arm64"];
 
 /// The container of the merge Job.
@@ -125,7 +126,8 @@ fn merge_job(
 
     // The merge only talks to the registry: any Linux node of an
     // architecture the operator image has will do.
-    let mut tolerations: Vec<serde_json::Value> = MERGE_IMAGE_ARCHITECTURES
+    let mut tolerations: Vec<serde_json::Value> = images
+        .operator_architectures
         .iter()
         .map(|arch| json!({"key": "kubernetes.io/arch", "operator": "Equal", "value": arch, "effect": "NoSchedule"}))
         .collect();
@@ -140,7 +142,7 @@ fn merge_job(
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [{"matchExpressions": [{
                 "key": "kubernetes.io/arch", "operator": "In",
-                "values": MERGE_IMAGE_ARCHITECTURES,
+                "values": images.operator_architectures,
             }]}],
         }}},
         "tolerations": tolerations,

@@ -22,7 +22,7 @@ use crate::api::{MultiArchImage, MultiArchImageSpec};
 use crate::platform::Platform;
 use crate::validate::{self, Validated, ValidationErrors};
 
-pub use build::{build_job, node_platform, BUILDKIT_CONNECT_RETRIES};
+pub use build::{build_job, node_platform, operator_image_runs_on, BUILDKIT_CONNECT_RETRIES};
 pub use build_id::{build_id, short as short_id, BuildInputs, BUILD_ID_LENGTH};
 pub use git::GIT_UID;
 pub use merge::{
@@ -81,6 +81,9 @@ pub struct BuilderImages {
     pub mirrors: Vec<mirrors::RegistryMirror>,
     /// Build pods' local storage: requests, limits, emptyDir sizeLimits.
     pub storage: storage::BuildStorage,
+    /// Node architectures the operator's image (`merge`) runs on: merge
+    /// pods go there, and build pods there push with it.
+    pub operator_architectures: Vec<String>,
 }
 
 pub const DEFAULT_BUILDKIT_IMAGE: &str = "docker.io/moby/buildkit:v0.18.2-rootless";
@@ -102,6 +105,10 @@ impl Default for BuilderImages {
             merge_image_pull_secrets: Vec::new(),
             mirrors: Vec::new(),
             storage: storage::BuildStorage::default(),
+            operator_architectures: MERGE_IMAGE_ARCHITECTURES
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
         }
     }
 }
@@ -121,6 +128,17 @@ pub struct ImageArgs {
     /// Image running `multiarch-operator merge` (this operator's own image).
     #[arg(long, env = "MULTIARCH_MERGE_IMAGE", default_value = DEFAULT_MERGE_IMAGE)]
     pub merge_image: String,
+    /// A node architecture (`kubernetes.io/arch`) the merge image is
+    /// published for; repeatable. Merge pods run there, and build pods
+    /// there push the image with it, the build holding no push secret.
+    #[arg(
+        long = "operator-image-architecture",
+        env = "MULTIARCH_OPERATOR_IMAGE_ARCHITECTURES",
+        value_delimiter = ',',
+        default_values = MERGE_IMAGE_ARCHITECTURES.iter().copied(),
+        value_parser = parse_architecture
+    )]
+    pub operator_image_architectures: Vec<String>,
     /// ServiceAccount the merge pods run as, in the resource's namespace
     /// (its imagePullSecrets apply); the namespace's default when unset.
     #[arg(long, env = "MULTIARCH_MERGE_SERVICE_ACCOUNT")]
@@ -164,6 +182,22 @@ pub struct ImageArgs {
     pub build_ephemeral_storage_limit: String,
 }
 
+/// A `kubernetes.io/arch` value: lowercase letters and digits.
+fn parse_architecture(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty()
+        && value.len() <= 16
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if valid {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "{value:?} is not a node architecture (amd64, arm64, s390x, ...)"
+        ))
+    }
+}
+
 impl From<ImageArgs> for BuilderImages {
     fn from(args: ImageArgs) -> Self {
         BuilderImages {
@@ -178,6 +212,7 @@ impl From<ImageArgs> for BuilderImages {
                 request: args.build_ephemeral_storage_request,
                 limit: args.build_ephemeral_storage_limit,
             },
+            operator_architectures: args.operator_image_architectures,
         }
     }
 }
@@ -402,18 +437,14 @@ pub fn plan(
     }
 }
 
-/// The YAML `render` prints: the source-resolve Job (git sources), every
+/// The YAML `render` prints for a validated resource: the source-resolve Job (git sources), every
 /// build Job, then the merge Job with placeholders where the per-platform
 /// digests (and the resolved commit) go.
-pub fn render_yaml(
-    resource: &MultiArchImage,
-    images: &BuilderImages,
-) -> Result<String, ValidationErrors> {
-    let valid = validate::validate(resource)?;
+pub fn render_yaml(resource: &MultiArchImage, valid: &Validated, images: &BuilderImages) -> String {
     let inputs = BuildInputs::default();
     let plan = plan(
         resource,
-        &valid,
+        valid,
         build_id(&resource.spec, &inputs),
         images,
         None,
@@ -439,7 +470,7 @@ pub fn render_yaml(
         out.push_str("---\n");
         out.push_str(&serde_yaml_ng::to_string(job).expect("a Job serialises to YAML"));
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

@@ -5,10 +5,13 @@
 //! the allowlists bound what anyone may choose. Each refusal names the
 //! field and the value.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Toleration;
 
 use super::Report;
-use crate::api::MultiArchImageSpec;
+use crate::api::{BuilderStrategy, MultiArchImageSpec};
+use crate::platform::Platform;
 
 /// The labels and taints that mark control-plane nodes
 /// (kubeadm: `node-role.kubernetes.io/control-plane`; before 1.24 `master`).
@@ -18,7 +21,7 @@ pub const CONTROL_PLANE_KEYS: [&str; 2] = [
 ];
 
 /// Flags of `controller` and `render`; empty lists allow any value.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Allowlists {
     /// Builder images `spec.builder.image` may name; repeatable. A prefix
     /// matches at a path, tag or digest boundary (`quay.io/buildah` allows
@@ -56,6 +59,77 @@ pub struct Allowlists {
         action = clap::ArgAction::Set
     )]
     pub allow_control_plane: bool,
+    /// Let BuildKit push from the step that runs the Dockerfile, the push
+    /// secret mounted there, for platforms built on nodes the operator
+    /// image does not run on (`--operator-image-architecture`). Refused
+    /// when false.
+    #[arg(
+        long,
+        env = "MULTIARCH_ALLOW_BUILD_STEP_PUSH",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub allow_build_step_push: bool,
+    /// The node architectures the operator image runs on: the images'
+    /// `--operator-image-architecture`, given by `with_operator_image`.
+    #[arg(skip = default_operator_architectures())]
+    pub operator_architectures: Vec<String>,
+}
+
+fn default_operator_architectures() -> Vec<String> {
+    crate::render::BuilderImages::default().operator_architectures
+}
+
+/// The flags' defaults.
+impl Default for Allowlists {
+    fn default() -> Self {
+        Allowlists {
+            builder_images: Vec::new(),
+            toleration_keys: Vec::new(),
+            node_selector_keys: Vec::new(),
+            allow_control_plane: false,
+            allow_build_step_push: false,
+            operator_architectures: default_operator_architectures(),
+        }
+    }
+}
+
+impl Allowlists {
+    /// These allowlists, for an operator whose images are `images`.
+    pub fn with_operator_image(mut self, images: &crate::render::BuilderImages) -> Self {
+        self.operator_architectures = images.operator_architectures.clone();
+        self
+    }
+}
+
+/// BuildKit on nodes the operator's image does not run on pushes from the
+/// build step, which runs the Dockerfile's steps with the push secret
+/// mounted: refused unless the admin allows it.
+pub(super) fn check_push_steps(
+    spec: &MultiArchImageSpec,
+    platforms: &[Platform],
+    build_on: &BTreeMap<Platform, Platform>,
+    lists: &Allowlists,
+    report: &mut Report,
+) {
+    if spec.builder.strategy != BuilderStrategy::Buildkit || lists.allow_build_step_push {
+        return;
+    }
+    for (i, platform) in platforms.iter().enumerate() {
+        let node = build_on.get(platform).unwrap_or(platform);
+        if !crate::render::operator_image_runs_on(node, &lists.operator_architectures) {
+            report(
+                &format!("spec.platforms[{i}]"),
+                format!(
+                    "{platform}: builds on {}/{} nodes, which the operator image (published for linux/{}) does not run on, so BuildKit would push from the step that runs the Dockerfile, with the push secret; use strategy buildah, whose push step runs none of the Dockerfile's steps, build it on other nodes with spec.buildOn, or ask the admin to publish the operator image for {} (--operator-image-architecture) or to allow it (--allow-build-step-push)",
+                    node.node_os(),
+                    node.node_arch(),
+                    lists.operator_architectures.join(", linux/"),
+                    node.node_arch(),
+                ),
+            );
+        }
+    }
 }
 
 /// Whether `entry` allows `image`: a digest pins it, a prefix must end

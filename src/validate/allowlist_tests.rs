@@ -132,3 +132,49 @@ fn control_plane_placement_is_refused_unless_allowed() {
         validate_with(&resource, &allowed).unwrap();
     }
 }
+
+#[test]
+fn buildkit_may_not_push_from_the_build_step_unless_the_admin_allows_it() {
+    let platforms = serde_json::json!(["linux/amd64", "linux/arm64", "linux/arm/v7"]);
+    let resource = with(serde_json::json!({"platforms": platforms}));
+    let message = refusal(&resource, &Allowlists::default());
+    assert!(message.contains("spec.platforms[2]"), "{message}");
+    assert!(
+        message.contains("linux/arm nodes")
+            && message.contains("linux/amd64, linux/arm64")
+            && message.contains("--allow-build-step-push")
+            && message.contains("spec.buildOn")
+            && message.contains("strategy buildah"),
+        "{message}"
+    );
+    assert!(!message.contains("spec.platforms[0]") && !message.contains("spec.platforms[1]"));
+    // The admin allows it, or publishes the operator image for arm.
+    let allowed = Allowlists {
+        allow_build_step_push: true,
+        ..Allowlists::default()
+    };
+    validate_with(&resource, &allowed).unwrap();
+    let images = crate::render::BuilderImages {
+        operator_architectures: vec!["amd64".into(), "arm64".into(), "arm".into()],
+        ..Default::default()
+    };
+    validate_with(
+        &resource,
+        &Allowlists::default().with_operator_image(&images),
+    )
+    .unwrap();
+    // Built on arm64 nodes, the platform pushes with the operator image.
+    let elsewhere = with(serde_json::json!({
+        "platforms": platforms,
+        "buildOn": {"linux/arm/v7": "linux/arm64"},
+    }));
+    validate_with(&elsewhere, &Allowlists::default()).unwrap();
+    // buildah's push step runs none of the Dockerfile's steps.
+    let buildah = with(serde_json::json!({
+        "platforms": ["linux/amd64", "linux/s390x"],
+        "builder": {"strategy": "buildah"},
+    }));
+    validate_with(&buildah, &Allowlists::default()).unwrap();
+    let buildkit = with(serde_json::json!({"platforms": ["linux/s390x"]}));
+    assert!(refusal(&buildkit, &Allowlists::default()).contains("linux/s390x nodes"));
+}

@@ -88,6 +88,19 @@ pub fn validate(resource: &MultiArchImage) -> Result<Validated, ValidationErrors
     validate_with(resource, &Allowlists::default())
 }
 
+/// `validate`, where the admin lets BuildKit push from the build step on
+/// nodes the operator image does not run on (for tests of that path).
+#[cfg(test)]
+pub fn validate_allowing_build_step_push(
+    resource: &MultiArchImage,
+) -> Result<Validated, ValidationErrors> {
+    let lists = Allowlists {
+        allow_build_step_push: true,
+        ..Allowlists::default()
+    };
+    validate_with(resource, &lists)
+}
+
 /// Checks a resource, and that it stays within the cluster's allowlists;
 /// every problem is returned, each naming its field.
 pub fn validate_with(
@@ -121,6 +134,7 @@ pub fn validate_with(
     let poll_interval = git::check_poll_interval(spec, &mut report);
     let build_on = build_on::check_build_on(spec, &platforms, &mut report);
     git::check_builder_platforms(spec, &platforms, &build_on, &mut report);
+    allowlist::check_push_steps(spec, &platforms, &build_on, allowlists, &mut report);
     check_scheduling(spec, &mut report);
     cache::check_cache(spec, &platforms, &mut report);
     allowlist::check(spec, allowlists, &mut report);

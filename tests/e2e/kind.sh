@@ -24,9 +24,9 @@
 #      ConfigMap that records the machine it was built on; EXAMPLE=sample:
 #      deploy/examples/sample-buildkit.yaml, the README's first build of
 #      https://github.com/pddg/multi-arch-image-sample with BuildKit, pointed
-#      at the local registry; it asks for linux/amd64, linux/arm64 and
-#      linux/arm/v7, which a cluster with nodes of each builds, and kind
-#      builds the PLATFORMS its nodes have),
+#      at the local registry; it asks for linux/amd64 and linux/arm64,
+#      which a cluster with nodes of each builds, and kind builds the
+#      PLATFORMS its nodes have),
 #   6. `kubectl wait --for=condition=Ready`, then checks that the pushed
 #      index lists exactly PLATFORMS, and (EXAMPLE=hello) runs the image on
 #      each platform's node and checks `uname -m` recorded at build time;
