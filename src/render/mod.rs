@@ -20,7 +20,9 @@ use sha2::{Digest, Sha256};
 
 use crate::api::{MultiArchImage, MultiArchImageSpec};
 use crate::platform::Platform;
-use crate::validate::{self, Validated, ValidationErrors};
+#[cfg(test)]
+use crate::validate;
+use crate::validate::Validated;
 
 pub use build::{build_job, node_platform, operator_image_runs_on, BUILDKIT_CONNECT_RETRIES};
 pub use build_id::{build_id, short as short_id, BuildInputs, BUILD_ID_LENGTH};
