@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod agent;
 pub mod api;
 pub mod apply;
 pub mod auth;
@@ -256,7 +257,7 @@ impl Sim {
                     controllers::spawn_all(sh.clone());
                     let _ = ready_tx.send(Ok(port));
                     let _ = stop.changed().await;
-                    controllers::kubelet::shutdown(&sh).await;
+                    controllers::kubelet::shutdown(&sh.kubelet).await;
                 });
                 rt.shutdown_timeout(Duration::from_secs(2));
             })?;

@@ -1,5 +1,6 @@
 //! `kube-sim serve`: run a simulated cluster until SIGTERM/SIGINT.
 //! `kube-sim node ...` / `kube-sim clock ...`: change a running one.
+//! `kube-sim kubelet`: a node agent against any API server.
 
 mod control;
 
@@ -23,6 +24,33 @@ enum Cmd {
     Node(control::NodeCmd),
     /// Shift the clock of a running `kube-sim serve`.
     Clock(control::ClockCmd),
+    /// Run a node agent (kube-sim's kubelet) against any API server.
+    Kubelet(Kubelet),
+}
+
+#[derive(clap::Args)]
+struct Kubelet {
+    /// Credentials and address of the API server.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// NAME=os/arch[/variant]: the Node to register.
+    #[arg(long)]
+    node: String,
+    /// key=value:Effect; repeatable.
+    #[arg(long = "taint")]
+    taints: Vec<String>,
+    /// key=value, a label besides the kubernetes.io ones; repeatable.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// IMAGE_REPO[=HOST_BIN_DIR]; repeatable.
+    #[arg(long = "image")]
+    images: Vec<String>,
+    /// Work directory for pod files (default: a temp dir).
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+    /// First image pull back-off (doubles per failure up to 30x), e.g. 10s.
+    #[arg(long, default_value = "10s")]
+    image_pull_backoff: String,
 }
 
 #[derive(clap::Args)]
@@ -99,6 +127,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Serve(s) => s,
         Cmd::Node(n) => return control::node(n),
         Cmd::Clock(c) => return control::clock(c),
+        Cmd::Kubelet(k) => return kubelet(k),
     };
     let mut cfg = SimConfig {
         kubeconfig_path: Some(s.kubeconfig.clone()),
@@ -149,19 +178,68 @@ fn main() -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("taint must be NAME=key=value:Effect"))?;
         cfg.taints.push((node.to_string(), Taint::parse(taint)?));
     }
-    for i in &s.images {
-        let (repo, dir) = match i.split_once('=') {
-            Some((r, d)) => (r.to_string(), Some(PathBuf::from(d))),
-            None => (i.clone(), None),
-        };
-        cfg.images.push((repo, dir));
-    }
+    cfg.images = parse_images(&s.images);
     let sim = Sim::start(cfg)?;
     eprintln!(
         "kube-sim serving {} (kubeconfig {})",
         sim.url(),
         sim.kubeconfig_path().display()
     );
+    wait_for_signal()?;
+    drop(sim);
+    Ok(())
+}
+
+/// `kube-sim kubelet`: register the node, run its pods until SIGTERM/SIGINT.
+fn kubelet(k: Kubelet) -> anyhow::Result<()> {
+    use kube_sim::agent::{Agent, AgentConfig};
+    let mut node = NodeSpec::parse(&k.node)?;
+    for t in &k.taints {
+        node.taints.push(Taint::parse(t)?);
+    }
+    for l in &k.labels {
+        let (key, value) = l
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("label must be key=value"))?;
+        node.labels.push((key.into(), value.into()));
+    }
+    // Kept until the agent stopped: the pods' files live there.
+    let tmp;
+    let workdir = match k.workdir {
+        Some(d) => d,
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("kube-sim-kubelet-")
+                .tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let mut cfg = AgentConfig::new(k.kubeconfig, node, workdir);
+    cfg.images = parse_images(&k.images);
+    cfg.image_pull_backoff = kube_sim::nodes::parse_duration(&k.image_pull_backoff)?;
+    let agent = Agent::start(cfg)?;
+    eprintln!(
+        "kube-sim kubelet: node {} Ready (log server on 127.0.0.1:{})",
+        agent.node_name(),
+        agent.kubelet_port()
+    );
+    wait_for_signal()?;
+    drop(agent);
+    Ok(())
+}
+
+/// `IMAGE_REPO[=HOST_BIN_DIR]` flags.
+fn parse_images(flags: &[String]) -> Vec<(String, Option<PathBuf>)> {
+    flags
+        .iter()
+        .map(|i| match i.split_once('=') {
+            Some((r, d)) => (r.to_string(), Some(PathBuf::from(d))),
+            None => (i.clone(), None),
+        })
+        .collect()
+}
+
+fn wait_for_signal() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -174,9 +252,7 @@ fn main() -> anyhow::Result<()> {
             _ = int.recv() => {}
         }
         anyhow::Ok(())
-    })?;
-    drop(sim);
-    Ok(())
+    })
 }
 
 /// `IMAGE=COUNT[=MESSAGE]`.

@@ -17,7 +17,6 @@ pub async fn logs(
     name: &str,
     q: &HashMap<String, String>,
 ) -> Result<http::Response<Body>, ApiError> {
-    use http_body_util::BodyExt;
     let pod = shared
         .cluster
         .lock()
@@ -62,26 +61,69 @@ pub async fn logs(
         )));
     }
     let path = shared.kubelet.log_path(ns, name, &container);
-    let Some(mut path) = path else {
-        let reason = pod["status"]["containerStatuses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .chain(
-                pod["status"]["initContainerStatuses"]
-                    .as_array()
-                    .into_iter()
-                    .flatten(),
-            )
-            .find(|c| c["name"] == container.as_str())
-            .and_then(|c| c["state"]["waiting"]["reason"].as_str())
-            .unwrap_or("ContainerCreating")
-            .to_string();
-        return Err(ApiError::bad_request(format!(
-            "container \"{container}\" in pod \"{name}\" is waiting to start: {reason}"
-        )));
+    let Some(path) = path else {
+        return Err(ApiError::bad_request(waiting_to_start(&pod, &container)));
     };
+    let sh = shared.clone();
+    let (ns, name) = (ns.to_string(), name.to_string());
+    let running = move || {
+        sh.cluster
+            .lock()
+            .get("/pods", &ns, &name)
+            .is_some_and(|p| container_running(&p, &container))
+    };
+    Ok(log_response(path, q, running))
+}
+
+/// The kubelet's answer for a container that has no log yet
+/// (pkg/kubelet/kubelet_pods.go, validateContainerLogStatus).
+pub(crate) fn waiting_to_start(pod: &serde_json::Value, container: &str) -> String {
+    let reason = pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(
+            pod["status"]["initContainerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        )
+        .find(|c| c["name"] == container)
+        .and_then(|c| c["state"]["waiting"]["reason"].as_str())
+        .unwrap_or("ContainerCreating");
+    let name = crate::util::name_of(pod);
+    format!("container \"{container}\" in pod \"{name}\" is waiting to start: {reason}")
+}
+
+/// Whether a pod's status shows the container not terminated.
+pub(crate) fn container_running(pod: &serde_json::Value, container: &str) -> bool {
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(
+            pod["status"]["initContainerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        )
+        .any(|c| c["name"] == container && c["state"]["terminated"].is_null())
+}
+
+/// A container's log file as the kubelet serves it (pkg/kubelet/server,
+/// getContainerLogs): `previous`, `tailLines`, and `follow`, which streams
+/// what the container writes while `running()` holds.
+pub(crate) fn log_response(
+    mut path: std::path::PathBuf,
+    q: &HashMap<String, String>,
+    running: impl Fn() -> bool + Send + 'static,
+) -> http::Response<Body> {
+    use http_body_util::BodyExt;
     if q.get("previous").is_some_and(|p| p == "true") {
+        let container = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
         path = path.with_file_name(format!("{container}.previous.log"));
     }
     let data = std::fs::read_to_string(&path).unwrap_or_default();
@@ -91,15 +133,13 @@ pub async fn logs(
     };
     let follow = q.get("follow").is_some_and(|f| f == "true");
     if !follow {
-        return Ok(http::Response::builder()
+        return http::Response::builder()
             .status(200)
             .header("Content-Type", "text/plain")
             .body(http_body_util::Full::new(bytes::Bytes::from(data)).boxed())
-            .unwrap());
+            .unwrap();
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
-    let sh = shared.clone();
-    let (ns, name) = (ns.to_string(), name.to_string());
     let already = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     tokio::spawn(async move {
         if tx.send(bytes::Bytes::from(data)).await.is_err() {
@@ -107,19 +147,7 @@ pub async fn logs(
         }
         let mut pos = already;
         loop {
-            let running = sh.cluster.lock().get("/pods", &ns, &name).is_some_and(|p| {
-                p["status"]["containerStatuses"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .chain(
-                        p["status"]["initContainerStatuses"]
-                            .as_array()
-                            .into_iter()
-                            .flatten(),
-                    )
-                    .any(|c| c["name"] == container.as_str() && c["state"]["terminated"].is_null())
-            });
+            let running = running();
             if let Ok(b) = std::fs::read(&path) {
                 if (b.len() as u64) > pos {
                     let chunk = bytes::Bytes::copy_from_slice(&b[pos as usize..]);
@@ -143,9 +171,9 @@ pub async fn logs(
             )
         })
     });
-    Ok(http::Response::builder()
+    http::Response::builder()
         .status(200)
         .header("Content-Type", "text/plain")
         .body(http_body_util::StreamBody::new(s).boxed())
-        .unwrap())
+        .unwrap()
 }

@@ -60,11 +60,12 @@ pub fn spawn_all(shared: Arc<Shared>) {
         Duration::from_millis(250),
         autoscaler::reconcile,
     ));
+    let host: Arc<dyn kubelet::Host> = Arc::new(kubelet::SimHost::new(shared.clone()));
     tokio::spawn(run_loop(
         shared,
         "kubelet",
         Duration::from_secs(1),
-        kubelet::reconcile,
+        move |s| kubelet::reconcile_sim(&host, s),
     ));
 }
 

@@ -4,7 +4,7 @@
 use super::env::{expand, resolve_env};
 use super::pull::{ensure_image, image_mapping, image_repo};
 use super::volumes::Volume;
-use super::{lock, signal_group, sleep_or_stop, PodCtx};
+use super::{lock, signal_group, sleep_or_stop, Kind, PodCtx};
 use crate::sandbox::{self, Mount, Plan};
 use crate::util::now_rfc3339;
 use serde_json::{json, Value};
@@ -55,7 +55,7 @@ pub(super) async fn run_container(
 ) -> Outcome {
     let cname = c["name"].as_str().unwrap_or("").to_string();
     let image = c["image"].as_str().unwrap_or("").to_string();
-    let bin_dir = image_mapping(&ctx.shared, &image).flatten();
+    let bin_dir = image_mapping(ctx.host.config(), &image).flatten();
     let base = |state: Value, ready: bool, last: Value| {
         json!({"name": cname, "image": image, "imageID": format!("kube-sim://{}", image_repo(&image)),
             "containerID": format!("sim://{}-{cname}-{restarts}", ctx.uid), "ready": ready, "restartCount": restarts,
@@ -114,7 +114,7 @@ pub(super) async fn run_container(
     // No `command`: the image's ENTRYPOINT, as the container runtime does.
     let entrypoint = argv
         .is_empty()
-        .then(|| super::pull::image_entrypoint(&ctx.shared, &image))
+        .then(|| super::pull::image_entrypoint(ctx.host.config(), &image))
         .flatten();
     if let Some(e) = &entrypoint {
         argv = e.clone();
@@ -157,7 +157,7 @@ pub(super) async fn run_container(
     let Ok(log) = std::fs::File::create(&log_path) else {
         return start_err(ctx, "cannot create log file".into());
     };
-    lock(&ctx.shared.kubelet.logs)
+    lock(&ctx.host.state().logs)
         .insert(format!("{}/{}/{cname}", ctx.ns, ctx.name), log_path.clone());
     let term_dir = ctx.dir.join("term");
     let _ = std::fs::create_dir_all(&term_dir);
@@ -168,7 +168,7 @@ pub(super) async fn run_container(
         .unwrap_or("/dev/termination-log")
         .to_string();
     let mut private_dirs = vec![];
-    for (i, d) in ctx.shared.config.private_dirs.iter().enumerate() {
+    for (i, d) in ctx.host.config().private_dirs.iter().enumerate() {
         if d.is_dir() {
             let fresh = ctx
                 .dir
@@ -198,6 +198,7 @@ pub(super) async fn run_container(
         });
     }
     if let Some(dir) = super::env::service_account_dir(ctx) {
+        // Only where the API server added no `kube-api-access-*` volume.
         mounts.push(Mount {
             src: dir,
             dst: super::env::SERVICE_ACCOUNT_MOUNT.into(),
@@ -256,7 +257,7 @@ pub(super) async fn run_container(
         Err(e) => return start_err(ctx, format!("cannot start sandbox: {e}")),
     };
     let pgid = child.id().unwrap_or(0);
-    lock(&ctx.shared.kubelet.groups).insert(pgid, ());
+    lock(&ctx.host.state().groups).insert(pgid, ());
     let started = now_rfc3339();
     ctx.event("Normal", "Created", &format!("Created container: {cname}"));
     ctx.event("Normal", "Started", &format!("Started container {cname}"));
@@ -275,7 +276,7 @@ pub(super) async fn run_container(
         _ = async { let _ = stop.wait_for(|s| *s).await; } => {
             ctx.event("Normal", "Killing", &format!("Stopping container {cname}"));
             signal_group(pgid, libc::SIGTERM);
-            let grace = ctx.shared.cluster.lock().get("/pods", &ctx.ns, &ctx.name)
+            let grace = ctx.host.get(Kind::Pod, &ctx.ns, &ctx.name)
                 .and_then(|p| p["metadata"]["deletionGracePeriodSeconds"].as_u64()).unwrap_or(30).min(30);
             match tokio::time::timeout(Duration::from_secs(grace.max(1)), child.wait()).await {
                 Ok(s) => s.ok(),
@@ -288,7 +289,7 @@ pub(super) async fn run_container(
     };
     // Reap stragglers of the group (daemons a container left behind).
     signal_group(pgid, libc::SIGKILL);
-    lock(&ctx.shared.kubelet.groups).remove(&pgid);
+    lock(&ctx.host.state().groups).remove(&pgid);
     use std::os::unix::process::ExitStatusExt;
     let code = status
         .map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(9)))

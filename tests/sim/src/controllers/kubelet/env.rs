@@ -2,7 +2,7 @@
 //! fieldRef), `envFrom`, and `$(VAR)` expansion.
 
 use super::volumes::{configmap_entries, secret_entries};
-use super::{lock, PodCtx};
+use super::{lock, Kind, PodCtx};
 use serde_json::Value;
 use std::path::Path;
 
@@ -45,12 +45,13 @@ pub(super) fn resolve_env(
     c: &Value,
     bin_dir: Option<&Path>,
 ) -> Result<Vec<(String, String)>, String> {
-    let cl = &ctx.shared.cluster;
+    let host = &ctx.host;
     let mut path = String::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     if let Some(d) = bin_dir {
         path = format!("{}:{path}", d.display());
     }
-    let port = ctx.shared.port().to_string();
+    let (api_host, port) = host.api_server();
+    let port = port.to_string();
     // The `kubernetes` Service's variables (pkg/kubelet/kubelet_pods.go
     // makeEnvironmentVariables): here the API server's own address, as
     // nothing routes the ClusterIP.
@@ -58,13 +59,13 @@ pub(super) fn resolve_env(
         ("PATH".into(), path),
         ("HOSTNAME".into(), ctx.name.clone()),
         ("HOME".into(), "/root".into()),
-        ("KUBERNETES_SERVICE_HOST".into(), "127.0.0.1".into()),
+        ("KUBERNETES_SERVICE_HOST".into(), api_host.clone()),
         ("KUBERNETES_SERVICE_PORT".into(), port.clone()),
         ("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.clone()),
-        ("KUBERNETES_PORT".into(), format!("tcp://127.0.0.1:{port}")),
+        ("KUBERNETES_PORT".into(), format!("tcp://{api_host}:{port}")),
     ];
-    let get_secret = |name: &str| cl.lock().get("/secrets", &ctx.ns, name);
-    let get_cm = |name: &str| cl.lock().get("/configmaps", &ctx.ns, name);
+    let get_secret = |name: &str| host.get(Kind::Secret, &ctx.ns, name);
+    let get_cm = |name: &str| host.get(Kind::ConfigMap, &ctx.ns, name);
     for ef in c["envFrom"].as_array().into_iter().flatten() {
         let prefix = ef["prefix"].as_str().unwrap_or("");
         if let Some(r) = ef.get("secretRef") {
@@ -185,12 +186,14 @@ pub(super) const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/s
 /// `automountServiceAccountToken` is false on the pod or its account, or the
 /// account is missing.
 pub(super) fn service_account_dir(ctx: &PodCtx) -> Option<std::path::PathBuf> {
-    let cl = &ctx.shared.cluster;
+    if !ctx.host.mounts_service_account() {
+        return None;
+    }
     let pod = &ctx.pod;
     let sa_name = pod["spec"]["serviceAccountName"]
         .as_str()
         .unwrap_or("default");
-    let sa = cl.lock().get("/serviceaccounts", &ctx.ns, sa_name)?;
+    let sa = ctx.host.get(Kind::ServiceAccount, &ctx.ns, sa_name)?;
     let automount = pod["spec"]["automountServiceAccountToken"]
         .as_bool()
         .or(sa["automountServiceAccountToken"].as_bool())
@@ -201,9 +204,12 @@ pub(super) fn service_account_dir(ctx: &PodCtx) -> Option<std::path::PathBuf> {
     let dir = ctx.dir.join("serviceaccount");
     if !dir.join("token").exists() {
         std::fs::create_dir_all(&dir).ok()?;
-        let token = ctx.shared.tokens.add_service_account(&sa, None);
+        let token = ctx
+            .host
+            .service_account_token(pod, sa_name, None, None)
+            .ok()?;
         std::fs::write(dir.join("token"), token).ok()?;
-        std::fs::write(dir.join("ca.crt"), &ctx.shared.tls.ca_pem).ok()?;
+        std::fs::write(dir.join("ca.crt"), ctx.host.ca_pem()).ok()?;
         std::fs::write(dir.join("namespace"), &ctx.ns).ok()?;
     }
     Some(dir)

@@ -5,11 +5,11 @@
 
 mod container;
 mod env;
+pub mod host;
 pub mod pull;
 mod status;
 mod volumes;
 
-use crate::api::DeleteOpts;
 use crate::util::{name_of, now_rfc3339, ns_of, uid_of};
 use crate::Shared;
 use serde_json::Value;
@@ -22,8 +22,10 @@ use tokio::sync::watch;
 
 pub(crate) use container::tail_lines;
 use container::{run_container, Outcome};
+pub use host::{Host, Kind, KubeletConfig, SimHost};
 use status::PodStatus;
 pub(crate) use status::{waiting, PodCtx};
+pub use status::{StatusUpdate, KUBELET_CONDITIONS};
 use volumes::prepare_volumes;
 
 struct PodHandle {
@@ -74,99 +76,97 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub fn reconcile(shared: &Arc<Shared>) {
-    let c = &shared.cluster;
-    let pods = c.lock().list("/pods", "");
-    let pdef = c.def("", "pods");
-    let st = &shared.kubelet;
-    let mut handles = lock(&st.pods);
-    let live: std::collections::HashSet<&str> = pods.iter().map(|p| uid_of(p)).collect();
-    handles.retain(|uid, h| {
-        if !live.contains(uid.as_str()) {
-            h.stop.send_replace(true);
-            return !h.done.load(Ordering::Relaxed);
-        }
-        true
-    });
-    for p in &pods {
-        if p["spec"]["nodeName"].as_str().unwrap_or("").is_empty() {
-            continue;
-        }
-        let uid = uid_of(p).to_string();
-        let terminating = !p["metadata"]["deletionTimestamp"].is_null();
-        match handles.get(&uid) {
-            None => {
-                let terminal = matches!(
-                    p["status"]["phase"].as_str(),
-                    Some("Succeeded") | Some("Failed")
-                );
-                if terminating {
-                    let _ = c.delete(
-                        &pdef,
-                        ns_of(p),
-                        name_of(p),
-                        &DeleteOpts {
-                            grace_seconds: Some(0),
-                            ..Default::default()
-                        },
-                    );
-                } else if !terminal {
-                    let (tx, rx) = watch::channel(false);
-                    let done = Arc::new(AtomicBool::new(false));
-                    handles.insert(
-                        uid,
-                        PodHandle {
-                            stop: tx,
-                            done: done.clone(),
-                        },
-                    );
-                    let sh = shared.clone();
-                    let pod = (**p).clone();
-                    tokio::spawn(async move {
-                        run_pod(&sh, pod, rx).await;
-                        done.store(true, Ordering::Relaxed);
-                        // Wake the loop so a terminating pod gets removed promptly.
-                        sh.cluster.changed.send_modify(|_| {});
-                    });
-                }
+/// The simulator's kubelet pass: every bound pod of the in-process store.
+pub fn reconcile_sim(host: &Arc<dyn Host>, shared: &Arc<Shared>) {
+    let pods = shared.cluster.lock().list("/pods", "");
+    reconcile(host, &pods);
+}
+
+/// One pass over the pods bound to this kubelet's node(s): start pods not
+/// yet running, stop pods that are terminating or gone, and delete
+/// terminating pods whose containers all stopped (pkg/kubelet/kubelet.go
+/// HandlePodCleanups; status_manager.go canBeDeleted).
+pub fn reconcile(host: &Arc<dyn Host>, pods: &[Arc<Value>]) {
+    let st = host.state();
+    let mut deletions = vec![];
+    {
+        let mut handles = lock(&st.pods);
+        let live: HashSet<&str> = pods.iter().map(|p| uid_of(p)).collect();
+        handles.retain(|uid, h| {
+            if !live.contains(uid.as_str()) {
+                h.stop.send_replace(true);
+                return !h.done.load(Ordering::Relaxed);
             }
-            Some(h) => {
-                if terminating {
-                    h.stop.send_replace(true);
-                    if h.done.load(Ordering::Relaxed) {
-                        let _ = c.delete(
-                            &pdef,
-                            ns_of(p),
-                            name_of(p),
-                            &DeleteOpts {
-                                grace_seconds: Some(0),
-                                ..Default::default()
+            true
+        });
+        for p in pods {
+            if p["spec"]["nodeName"].as_str().unwrap_or("").is_empty() {
+                continue;
+            }
+            let uid = uid_of(p).to_string();
+            let terminating = !p["metadata"]["deletionTimestamp"].is_null();
+            match handles.get(&uid) {
+                None => {
+                    let terminal = matches!(
+                        p["status"]["phase"].as_str(),
+                        Some("Succeeded") | Some("Failed")
+                    );
+                    if terminating {
+                        deletions.push(p.clone());
+                    } else if !terminal {
+                        let (tx, rx) = watch::channel(false);
+                        let done = Arc::new(AtomicBool::new(false));
+                        handles.insert(
+                            uid,
+                            PodHandle {
+                                stop: tx,
+                                done: done.clone(),
                             },
                         );
-                        handles.remove(&uid);
+                        let host = host.clone();
+                        let pod = (**p).clone();
+                        tokio::spawn(async move {
+                            run_pod(&host, pod, rx).await;
+                            done.store(true, Ordering::Relaxed);
+                            // Wake the loop so a terminating pod gets removed promptly.
+                            host.wake();
+                        });
+                    }
+                }
+                Some(h) => {
+                    if terminating {
+                        h.stop.send_replace(true);
+                        if h.done.load(Ordering::Relaxed) {
+                            deletions.push(p.clone());
+                            handles.remove(&uid);
+                        }
                     }
                 }
             }
         }
     }
+    // Outside the handles' lock: a remote host's delete is a request.
+    for p in deletions {
+        host.delete_pod(ns_of(&p), name_of(&p), uid_of(&p));
+    }
 }
 
 /// Stop every pod process (SIGTERM, then SIGKILL after a second).
-pub async fn shutdown(shared: &Arc<Shared>) {
-    for h in lock(&shared.kubelet.pods).values() {
+pub async fn shutdown(state: &KubeletState) {
+    for h in lock(&state.pods).values() {
         h.stop.send_replace(true);
     }
-    let groups: Vec<u32> = lock(&shared.kubelet.groups).keys().copied().collect();
+    let groups: Vec<u32> = lock(&state.groups).keys().copied().collect();
     for g in &groups {
         signal_group(*g, libc::SIGTERM);
     }
     for _ in 0..20 {
-        if lock(&shared.kubelet.groups).is_empty() {
+        if lock(&state.groups).is_empty() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for g in lock(&shared.kubelet.groups).keys() {
+    for g in lock(&state.groups).keys() {
         signal_group(*g, libc::SIGKILL);
     }
 }
@@ -188,19 +188,20 @@ pub(crate) async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>)
     }
 }
 
-async fn run_pod(shared: &Arc<Shared>, pod: Value, mut stop: watch::Receiver<bool>) {
+async fn run_pod(host: &Arc<dyn Host>, pod: Value, mut stop: watch::Receiver<bool>) {
     let (ns, name, uid) = (
         ns_of(&pod).to_string(),
         name_of(&pod).to_string(),
         uid_of(&pod).to_string(),
     );
-    let dir = shared
+    let dir = host
+        .config()
         .workdir
         .join("pods")
         .join(format!("{ns}_{name}_{uid}"));
     let _ = std::fs::create_dir_all(dir.join("logs"));
     let node_name = pod["spec"]["nodeName"].as_str().unwrap_or("").to_string();
-    let node = shared.cluster.lock().get("/nodes", "", &node_name);
+    let node = host.get(Kind::Node, "", &node_name);
     let host_ip = node
         .as_ref()
         .and_then(|n| {
@@ -210,15 +211,19 @@ async fn run_pod(shared: &Arc<Shared>, pod: Value, mut stop: watch::Receiver<boo
                 .and_then(|x| x["address"].as_str().map(String::from))
         })
         .unwrap_or_else(|| "10.0.0.10".into());
-    let subnet = node
-        .as_ref()
-        .and_then(|n| {
-            n["spec"]["podCIDR"]
-                .as_str()
-                .map(|c| c.trim_end_matches(".0/24").to_string())
-        })
-        .unwrap_or_else(|| "10.244.0".into());
-    let n = shared.kubelet.ip_counter.fetch_add(1, Ordering::Relaxed) % 250 + 2;
+    let subnet = node.as_ref().and_then(|n| {
+        n["spec"]["podCIDR"]
+            .as_str()
+            .map(|c| c.trim_end_matches(".0/24").to_string())
+    });
+    let n = host.state().ip_counter.fetch_add(1, Ordering::Relaxed) % 250 + 2;
+    // A node without a pod CIDR (a real cluster's, unless kube-controller-
+    // manager allocates them) gets the host network's address: the
+    // containers do share the host's network.
+    let pod_ip = match (&subnet, &node) {
+        (None, Some(_)) => host_ip.clone(),
+        (s, _) => format!("{}.{n}", s.as_deref().unwrap_or("10.244.0")),
+    };
     let inits: Vec<Value> = pod["spec"]["initContainers"]
         .as_array()
         .cloned()
@@ -228,7 +233,9 @@ async fn run_pod(shared: &Arc<Shared>, pod: Value, mut stop: watch::Receiver<boo
         .cloned()
         .unwrap_or_default();
     let ctx = Arc::new(PodCtx {
-        shared: shared.clone(),
+        host: host.clone(),
+        publishing: Mutex::new(()),
+        tokens: Mutex::new(Default::default()),
         ns,
         name,
         uid,
@@ -265,7 +272,7 @@ async fn run_pod(shared: &Arc<Shared>, pod: Value, mut stop: watch::Receiver<boo
             phase: "Pending".into(),
             initialized: inits.is_empty(),
             host_ip,
-            pod_ip: format!("{subnet}.{n}"),
+            pod_ip,
             start: now_rfc3339(),
         }),
         pod,

@@ -11,8 +11,8 @@
 //! Images "exist" when `SimConfig::images` maps their repository; a node
 //! holds an image once it pulled it. Faults can fail the first N pulls.
 
-use super::{lock, sleep_or_stop, waiting, PodCtx};
-use crate::Shared;
+use super::host::Host;
+use super::{lock, sleep_or_stop, waiting, KubeletConfig, PodCtx};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -42,10 +42,9 @@ pub(crate) fn normalize_repo(r: &str) -> String {
 }
 
 /// Some(host bin dir or None) when the image is mapped; None when unknown.
-pub(crate) fn image_mapping(shared: &Shared, image: &str) -> Option<Option<PathBuf>> {
+pub(crate) fn image_mapping(config: &KubeletConfig, image: &str) -> Option<Option<PathBuf>> {
     let repo = normalize_repo(image_repo(image));
-    shared
-        .config
+    config
         .images
         .iter()
         .find(|(r, _)| normalize_repo(image_repo(r)) == repo)
@@ -53,10 +52,9 @@ pub(crate) fn image_mapping(shared: &Shared, image: &str) -> Option<Option<PathB
 }
 
 /// The image's ENTRYPOINT, when configured.
-pub(crate) fn image_entrypoint(shared: &Shared, image: &str) -> Option<Vec<String>> {
+pub(crate) fn image_entrypoint(config: &KubeletConfig, image: &str) -> Option<Vec<String>> {
     let repo = normalize_repo(image_repo(image));
-    shared
-        .config
+    config
         .image_entrypoints
         .iter()
         .find(|(r, _)| normalize_repo(image_repo(r)) == repo)
@@ -98,14 +96,14 @@ type PullError = (String, String);
 
 /// One pull attempt: injected failures first, then "not found" for
 /// unmapped images.
-fn attempt(shared: &Shared, image: &str) -> Result<(), PullError> {
-    let faults = lock(&shared.faults).clone();
+fn attempt(host: &dyn Host, image: &str) -> Result<(), PullError> {
+    let faults = host.pull_faults();
     let repo = normalize_repo(image_repo(image));
-    for (i, f) in faults.image_pull_failures.iter().enumerate() {
+    for (i, f) in faults.iter().enumerate() {
         if normalize_repo(image_repo(&f.image)) != repo {
             continue;
         }
-        let mut counts = lock(&shared.kubelet.pull_failures);
+        let mut counts = lock(&host.state().pull_failures);
         let n = counts.entry(i).or_default();
         if *n < f.count {
             *n += 1;
@@ -117,7 +115,7 @@ fn attempt(shared: &Shared, image: &str) -> Result<(), PullError> {
             return Err((reason, f.message.clone()));
         }
     }
-    if image_mapping(shared, image).is_none() {
+    if image_mapping(host.config(), image).is_none() {
         let repo = image_repo(image);
         return Err(("ErrImagePull".into(), format!("rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": pull access denied, repository does not exist or may require authorization: {repo}: not found (kube-sim: image not mapped to a host program)")));
     }
@@ -137,7 +135,7 @@ pub(super) async fn ensure_image(
 ) -> bool {
     let image = c["image"].as_str().unwrap_or("").to_string();
     let cname = c["name"].as_str().unwrap_or("").to_string();
-    let shared = &ctx.shared;
+    let host = &*ctx.host;
     let show = |reason: &str, msg: &str| {
         ctx.set_status(
             init,
@@ -165,7 +163,7 @@ pub(super) async fn ensure_image(
         .unwrap_or("")
         .to_string();
     let key = (node, image.clone());
-    let present = lock(&shared.kubelet.present).contains(&key);
+    let present = lock(&host.state().present).contains(&key);
     let policy = c["imagePullPolicy"].as_str().unwrap_or("IfNotPresent");
     if policy == "Never" || (policy == "IfNotPresent" && present) {
         if present {
@@ -184,14 +182,14 @@ pub(super) async fn ensure_image(
         let _ = stop.wait_for(|s| *s).await;
         return false;
     }
-    let base = shared.config.image_pull_backoff;
+    let base = host.config().image_pull_backoff;
     let mut failures = 0u32;
     loop {
         ctx.event("Normal", "Pulling", &format!("Pulling image \"{image}\""));
         let started = Instant::now();
-        match attempt(shared, &image) {
+        match attempt(host, &image) {
             Ok(()) => {
-                lock(&shared.kubelet.present).insert(key);
+                lock(&host.state().present).insert(key);
                 let took = started.elapsed();
                 ctx.event(
                     "Normal",

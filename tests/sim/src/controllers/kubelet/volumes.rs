@@ -1,7 +1,8 @@
-//! Pod volumes: emptyDir, hostPath, and Secret/ConfigMap volumes projected
-//! like the kubelet's atomic writer.
+//! Pod volumes: emptyDir, hostPath, and Secret, ConfigMap, projected
+//! (ServiceAccount token, ConfigMap, Secret, downward API) and downward API
+//! volumes written like the kubelet's atomic writer.
 
-use super::PodCtx;
+use super::{Kind, PodCtx};
 use crate::api::b64_decode;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -144,28 +145,26 @@ fn top_level(files: &Payload) -> std::collections::BTreeSet<String> {
 }
 
 /// A volume made of an object's keys (a Secret or a ConfigMap): its source,
-/// the field naming the object, the kind for messages, the store path and
-/// how to read its keys.
+/// the field naming the object, the object's kind and how to read its keys.
 type KeyVolume<'a> = (
     &'a Value,
     &'static str,
-    &'static str,
-    &'static str,
+    Kind,
     fn(&Value) -> Vec<(String, Vec<u8>)>,
 );
 
 fn key_volume(volume: &Value) -> Option<KeyVolume<'_>> {
     if let Some(source) = volume.get("secret") {
-        return Some((source, "secretName", "secret", "/secrets", secret_entries));
+        // A volume names it `secretName`, a projected source `name`.
+        let field = if source.get("secretName").is_some() {
+            "secretName"
+        } else {
+            "name"
+        };
+        return Some((source, field, Kind::Secret, secret_entries));
     }
     let source = volume.get("configMap")?;
-    Some((
-        source,
-        "name",
-        "configmap",
-        "/configmaps",
-        configmap_entries,
-    ))
+    Some((source, "name", Kind::ConfigMap, configmap_entries))
 }
 
 pub(super) fn secret_entries(s: &Value) -> Vec<(String, Vec<u8>)> {
@@ -208,38 +207,225 @@ pub(super) fn configmap_entries(cm: &Value) -> Vec<(String, Vec<u8>)> {
 /// (the kubelet's sync period is 1 min plus its cache's TTL; shorter here).
 pub(super) const RESYNC: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Re-project the Secret and ConfigMap volumes whose sources exist (the
-/// atomic writer leaves unchanged payloads alone).
+/// Re-project the Secret, ConfigMap, projected and downward API volumes
+/// whose sources exist (the atomic writer leaves unchanged payloads alone).
 pub(super) fn refresh(ctx: &PodCtx) {
-    let c = &ctx.shared.cluster;
-    for v in ctx.pod["spec"]["volumes"].as_array().into_iter().flatten() {
-        let Some((source, object_name, kind, path, entries)) = key_volume(v) else {
-            continue;
-        };
-        let oname = source[object_name].as_str().unwrap_or("");
-        let Some(object) = c.lock().get(path, &ctx.ns, oname) else {
-            continue;
-        };
-        let mode = source["defaultMode"].as_u64().unwrap_or(0o644) as u32;
-        let optional = source["optional"] == true;
+    let volumes = ctx.pod["spec"]["volumes"].as_array();
+    // The downward API follows the pod's labels and annotations as they change.
+    let follows_pod = volumes
+        .into_iter()
+        .flatten()
+        .any(|v| v.get("projected").is_some() || v.get("downwardAPI").is_some());
+    let current = follows_pod
+        .then(|| ctx.host.get(Kind::Pod, &ctx.ns, &ctx.name))
+        .flatten()
+        .filter(|p| crate::util::uid_of(p) == ctx.uid);
+    let pod = current.as_deref().unwrap_or(&ctx.pod);
+    for v in volumes.into_iter().flatten() {
         let dir = ctx
             .dir
             .join("volumes")
             .join(v["name"].as_str().unwrap_or(""));
+        if let Some(p) = v.get("projected") {
+            if let Ok(files) = projected_payload(ctx, pod, v, p) {
+                let _ = atomic_write(&dir, &files);
+            }
+            continue;
+        }
+        if let Some(d) = v.get("downwardAPI") {
+            if let Ok(files) = downward_payload(pod, d, default_mode(d)) {
+                let _ = atomic_write(&dir, &files);
+            }
+            continue;
+        }
+        let Some((source, object_name, kind, entries)) = key_volume(v) else {
+            continue;
+        };
+        let oname = source[object_name].as_str().unwrap_or("");
+        let Some(object) = ctx.host.get(kind, &ctx.ns, oname) else {
+            continue;
+        };
+        let optional = source["optional"] == true;
         if let Ok(files) = payload(
             &entries(&object),
             source["items"].as_array(),
-            mode,
+            default_mode(source),
             optional,
-            kind,
+            kind_word(kind),
         ) {
             let _ = atomic_write(&dir, &files);
         }
     }
 }
 
+/// A volume source's `defaultMode` (0644 when unset, as defaulted).
+fn default_mode(source: &Value) -> u32 {
+    source["defaultMode"].as_u64().unwrap_or(0o644) as u32
+}
+
+fn kind_word(kind: Kind) -> &'static str {
+    if kind == Kind::Secret {
+        "secret"
+    } else {
+        "configmap"
+    }
+}
+
+/// Tokens of projected `serviceAccountToken` sources: (volume, path) →
+/// (token, when fetched, lifetime).
+pub(super) type TokenCache =
+    std::collections::HashMap<(String, String), (String, std::time::Instant, std::time::Duration)>;
+
+/// The token a projected source carries, fetched again once 80% of its
+/// lifetime passed or after 24 h (pkg/kubelet/token/token_manager.go,
+/// requiresRefresh).
+fn projected_token(ctx: &PodCtx, pod: &Value, volume: &str, t: &Value) -> Result<String, String> {
+    use std::time::{Duration, Instant};
+    let path = t["path"].as_str().unwrap_or("token").to_string();
+    let key = (volume.to_string(), path);
+    if let Some((token, at, ttl)) = super::lock(&ctx.tokens).get(&key) {
+        let age = at.elapsed();
+        if age < ttl.mul_f64(0.8) && age < Duration::from_secs(24 * 3600) {
+            return Ok(token.clone());
+        }
+    }
+    let expiration = t["expirationSeconds"].as_i64();
+    let sa = pod["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or("default");
+    let token = ctx.host.service_account_token(
+        pod,
+        sa,
+        t["audience"].as_str().filter(|a| !a.is_empty()),
+        expiration,
+    )?;
+    let ttl = Duration::from_secs(expiration.unwrap_or(3600).max(600) as u64);
+    super::lock(&ctx.tokens).insert(key, (token.clone(), Instant::now(), ttl));
+    Ok(token)
+}
+
+/// A `projected` volume's payload: its sources' files together, each with
+/// the volume's `defaultMode` unless an item sets a mode
+/// (pkg/volume/projected/projected.go, collectData).
+fn projected_payload(
+    ctx: &PodCtx,
+    pod: &Value,
+    volume: &Value,
+    projected: &Value,
+) -> Result<Payload, String> {
+    let mode = default_mode(projected);
+    let vname = volume["name"].as_str().unwrap_or("");
+    let mut out: Payload = vec![];
+    for source in projected["sources"].as_array().into_iter().flatten() {
+        let files = if let Some(t) = source.get("serviceAccountToken") {
+            let token = projected_token(ctx, pod, vname, t)?;
+            let path = t["path"].as_str().unwrap_or("token").to_string();
+            vec![(path, token.into_bytes(), mode)]
+        } else if let Some(d) = source.get("downwardAPI") {
+            downward_payload(pod, d, mode)?
+        } else if let Some((src, object_name, kind, entries)) = key_volume(source) {
+            let oname = src[object_name].as_str().unwrap_or("");
+            let optional = src["optional"] == true;
+            match ctx.host.get(kind, &ctx.ns, oname) {
+                Some(object) => payload(
+                    &entries(&object),
+                    src["items"].as_array(),
+                    mode,
+                    optional,
+                    kind_word(kind),
+                )?,
+                None if optional => vec![],
+                None => return Err(format!("{} \"{oname}\" not found", kind_word(kind))),
+            }
+        } else {
+            return Err("kube-sim projects serviceAccountToken, configMap, secret and downwardAPI sources only".into());
+        };
+        for f in files {
+            out.retain(|(p, _, _)| *p != f.0);
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+/// A `downwardAPI` volume (or projected source): `fieldRef` items of the
+/// pod's metadata, labels and annotations as `key="value"` lines
+/// (pkg/volume/downwardapi/downwardapi.go CollectData,
+/// pkg/fieldpath/fieldpath.go ExtractFieldPathAsString and FormatMap).
+fn downward_payload(pod: &Value, source: &Value, mode: u32) -> Result<Payload, String> {
+    let mut out = vec![];
+    for it in source["items"].as_array().into_iter().flatten() {
+        let path = it["path"].as_str().unwrap_or("").to_string();
+        let mode = it["mode"].as_u64().map(|m| m as u32).unwrap_or(mode);
+        let Some(fp) = it["fieldRef"]["fieldPath"].as_str() else {
+            return Err(format!(
+                "kube-sim's downward API projects fieldRef items only (item \"{path}\")"
+            ));
+        };
+        let data = metadata_field(pod, fp).ok_or_else(|| format!("unsupported fieldPath: {fp}"))?;
+        out.push((path, data.into_bytes(), mode));
+    }
+    Ok(out)
+}
+
+/// A metadata field as the downward API renders it.
+pub(super) fn metadata_field(pod: &Value, fp: &str) -> Option<String> {
+    let md = &pod["metadata"];
+    let format_map = |m: &Value| {
+        let mut kv: Vec<(&String, &str)> = m
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k, v.as_str().unwrap_or("")))
+            .collect();
+        kv.sort();
+        kv.iter()
+            .map(|(k, v)| format!("{k}={}", go_quote(v)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for which in ["labels", "annotations"] {
+        let base = format!("metadata.{which}");
+        if fp == base {
+            return Some(format_map(&md[which]));
+        }
+        if let Some(key) = fp
+            .strip_prefix(&format!("{base}['"))
+            .and_then(|k| k.strip_suffix("']"))
+        {
+            return Some(md[which][key].as_str().unwrap_or("").to_string());
+        }
+    }
+    let field = match fp {
+        "metadata.name" => "name",
+        "metadata.namespace" => "namespace",
+        "metadata.uid" => "uid",
+        _ => return None,
+    };
+    Some(md[field].as_str().unwrap_or("").to_string())
+}
+
+/// Go's strconv.Quote for the characters labels and annotations hold.
+fn go_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 pub(super) fn prepare_volumes(ctx: &PodCtx) -> Result<Vec<Volume>, String> {
-    let c = &ctx.shared.cluster;
     let mut out = vec![];
     for v in ctx.pod["spec"]["volumes"].as_array().into_iter().flatten() {
         let name = v["name"].as_str().unwrap_or("").to_string();
@@ -252,18 +438,17 @@ pub(super) fn prepare_volumes(ctx: &PodCtx) -> Result<Vec<Volume>, String> {
                 dir,
                 read_only: false,
             });
-        } else if let Some((source, object_name, kind, path, entries)) = key_volume(v) {
+        } else if let Some((source, object_name, kind, entries)) = key_volume(v) {
             let oname = source[object_name].as_str().unwrap_or("");
-            let mode = source["defaultMode"].as_u64().unwrap_or(0o644) as u32;
             let optional = source["optional"] == true;
-            match c.lock().get(path, &ctx.ns, oname) {
+            match ctx.host.get(kind, &ctx.ns, oname) {
                 Some(object) => {
                     let files = payload(
                         &entries(&object),
                         source["items"].as_array(),
-                        mode,
+                        default_mode(source),
                         optional,
-                        kind,
+                        kind_word(kind),
                     )
                     .map_err(|e| fail(&e))?;
                     atomic_write(&dir, &files).map_err(|e| fail(&e.to_string()))?
@@ -272,8 +457,24 @@ pub(super) fn prepare_volumes(ctx: &PodCtx) -> Result<Vec<Volume>, String> {
                 None if optional => {
                     atomic_write(&dir, &vec![]).map_err(|e| fail(&e.to_string()))?
                 }
-                None => return Err(fail(&format!("{kind} \"{oname}\" not found"))),
+                None => return Err(fail(&format!("{} \"{oname}\" not found", kind_word(kind)))),
             }
+            out.push(Volume {
+                name,
+                dir,
+                read_only: true,
+            });
+        } else if let Some(p) = v.get("projected") {
+            let files = projected_payload(ctx, &ctx.pod, v, p).map_err(|e| fail(&e))?;
+            atomic_write(&dir, &files).map_err(|e| fail(&e.to_string()))?;
+            out.push(Volume {
+                name,
+                dir,
+                read_only: true,
+            });
+        } else if let Some(d) = v.get("downwardAPI") {
+            let files = downward_payload(&ctx.pod, d, default_mode(d)).map_err(|e| fail(&e))?;
+            atomic_write(&dir, &files).map_err(|e| fail(&e.to_string()))?;
             out.push(Volume {
                 name,
                 dir,
@@ -287,7 +488,7 @@ pub(super) fn prepare_volumes(ctx: &PodCtx) -> Result<Vec<Volume>, String> {
             });
         } else {
             return Err(fail(
-                "kube-sim supports emptyDir, secret, configMap and hostPath volumes only",
+                "kube-sim supports emptyDir, secret, configMap, projected, downwardAPI and hostPath volumes only",
             ));
         }
     }
