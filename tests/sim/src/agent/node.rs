@@ -5,6 +5,7 @@
 //! of 40 s, `--node-lease-duration-seconds`).
 
 use super::remote::{core_path, Api, CallError};
+use crate::controllers::kubelet;
 use crate::nodes::{node_object, NodeSpec, Taint};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -30,6 +31,9 @@ pub(crate) fn node_for(spec: &NodeSpec, kubelet_port: u16) -> Value {
     }
     n["metadata"]["annotations"]["volumes.kubernetes.io/controller-managed-attach-detach"] =
         json!("true");
+    // Against kube-sim's own API server, its in-process kubelet leaves
+    // this node's pods to the agent.
+    n["metadata"]["annotations"][kubelet::AGENT_ANNOTATION] = json!(spec.name);
     let st = &mut n["status"];
     // The API server reaches a kubelet at the first address of its
     // `--kubelet-preferred-address-types` (Hostname first by default): both

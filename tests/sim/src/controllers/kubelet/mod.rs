@@ -76,9 +76,25 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The simulator's kubelet pass: every bound pod of the in-process store.
+/// Marks a Node whose pods a node agent runs (`crate::agent`): the
+/// simulator's own kubelet leaves them alone.
+pub const AGENT_ANNOTATION: &str = "kube-sim/node-agent";
+
+/// The simulator's kubelet pass: every bound pod of the in-process store,
+/// but those of nodes a node agent serves.
 pub fn reconcile_sim(host: &Arc<dyn Host>, shared: &Arc<Shared>) {
-    let pods = shared.cluster.lock().list("/pods", "");
+    let (mut pods, nodes) = {
+        let s = shared.cluster.lock();
+        (s.list("/pods", ""), s.list("/nodes", ""))
+    };
+    let agents: HashSet<&str> = nodes
+        .iter()
+        .filter(|n| n["metadata"]["annotations"][AGENT_ANNOTATION].is_string())
+        .map(|n| name_of(n))
+        .collect();
+    if !agents.is_empty() {
+        pods.retain(|p| !agents.contains(p["spec"]["nodeName"].as_str().unwrap_or("")));
+    }
     reconcile(host, &pods);
 }
 
