@@ -534,3 +534,46 @@ impl Host for RemoteHost {
         self.wake.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_patch_carries_the_kubelets_fields_and_conditions_only() {
+        let update = StatusUpdate {
+            phase: "Running".into(),
+            host_ip: "127.0.0.1".into(),
+            pod_ip: "127.0.0.1".into(),
+            start: "2025-01-01T00:00:00Z".into(),
+            init: vec![],
+            main: vec![json!({"name": "main", "ready": true, "state": {"running": {}}})],
+            initialized: true,
+            all_ready: true,
+        };
+        let mut pod = json!({"status": {"phase": "Pending", "qosClass": "BestEffort", "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Ready", "status": "False", "reason": "ContainersNotReady"},
+        ]}});
+        update.apply(&mut pod);
+        let patch = status_patch("u-1", &pod["status"]);
+        assert_eq!(patch["metadata"]["uid"], "u-1");
+        let st = &patch["status"];
+        assert_eq!(st["phase"], "Running");
+        assert!(st.get("qosClass").is_none());
+        assert!(st.get("initContainerStatuses").is_none());
+        let conds = st["conditions"].as_array().unwrap();
+        // Others' conditions are left to the merge; the old reason deleted.
+        assert!(conds.iter().all(|c| c["type"] != "PodScheduled"));
+        let ready = conds.iter().find(|c| c["type"] == "Ready").unwrap();
+        assert_eq!(ready["status"], "True");
+        assert!(ready["reason"].is_null() && ready.get("reason").is_some());
+        assert_eq!(conds.len(), KUBELET_CONDITIONS.len());
+    }
+
+    #[test]
+    fn api_paths() {
+        assert_eq!(core_path("nodes", "", "n1"), "/api/v1/nodes/n1");
+        assert_eq!(core_path("pods", "ci", "p"), "/api/v1/namespaces/ci/pods/p");
+    }
+}

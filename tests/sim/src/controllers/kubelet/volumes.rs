@@ -499,6 +499,33 @@ pub(super) fn prepare_volumes(ctx: &PodCtx) -> Result<Vec<Volume>, String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn downward_api_renders_metadata_like_the_kubelet() {
+        let pod = serde_json::json!({"metadata": {"name": "p", "namespace": "ci", "uid": "u",
+            "labels": {"b": "2", "a": "say \"hi\"\n"}, "annotations": {"note": "x"}}});
+        assert_eq!(
+            metadata_field(&pod, "metadata.labels").unwrap(),
+            "a=\"say \\\"hi\\\"\\n\"\nb=\"2\""
+        );
+        assert_eq!(metadata_field(&pod, "metadata.labels['b']").unwrap(), "2");
+        assert_eq!(
+            metadata_field(&pod, "metadata.annotations['note']").unwrap(),
+            "x"
+        );
+        assert_eq!(metadata_field(&pod, "metadata.namespace").unwrap(), "ci");
+        assert_eq!(metadata_field(&pod, "metadata.labels['none']").unwrap(), "");
+        assert!(metadata_field(&pod, "status.podIP").is_none());
+        let items = serde_json::json!({"items": [
+            {"path": "ns", "fieldRef": {"fieldPath": "metadata.namespace"}},
+            {"path": "name", "mode": 0o600, "fieldRef": {"fieldPath": "metadata.name"}},
+        ]});
+        let files = downward_payload(&pod, &items, 0o644).unwrap();
+        assert_eq!(files[0], ("ns".to_string(), b"ci".to_vec(), 0o644));
+        assert_eq!(files[1].2, 0o600);
+        let cpu = serde_json::json!({"items": [{"path": "cpu", "resourceFieldRef": {"resource": "limits.cpu"}}]});
+        assert!(downward_payload(&pod, &cpu, 0o644).is_err());
+    }
+
     fn link(p: &Path) -> String {
         std::fs::read_link(p)
             .map(|l| l.to_string_lossy().to_string())
