@@ -253,6 +253,20 @@ impl RemoteHost {
         }
     }
 
+    /// Drop the last writes of pods the watch no longer shows.
+    fn forget_gone_pods(&self) {
+        let mut written = lock(&self.written);
+        if written.len() > 256 {
+            let live: std::collections::HashSet<String> = self
+                .pods
+                .state()
+                .iter()
+                .filter_map(|p| p.metadata.uid.clone())
+                .collect();
+            written.retain(|uid, _| live.contains(uid));
+        }
+    }
+
     fn queue(&self, ns: &str, name: &str, uid: &str, f: impl FnOnce(&mut Pending)) {
         if self.stopping.load(Ordering::Relaxed) {
             return;
@@ -317,6 +331,7 @@ async fn write_statuses(host: Arc<RemoteHost>) {
             _ = host.writer_wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+        host.forget_gone_pods();
         let batch: Vec<(String, Pending)> = lock(&host.pending).drain().collect();
         let results = futures::future::join_all(batch.into_iter().map(|(uid, p)| {
             let host = host.clone();
