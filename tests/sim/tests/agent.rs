@@ -222,3 +222,50 @@ fn running(cmdline: &str) -> bool {
             .is_ok_and(|c| String::from_utf8_lossy(&c).contains(cmdline))
     })
 }
+
+/// `kube-sim kubelet`: the agent as a process, stopped by SIGTERM.
+#[tokio::test]
+async fn the_kubelet_command_serves_a_node_until_sigterm() {
+    require_tool("bwrap", "bubblewrap");
+    let sim = Sim::start(SimConfig::default()).expect("start kube-sim");
+    let work = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+        .arg("kubelet")
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig_path())
+        .args(["--node", "agent-arm=linux/arm64"])
+        .args(["--taint", "kubernetes.io/arch=arm64:NoSchedule"])
+        .args(["--label", "pool=arm", "--image", "busybox"])
+        .arg("--workdir")
+        .arg(work.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = sim.client();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = eventually("the agent's node", LONG, || async {
+        nodes.get_opt("agent-arm").await.ok().flatten()
+    })
+    .await;
+    assert_eq!(node.metadata.labels.unwrap()["pool"], "arm");
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let mut p = pod("cli", "sleep 4244");
+    p.spec.as_mut().unwrap().volumes = None;
+    p.spec.as_mut().unwrap().containers[0].volume_mounts = None;
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    eventually("the pod to run", LONG, || async {
+        let p = pods.get("cli").await.ok()?;
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+    assert!(running("sleep 4244"));
+    // SAFETY: signalling the child we spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(
+        !running("sleep 4244"),
+        "the pod outlived `kube-sim kubelet`"
+    );
+}
