@@ -35,6 +35,7 @@ pub mod selectors;
 pub mod store;
 pub mod table;
 pub mod tls;
+pub mod upstream;
 pub mod util;
 pub mod validation;
 pub mod watch;
