@@ -28,7 +28,7 @@ pub const NAMESPACE: &str = "default";
 pub const OPERATOR_NAMESPACE: &str = "multiarch-system";
 pub const OPERATOR_SERVICE_ACCOUNT: &str = "multiarch-operator";
 /// Kinds of the rendered manifest that give the operator its identity and rights.
-const IDENTITY_KINDS: [&str; 6] = [
+pub const IDENTITY_KINDS: [&str; 6] = [
     "Namespace",
     "ServiceAccount",
     "ClusterRole",
@@ -68,19 +68,25 @@ pub fn start_sim_with(nodes: &[(&str, &str)], adjust: impl FnOnce(&mut SimConfig
 pub fn sim_config(nodes: &[(&str, &str)]) -> SimConfig {
     require_tool("bwrap", "bubblewrap");
     require_tool("buildah", "buildah");
-    let bin_dir = operator_binary().parent().unwrap().to_path_buf();
     SimConfig {
         nodes: nodes
             .iter()
             .map(|(name, platform)| NodeSpec::new(name, platform))
             .collect(),
-        images: vec![
-            (repository(render::DEFAULT_BUILDAH_IMAGE), None),
-            (repository(render::DEFAULT_GIT_IMAGE), None),
-            (repository(render::DEFAULT_MERGE_IMAGE), Some(bin_dir)),
-        ],
+        images: node_images(),
         ..SimConfig::default()
     }
+}
+
+/// The images a node runs, mapped to host programs: buildah and git from
+/// the host, the operator's own image from the binary under test.
+pub fn node_images() -> Vec<(String, Option<PathBuf>)> {
+    let bin_dir = operator_binary().parent().unwrap().to_path_buf();
+    vec![
+        (repository(render::DEFAULT_BUILDAH_IMAGE), None),
+        (repository(render::DEFAULT_GIT_IMAGE), None),
+        (repository(render::DEFAULT_MERGE_IMAGE), Some(bin_dir)),
+    ]
 }
 
 /// Installs the committed CRD and waits until it is served.
@@ -107,7 +113,7 @@ pub async fn install_crd(client: &Client) {
 
 /// The documents of deploy/multiarch-operator.yaml (the chart as rendered)
 /// of the given kinds.
-fn manifest_documents(kinds: &[&str]) -> Vec<String> {
+pub fn manifest_documents(kinds: &[&str]) -> Vec<String> {
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/multiarch-operator.yaml"),
     )
@@ -131,7 +137,7 @@ pub fn install_operator_identity(sim: &Sim) {
 }
 
 /// Kinds of the rendered manifest that make up the chart's admission policy.
-const POLICY_KINDS: [&str; 2] = [
+pub const POLICY_KINDS: [&str; 2] = [
     "ValidatingAdmissionPolicy",
     "ValidatingAdmissionPolicyBinding",
 ];
@@ -185,10 +191,16 @@ impl Operator {
 
     /// Starts it with extra `controller` flags.
     pub fn start_with(sim: &Sim, log_dir: &Path, extra: &[&str]) -> Operator {
+        let kubeconfig = operator_kubeconfig(sim, &log_dir.join("operator.kubeconfig"));
+        Self::start_as(kubeconfig, log_dir, extra)
+    }
+
+    /// Starts it with the credentials of `kubeconfig` (any cluster's).
+    pub fn start_as(kubeconfig: PathBuf, log_dir: &Path, extra: &[&str]) -> Operator {
         let mut operator = Operator {
             extra: extra.iter().map(|a| a.to_string()).collect(),
             child: Mutex::new(None),
-            kubeconfig: operator_kubeconfig(sim, &log_dir.join("operator.kubeconfig")),
+            kubeconfig,
             log: log_dir.join("operator.log"),
             metrics_port: free_port(),
             starts: 0,
@@ -430,45 +442,16 @@ impl World {
         context: &[(&str, &str)],
         extra_spec: serde_json::Value,
     ) {
-        let data: serde_json::Map<String, serde_json::Value> = context
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v)))
-            .collect();
-        let config_map: ConfigMap = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": format!("{name}-context"), "namespace": namespace},
-            "data": data,
-        }))
-        .unwrap();
-        let params = PatchParams::apply("e2e").force();
-        Api::<ConfigMap>::namespaced(self.client.clone(), namespace)
-            .patch(
-                &format!("{name}-context"),
-                &params,
-                &Patch::Apply(&config_map),
-            )
-            .await
-            .expect("apply the context ConfigMap");
-        let mut spec = json!({
-            "image": self.registry.repo(&format!("e2e/{name}")),
-            "tags": ["latest", "v1"],
-            "platforms": platforms,
-            "source": {"configMap": {"name": format!("{name}-context")}},
-            "builder": {"strategy": "buildah"},
-            "insecureRegistry": true,
-        });
-        for (k, v) in extra_spec.as_object().into_iter().flatten() {
-            spec[k] = v.clone();
-        }
-        let resource = json!({
-            "apiVersion": "multiarch.dev/v1alpha1", "kind": "MultiArchImage",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": spec,
-        });
-        self.mais_in(namespace)
-            .patch(name, &params, &Patch::Apply(&resource))
-            .await
-            .expect("apply the MultiArchImage");
+        apply_context_build(
+            &self.client,
+            &self.registry,
+            namespace,
+            name,
+            platforms,
+            context,
+            extra_spec,
+        )
+        .await
     }
 
     pub async fn get(&self, name: &str) -> MultiArchImage {
@@ -478,29 +461,8 @@ impl World {
     /// Waits until the resource reaches `phase` (failing fast, with the
     /// operator's log, if it reaches another terminal phase).
     pub async fn wait_phase(&self, name: &str, phase: Phase) -> MultiArchImage {
-        let deadline = Instant::now() + BUILD_TIMEOUT;
-        loop {
-            self.operator.restart_if_it_lost_its_lease();
-            let resource = self.get(name).await;
-            let status = resource.status.clone().unwrap_or_default();
-            let current = status.phase;
-            let generation_seen = status.observed_generation == resource.metadata.generation;
-            if current == Some(phase) && generation_seen {
-                return resource;
-            }
-            let terminal = matches!(current, Some(Phase::Succeeded | Phase::Failed));
-            if (terminal && generation_seen && current != Some(phase)) || Instant::now() > deadline
-            {
-                panic!(
-                    "{name}: wanted {phase:?}, status is {}\noperator log tail:\n{}",
-                    serde_json::to_string_pretty(&status).unwrap(),
-                    tail(&self.operator.log(), 40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        wait_phase(&self.mais(), &self.operator, name, phase).await
     }
-
     pub async fn events(&self, name: &str) -> Vec<Event> {
         let events: Api<Event> = Api::namespaced(self.client.clone(), NAMESPACE);
         let selector = format!("involvedObject.name={name},involvedObject.kind=MultiArchImage");
@@ -567,6 +529,87 @@ impl World {
             logs.push(pods.logs(&name, &params).await.unwrap());
         }
         logs
+    }
+}
+
+/// Applies a ConfigMap build context and a buildah MultiArchImage building it.
+pub async fn apply_context_build(
+    client: &Client,
+    registry: &Registry,
+    namespace: &str,
+    name: &str,
+    platforms: &[&str],
+    context: &[(&str, &str)],
+    extra_spec: serde_json::Value,
+) {
+    let data: serde_json::Map<String, serde_json::Value> = context
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let config_map: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": format!("{name}-context"), "namespace": namespace},
+        "data": data,
+    }))
+    .unwrap();
+    let params = PatchParams::apply("e2e").force();
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .patch(
+            &format!("{name}-context"),
+            &params,
+            &Patch::Apply(&config_map),
+        )
+        .await
+        .expect("apply the context ConfigMap");
+    let mut spec = json!({
+        "image": registry.repo(&format!("e2e/{name}")),
+        "tags": ["latest", "v1"],
+        "platforms": platforms,
+        "source": {"configMap": {"name": format!("{name}-context")}},
+        "builder": {"strategy": "buildah"},
+        "insecureRegistry": true,
+    });
+    for (k, v) in extra_spec.as_object().into_iter().flatten() {
+        spec[k] = v.clone();
+    }
+    let resource = json!({
+        "apiVersion": "multiarch.dev/v1alpha1", "kind": "MultiArchImage",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    });
+    Api::<MultiArchImage>::namespaced(client.clone(), namespace)
+        .patch(name, &params, &Patch::Apply(&resource))
+        .await
+        .expect("apply the MultiArchImage");
+}
+
+/// Waits until the resource reaches `phase` (failing fast, with the
+/// operator's log, if it reaches another terminal phase).
+pub async fn wait_phase(
+    mais: &Api<MultiArchImage>,
+    operator: &Operator,
+    name: &str,
+    phase: Phase,
+) -> MultiArchImage {
+    let deadline = Instant::now() + BUILD_TIMEOUT;
+    loop {
+        operator.restart_if_it_lost_its_lease();
+        let resource = mais.get(name).await.expect("get the MultiArchImage");
+        let status = resource.status.clone().unwrap_or_default();
+        let current = status.phase;
+        let generation_seen = status.observed_generation == resource.metadata.generation;
+        if current == Some(phase) && generation_seen {
+            return resource;
+        }
+        let terminal = matches!(current, Some(Phase::Succeeded | Phase::Failed));
+        if (terminal && generation_seen && current != Some(phase)) || Instant::now() > deadline {
+            panic!(
+                "{name}: wanted {phase:?}, status is {}\noperator log tail:\n{}",
+                serde_json::to_string_pretty(&status).unwrap(),
+                tail(&operator.log(), 40)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
