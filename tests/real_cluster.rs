@@ -50,3 +50,112 @@ async fn two_platforms_end_in_a_pushed_index_on_the_real_control_plane() {
     );
     assert_clients_get_their_platform("hello", &done);
 }
+
+/// The tenant bar of docs/security.md, judged by the real API server: a
+/// ServiceAccount allowed only MultiArchImages gets no Pod and no Secret,
+/// and the chart's policy refuses every MultiArchImage that would mount a
+/// Secret it cannot read or choose what runs where, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_allowed_only_multiarchimages_is_refused_every_escalation() {
+    let world = RealWorld::start(&[]).await;
+    real::kubectl_apply(
+        &world.plane,
+        r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: tenant, namespace: default}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: image-author, namespace: default}
+rules:
+  - apiGroups: [multiarch.dev]
+    resources: [multiarchimages]
+    verbs: ["*"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: image-author, namespace: default}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: image-author}
+subjects: [{kind: ServiceAccount, name: tenant, namespace: default}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: regcred, namespace: default}
+type: kubernetes.io/dockerconfigjson
+stringData: {.dockerconfigjson: '{"auths": {}}'}
+"#,
+    );
+    let token = world
+        .plane
+        .service_account_token("default", "tenant")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = dir.path().join("tenant.kubeconfig");
+    world
+        .plane
+        .write_kubeconfig_with_token(&tenant, "tenant", &token)
+        .unwrap();
+    let create = |yaml: &str| {
+        let out = real::kubectl_with_input(&tenant, &["create", "-f", "-"], yaml);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: busybox}]}\n";
+    let (ok, said) = create(pod);
+    assert!(!ok && said.contains("forbidden"), "no Pods: {said}");
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {a: b}\n";
+    let (ok, said) = create(secret);
+    assert!(!ok && said.contains("forbidden"), "no Secrets: {said}");
+    let mai = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: multiarch.dev/v1alpha1\nkind: MultiArchImage\nmetadata: {{name: {name}}}\n\
+             spec:\n  image: registry.example.com/team/app\n  platforms: [linux/amd64]\n  \
+             source: {{git: {{url: https://git.example.com/app.git}}}}\n{extra}"
+        )
+    };
+    for (name, extra, field) in [
+        (
+            "push",
+            "  pushSecret: {name: regcred}\n",
+            "spec.pushSecret.name",
+        ),
+        (
+            "builder",
+            "  builder: {strategy: buildah, image: evil.example.com/b}\n",
+            "spec.builder.image",
+        ),
+        (
+            "account",
+            "  serviceAccountName: operator\n",
+            "spec.serviceAccountName",
+        ),
+        (
+            "nodes",
+            "  nodeSelector: {kubernetes.io/hostname: node-amd64}\n",
+            "spec.nodeSelector",
+        ),
+    ] {
+        let (ok, said) = create(&mai(name, extra));
+        assert!(
+            !ok && said.contains(field) && said.contains("multiarch-operator-tenant-rights"),
+            "{name}: the real API server refuses it, naming {field}: {said}"
+        );
+    }
+    let (ok, said) = create(&mai("plain", ""));
+    assert!(ok, "a spec that uses no right is admitted: {said}");
+    // What the tenant may not do, an admin may.
+    let admin = world.plane.kubeconfig_path();
+    let out = real::kubectl_with_input(
+        admin,
+        &["create", "-f", "-"],
+        &mai("push", "  pushSecret: {name: regcred}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

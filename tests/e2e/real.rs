@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use kube::{Api, Client};
 use kube_sim::agent::{Agent, AgentConfig};
@@ -124,12 +124,20 @@ impl RealWorld {
 /// `kubectl apply -f -` as the admin: the real client against the real
 /// API server, with its validation.
 pub fn kubectl_apply(plane: &ControlPlane, yaml: &str) {
+    let args = ["apply", "--server-side", "-f", "-"];
+    let out = kubectl_with_input(plane.kubeconfig_path(), &args, yaml);
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The real kubectl with `kubeconfig`, `input` on its standard input.
+pub fn kubectl_with_input(kubeconfig: &Path, args: &[&str], input: &str) -> Output {
     let mut child = Command::new("kubectl")
-        .args([
-            "--kubeconfig",
-            &plane.kubeconfig_path().display().to_string(),
-        ])
-        .args(["apply", "--server-side", "-f", "-"])
+        .args(["--kubeconfig", &kubeconfig.display().to_string()])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -139,12 +147,7 @@ pub fn kubectl_apply(plane: &ControlPlane, yaml: &str) {
         .stdin
         .take()
         .unwrap()
-        .write_all(yaml.as_bytes())
+        .write_all(input.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    child.wait_with_output().unwrap()
 }

@@ -177,10 +177,32 @@ fn params_for(
 }
 
 /// An expression's value, or its error text as the dispatcher words it.
-fn eval(expr: &str, vars: &[(&str, &Value)], authz: &Authz) -> Result<Value, String> {
+fn eval(expr: &str, vars: &[(&str, &Value)], authz: Option<&Authz>) -> Result<Value, String> {
     let p = k8scel::compile(expr).map_err(|e| format!("compilation failed: {e}"))?;
-    k8scel::eval(&p, vars, Some(authz))
-        .map_err(|e| format!("expression '{expr}' resulted in error: {e}"))
+    k8scel::eval(&p, vars, authz).map_err(|e| format!("expression '{expr}' resulted in error: {e}"))
+}
+
+/// The composited variables, each seeing the ones before it; one that
+/// fails to evaluate is left out (an expression reading it then fails).
+fn composite(
+    spec: &Value,
+    vars: &[(&str, Value)],
+    authz: Option<&Authz>,
+) -> Result<serde_json::Map<String, Value>, String> {
+    let mut variables = serde_json::Map::new();
+    for v in spec["variables"].as_array().into_iter().flatten() {
+        let mut refs: Vec<(&str, &Value)> = vars.iter().map(|(k, v)| (*k, v)).collect();
+        let vv = Value::Object(variables.clone());
+        refs.push(("variables", &vv));
+        match eval(v["expression"].as_str().unwrap_or(""), &refs, authz) {
+            Ok(value) => {
+                variables.insert(v["name"].as_str().unwrap_or("").to_string(), value);
+            }
+            Err(e) if authz.is_some() => return Err(e),
+            Err(_) => {}
+        }
+    }
+    Ok(variables)
 }
 
 /// Evaluates one binding with one param (or none): Some(message, reason) on refusal.
@@ -190,25 +212,19 @@ fn evaluate(
     authz: &Authz,
 ) -> Result<Option<(String, String)>, String> {
     let spec = &policy["spec"];
-    let view = |vars: &Vec<(&str, Value)>| -> Vec<(String, Value)> {
-        vars.iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
-    };
-    // Composited variables, each seeing the ones before it.
-    let mut variables = serde_json::Map::new();
-    for v in spec["variables"].as_array().into_iter().flatten() {
-        let owned = view(vars);
-        let mut refs: Vec<(&str, &Value)> = owned.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let vv = Value::Object(variables.clone());
-        refs.push(("variables", &vv));
-        let value = eval(v["expression"].as_str().unwrap_or(""), &refs, authz)?;
-        variables.insert(v["name"].as_str().unwrap_or("").to_string(), value);
-    }
+    // A messageExpression has no `authorizer`, nor has a variable it reads
+    // (k8s.io/apiserver pkg/admission/plugin/policy/validating/plugin.go:
+    // messages compile with `HasAuthorizer: false`, and composited
+    // variables are evaluated in the reading expression's activation).
+    let message_variables = composite(spec, vars, None)?;
+    let mut message_vars: Vec<(&str, Value)> = vars.clone();
+    message_vars.push(("variables", Value::Object(message_variables)));
+    let message_refs: Vec<(&str, &Value)> = message_vars.iter().map(|(k, v)| (*k, v)).collect();
+    let variables = composite(spec, vars, Some(authz))?;
     vars.push(("variables", Value::Object(variables)));
     let refs: Vec<(&str, &Value)> = vars.iter().map(|(k, v)| (*k, v)).collect();
     for c in spec["matchConditions"].as_array().into_iter().flatten() {
-        match eval(c["expression"].as_str().unwrap_or(""), &refs, authz)? {
+        match eval(c["expression"].as_str().unwrap_or(""), &refs, Some(authz))? {
             Value::Bool(true) => {}
             Value::Bool(false) => return Ok(None),
             other => {
@@ -221,7 +237,7 @@ fn evaluate(
     }
     for v in spec["validations"].as_array().into_iter().flatten() {
         let expr = v["expression"].as_str().unwrap_or("");
-        match eval(expr, &refs, authz)? {
+        match eval(expr, &refs, Some(authz))? {
             Value::Bool(true) => continue,
             Value::Bool(false) => {}
             other => {
@@ -232,7 +248,7 @@ fn evaluate(
         }
         let from_expr = v["messageExpression"]
             .as_str()
-            .and_then(|m| eval(m, &refs, authz).ok())
+            .and_then(|m| eval(m, &message_refs, None).ok())
             .and_then(|m| m.as_str().map(|s| s.trim().to_string()))
             .filter(|m| !m.is_empty() && !m.contains('\n'));
         let message = from_expr
