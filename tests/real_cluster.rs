@@ -159,3 +159,73 @@ stringData: {.dockerconfigjson: '{"auths": {}}'}
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Pods the real PodSecurity admission refuses: the real Job controller's
+/// FailedCreate reaches the platform's message and `Stalled` within
+/// seconds, and once the administrator relaxes the namespace the build
+/// goes on by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_refused_by_the_real_pod_security_admission_are_named() {
+    use kube::Api;
+    use multiarch_operator::api::MultiArchImage;
+    let world = RealWorld::start(&[]).await;
+    let label = |level: &str| {
+        let out = world
+            .plane
+            .kubectl(&[
+                "label",
+                "--overwrite",
+                "namespace",
+                "restricted",
+                &format!("pod-security.kubernetes.io/enforce={level}"),
+            ])
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let out = world
+        .plane
+        .kubectl(&["create", "namespace", "restricted"])
+        .unwrap();
+    assert!(out.status.success());
+    label("restricted");
+    harness::apply_context_build(
+        &world.client,
+        &world.registry,
+        "restricted",
+        "psa",
+        &["linux/amd64", "linux/arm64"],
+        &hello_context("psa\n"),
+        json!({}),
+    )
+    .await;
+    let mais: Api<MultiArchImage> = Api::namespaced(world.client.clone(), "restricted");
+    let started = std::time::Instant::now();
+    let message = harness::eventually(
+        "FailedCreate named",
+        std::time::Duration::from_secs(60),
+        || async {
+            let status = mais.get("psa").await.ok()?.status?;
+            let stalled = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Stalled" && c.status == "True");
+            let message = status
+                .platforms
+                .iter()
+                .map(|p| p.message.clone())
+                .find(|m| m.contains("FailedCreate") && m.contains("PodSecurity"))?;
+            stalled.then_some(message)
+        },
+    )
+    .await;
+    println!(
+        "REAL PodSecurity refusal named in {:.1} s: {message}",
+        started.elapsed().as_secs_f64()
+    );
+    label("privileged");
+    harness::wait_phase(&mais, &world.operator, "psa", Phase::Succeeded).await;
+}
