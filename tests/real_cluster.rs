@@ -229,3 +229,70 @@ async fn pods_refused_by_the_real_pod_security_admission_are_named() {
     label("privileged");
     harness::wait_phase(&mais, &world.operator, "psa", Phase::Succeeded).await;
 }
+
+/// `multiarch.dev/rebuild` on the real API server: a new value builds every
+/// platform again under a new build id, and the real garbage collector
+/// removes the Jobs of the build it replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rebuild_annotation_builds_again_under_a_new_build_id() {
+    use multiarch_operator::api::REBUILD_ANNOTATION;
+    let world = RealWorld::start(&[]).await;
+    world
+        .apply(
+            "again",
+            &["linux/amd64", "linux/arm64"],
+            &hello_context("again\n"),
+            json!({}),
+        )
+        .await;
+    let first = world.wait_phase("again", Phase::Succeeded).await;
+    let first_id = first.status.unwrap().build_id.unwrap();
+    let out = world
+        .plane
+        .kubectl(&[
+            "annotate",
+            "mai",
+            "again",
+            &format!("{REBUILD_ANNOTATION}=1"),
+        ])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = harness::eventually(
+        "a second build",
+        std::time::Duration::from_secs(120),
+        || async {
+            let resource = world.mais().get("again").await.ok()?;
+            let status = resource.status.clone()?;
+            (status.phase == Some(Phase::Succeeded)
+                && status.build_id.as_deref() != Some(first_id.as_str()))
+            .then_some(resource)
+        },
+    )
+    .await;
+    let second_id = second.status.clone().unwrap().build_id.unwrap();
+    let short = multiarch_operator::render::short_id(&second_id).to_string();
+    let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
+        kube::Api::namespaced(world.client.clone(), harness::NAMESPACE);
+    harness::eventually(
+        "only the new build's Jobs",
+        std::time::Duration::from_secs(60),
+        || async {
+            let names: Vec<String> = jobs
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter(|j| j.metadata.deletion_timestamp.is_none())
+                .filter_map(|j| j.metadata.name)
+                .collect();
+            (names.len() == 3 && names.iter().all(|n| n.contains(&short))).then_some(())
+        },
+    )
+    .await;
+    assert_clients_get_their_platform("again", &second);
+}
