@@ -17,6 +17,7 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_platforms_end_in_a_pushed_index_on_the_real_control_plane() {
     let world = RealWorld::start(&[]).await;
+    let applied = std::time::Instant::now();
     world
         .apply(
             "hello",
@@ -26,6 +27,10 @@ async fn two_platforms_end_in_a_pushed_index_on_the_real_control_plane() {
         )
         .await;
     let done = world.wait_phase("hello", Phase::Succeeded).await;
+    println!(
+        "REAL time to index, two platforms, one COPY (buildah): {:.2} s",
+        applied.elapsed().as_secs_f64()
+    );
     let status = done.status.clone().unwrap();
     assert_eq!(status.platforms_ready.as_deref(), Some("2/2"));
     let nodes: Vec<_> = status
@@ -295,4 +300,50 @@ async fn the_rebuild_annotation_builds_again_under_a_new_build_id() {
     )
     .await;
     assert_clients_get_their_platform("again", &second);
+}
+
+/// The real PodGC (kube-controller-manager `--terminated-pod-gc-threshold`
+/// 1, checked every 20 s) deletes finished build pods once more than one
+/// exists: the build still ends in a pushed index, and what the operator
+/// recorded stays in status after the pods are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_survives_the_real_pod_gc_collecting_its_pods() {
+    let world = RealWorld::start_with(&[], |c| c.terminated_pod_gc_threshold = 1).await;
+    world
+        .apply(
+            "collected",
+            &["linux/amd64", "linux/arm64"],
+            &hello_context("collected\n"),
+            json!({}),
+        )
+        .await;
+    let done = world.wait_phase("collected", Phase::Succeeded).await;
+    assert_clients_get_their_platform("collected", &done);
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(world.client.clone(), harness::NAMESPACE);
+    harness::eventually(
+        "PodGC to leave at most one finished pod",
+        std::time::Duration::from_secs(90),
+        || async {
+            let finished = pods
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter(|p| {
+                    let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+                    matches!(phase.as_deref(), Some("Succeeded" | "Failed"))
+                })
+                .count();
+            (finished <= 1).then_some(())
+        },
+    )
+    .await;
+    let after = world.mais().get("collected").await.unwrap();
+    assert_eq!(
+        after.status.unwrap().digest,
+        done.status.unwrap().digest,
+        "collected pods change nothing in status"
+    );
 }

@@ -31,11 +31,20 @@ pub struct RealWorld {
 
 impl RealWorld {
     pub async fn start(operator_flags: &[&str]) -> RealWorld {
+        Self::start_with(operator_flags, |_| {}).await
+    }
+
+    /// A world whose control plane is configured by `adjust` as well.
+    pub async fn start_with(
+        operator_flags: &[&str],
+        adjust: impl FnOnce(&mut ControlPlaneConfig),
+    ) -> RealWorld {
         require_tool("bwrap", "bubblewrap");
         require_tool("buildah", "buildah");
         require_tool("kubectl", "kubernetes-client");
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let config = ControlPlaneConfig::locate(root).expect("the real control plane");
+        let mut config = ControlPlaneConfig::locate(root).expect("the real control plane");
+        adjust(&mut config);
         let plane = tokio::task::spawn_blocking(move || ControlPlane::start(config))
             .await
             .unwrap()
