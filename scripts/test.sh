@@ -23,6 +23,11 @@ declare -A DEB_FOR_COMMAND=(
   # dpkg-deb to unpack the base images' packages.
   [qemu-aarch64-static]=qemu-user-static
   [dpkg-deb]=dpkg
+  # tests/buildkit.rs: the real rootless BuildKit, as its image runs it.
+  [runc]=runc
+  [rootlesskit]=rootlesskit
+  [newuidmap]=uidmap
+  [setpriv]=util-linux
 )
 missing=()
 for cmd in "${!DEB_FOR_COMMAND[@]}"; do
@@ -58,6 +63,24 @@ if ! ls "$DEBS_DIR"/busybox-static_*_arm64.deb "$DEBS_DIR"/busybox-static_*_amd6
     (cd "$DEBS_DIR" && apt-get download -qq busybox-static:amd64 busybox-static:arm64)
   else
     echo "missing $DEBS_DIR/busybox-static_*_{amd64,arm64}.deb; as root: dpkg --add-architecture arm64 && apt-get update && (cd $DEBS_DIR && apt-get download busybox-static:amd64 busybox-static:arm64)" >&2
+    exit 1
+  fi
+fi
+
+# Rootless BuildKit runs as uid 1000, as the upstream rootless image does:
+# that uid needs a name (buildkitd picks its rootless defaults from $USER)
+# and subordinate ids for rootlesskit's user namespace.
+rootless_user=$(getent passwd 1000 | cut -d: -f1 || true)
+if [ -z "$rootless_user" ] || ! grep -q "^$rootless_user:" /etc/subuid 2>/dev/null || ! grep -q "^$rootless_user:" /etc/subgid 2>/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    if [ -z "$rootless_user" ]; then
+      useradd --uid 1000 --create-home --shell /bin/sh buildkit-user
+      rootless_user=buildkit-user
+    fi
+    grep -q "^$rootless_user:" /etc/subuid 2>/dev/null || echo "$rootless_user:100000:65536" >>/etc/subuid
+    grep -q "^$rootless_user:" /etc/subgid 2>/dev/null || echo "$rootless_user:100000:65536" >>/etc/subgid
+  else
+    echo "rootless BuildKit needs a user of uid 1000 with /etc/subuid and /etc/subgid entries (as root: useradd --uid 1000 buildkit-user; echo buildkit-user:100000:65536 | tee -a /etc/subuid /etc/subgid)" >&2
     exit 1
   fi
 fi

@@ -4,6 +4,10 @@
 //! taken from the cache and `#N ERROR: <words>` for a failed vertex; the
 //! cache import and export are vertices of their own, named
 //! `importing cache manifest from <ref>` and `exporting cache to <where>`.
+//! A step taken from an imported registry cache is not printed `CACHED`
+//! (BuildKit v0.18, tests/buildkit.rs): it shows the download of its layer,
+//! `#N sha256:<hex> <size> / <size> done`, and no output of its own; a
+//! `FROM` step shows downloads on a miss too, so those do not count.
 //! The log was written where the Dockerfile's steps ran: it is read with a
 //! cap, and only counts and bounded quotes come out of it.
 
@@ -18,6 +22,8 @@ pub const MAX_LOG_BYTES: usize = 64 * 1024 * 1024;
 pub fn read(log: &str) -> CacheWords {
     let mut progress = CacheWords::default();
     let (mut imports, mut exports) = (HashSet::new(), HashSet::new());
+    // Dockerfile steps other than FROM, and those already counted a hit.
+    let (mut steps, mut hits) = (HashSet::new(), HashSet::new());
     for line in log.lines() {
         let Some((vertex, rest)) = line.split_once(' ') else {
             continue;
@@ -28,8 +34,17 @@ pub fn read(log: &str) -> CacheWords {
         {
             continue;
         }
-        if rest == "CACHED" || rest.starts_with("CACHED ") {
-            progress.hits += 1;
+        if rest == "CACHED"
+            || rest.starts_with("CACHED ")
+            || rest.starts_with("sha256:") && steps.contains(vertex)
+        {
+            if hits.insert(vertex) {
+                progress.hits += 1;
+            }
+        } else if let Some(name) = step_name(rest) {
+            if !name.starts_with("FROM ") {
+                steps.insert(vertex);
+            }
         } else if rest.starts_with("importing cache manifest from ") {
             imports.insert(vertex);
         } else if rest.starts_with("exporting cache to ") {
@@ -46,6 +61,16 @@ pub fn read(log: &str) -> CacheWords {
         }
     }
     progress
+}
+
+/// The instruction of a Dockerfile step's first line (`[2/3] RUN make`,
+/// `[stage 1/2] COPY ...`); None for BuildKit's own vertices.
+fn step_name(rest: &str) -> Option<&str> {
+    let (bracket, name) = rest.strip_prefix('[')?.split_once("] ")?;
+    let position = bracket.rsplit(' ').next()?;
+    let (done, total) = position.split_once('/')?;
+    (done.bytes().all(|b| b.is_ascii_digit()) && total.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(name)
 }
 
 /// The cache's part in one buildah build, as its output tells it
@@ -116,6 +141,21 @@ mod tests {
                 export_error: Some("no space left on device".into()),
             }
         );
+    }
+
+    #[test]
+    fn a_step_taken_from_the_registry_cache_counts_once_and_a_from_pull_does_not() {
+        let log = "#3 importing cache manifest from r/app:buildcache-linux-amd64\n\
+            #4 [1/3] FROM docker.io/library/alpine@sha256:ab\n\
+            #4 sha256:1111111111111111111111111111111111111111111111111111111111111111 3.4MB / 3.4MB 0.2s done\n\
+            #5 [2/3] COPY hello.txt /hello.txt\n\
+            #5 sha256:ee2ae2f513e46eb31c1ff22e74cf06cfe30bb07baa5fb4806ff129a5afe93e70 124B / 124B 0.0s\n\
+            #5 sha256:ee2ae2f513e46eb31c1ff22e74cf06cfe30bb07baa5fb4806ff129a5afe93e70 124B / 124B 0.0s done\n\
+            #5 DONE 0.0s\n#6 [3/3] RUN make\n#6 0.2 sha256:forged by the step\n#6 DONE 1.0s\n\
+            #7 exporting to oci image format\n#7 exporting manifest sha256:9e done\n";
+        assert_eq!(read(log).hits, 1);
+        assert_eq!(step_name("[stage-1 2/3] RUN make"), Some("RUN make"));
+        assert_eq!(step_name("[internal] load build context"), None);
     }
 
     #[test]
