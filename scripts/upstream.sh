@@ -14,6 +14,13 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 
+# Go's module and build caches stay in the project's cache: under $HOME they
+# would sit within reach of every build container of the tests (the hostile
+# probes of tests/git_e2e.rs read /root whole).
+export GOMODCACHE="${GOMODCACHE_UPSTREAM:-$root/.cache/upstream/go/mod}"
+export GOCACHE="${GOCACHE_UPSTREAM:-$root/.cache/upstream/go/build}"
+export GOFLAGS="${GOFLAGS:-} -modcacherw"
+
 # The version a harness pins, read from its go.mod.
 pinned() { awk -v m="$2" '$1 == m { print $2; exit }' "tests/upstream/$1/go.mod"; }
 
