@@ -15,26 +15,40 @@ pub struct ServerTls {
 /// A TLS record of type handshake starts every ClientHello.
 pub const HANDSHAKE_BYTE: u8 = 0x16;
 
-pub fn generate() -> anyhow::Result<ServerTls> {
+/// A fresh CA (`ca_name`) and a serving certificate for `names`, signed
+/// by it: (CA, certificate, its key).
+pub fn issue(
+    ca_name: &str,
+    names: &[&str],
+) -> anyhow::Result<(rcgen::Certificate, rcgen::Certificate, rcgen::KeyPair)> {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "kube-sim-ca");
+        .push(DnType::CommonName, ca_name);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-    // The names a real API server's certificate carries for local clients.
-    let mut params = CertificateParams::new(vec![
-        "127.0.0.1".to_string(),
-        "localhost".to_string(),
-        "kubernetes".to_string(),
-        "kubernetes.default.svc".to_string(),
-    ])?;
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
     params
         .distinguished_name
         .push(DnType::CommonName, "kube-apiserver");
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca)?;
+    Ok((ca.as_ref().clone(), cert, key))
+}
+
+pub fn generate() -> anyhow::Result<ServerTls> {
+    // The names a real API server's certificate carries for local clients.
+    let (ca, cert, key) = issue(
+        "kube-sim-ca",
+        &[
+            "127.0.0.1",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default.svc",
+        ],
+    )?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

@@ -361,34 +361,25 @@ struct Pki {
 
 impl Pki {
     fn generate(dir: &Path) -> anyhow::Result<Pki> {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "kubernetes-ca");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
         // The names kubeadm puts in an API server's certificate.
-        let mut params = CertificateParams::new(vec![
-            "127.0.0.1".to_string(),
-            "localhost".to_string(),
-            "kubernetes".to_string(),
-            "kubernetes.default".to_string(),
-            "kubernetes.default.svc".to_string(),
-            "kubernetes.default.svc.cluster.local".to_string(),
-            "10.96.0.1".to_string(),
-        ])?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "kube-apiserver");
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &ca)?;
+        let (ca, cert, key) = crate::tls::issue(
+            "kubernetes-ca",
+            &[
+                "127.0.0.1",
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+                "10.96.0.1",
+            ],
+        )?;
         std::fs::write(dir.join("ca.crt"), ca.pem())?;
         std::fs::write(dir.join("apiserver.crt"), cert.pem())?;
         write_private(&dir.join("apiserver.key"), &key.serialize_pem())?;
         // ES256 service account tokens: the API server takes ECDSA keys
         // (k8s.io/client-go/util/keyutil parses PKCS#8 and PKIX PEM).
-        let sa = KeyPair::generate()?;
+        let sa = rcgen::KeyPair::generate()?;
         write_private(&dir.join("sa.key"), &sa.serialize_pem())?;
         std::fs::write(dir.join("sa.pub"), sa.public_key_pem())?;
         Ok(Pki { ca_pem: ca.pem() })
